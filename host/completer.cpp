@@ -1,0 +1,142 @@
+// completer.cpp: the batched outcome writer.
+#include "completer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "pg.hpp"
+#include "stop_sleep.hpp"
+
+namespace jobhost {
+namespace {
+
+// One statement per batch: guarded state change, then one job_logs row per
+// attempt whose guard matched. A handed-back job gets its attempt back and no
+// log row, since it never started.
+constexpr const char* kCompleteSql = R"sql(
+WITH o AS (
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[],
+                       $6::bigint[], $7::bigint[])
+      AS o(id, attempt, status, delay_ms, message, started_us, finished_us)
+), u AS (
+  UPDATE jobhost.jobs j SET
+      status = o.status,
+      attempt_count = CASE WHEN o.status = 'queued' THEN j.attempt_count - 1 ELSE j.attempt_count END,
+      completed_at = CASE WHEN o.status = 'completed' THEN to_timestamp(o.finished_us / 1e6::float8) END,
+      failed_at = CASE WHEN o.status = 'failed' THEN to_timestamp(o.finished_us / 1e6::float8) END,
+      run_at = CASE WHEN o.status = 'retry_scheduled'
+                    THEN to_timestamp(o.finished_us / 1e6::float8) + o.delay_ms * interval '1 millisecond'
+                    ELSE j.run_at END,
+      last_error_message = coalesce(o.message, j.last_error_message),
+      -- The worker that ran the attempt stays recorded; a handed-back job has none.
+      worker_id = CASE WHEN o.status = 'queued' THEN NULL ELSE j.worker_id END,
+      lease_expires_at = NULL, updated_at = now()
+    FROM o
+   WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status = 'running'
+  RETURNING j.id, o.attempt, o.status, o.message, o.started_us, o.finished_us
+), logged AS (
+  INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
+                                finished_at, duration)
+  SELECT id, status, message, attempt, to_timestamp(started_us / 1e6::float8),
+         to_timestamp(finished_us / 1e6::float8), (finished_us - started_us) * interval '1 microsecond'
+    FROM u WHERE status <> 'queued'
+)
+SELECT count(*) FROM u)sql";
+
+}  // namespace
+
+Completer::Completer(std::string pg_url, size_t max_batch)
+    : pg_url_(std::move(pg_url)), max_batch_(max_batch) {}
+
+Completer::~Completer() {
+  if (thread_.joinable()) {
+    thread_.request_stop();
+    cv_.notify_all();
+  }
+}
+
+void Completer::start() {
+  thread_ = std::jthread([this](std::stop_token st) { run(st); });
+}
+
+void Completer::submit(Outcome o) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(o));
+  }
+  cv_.notify_one();
+}
+
+size_t Completer::flush_and_stop(std::chrono::milliseconds grace) {
+  std::unique_lock lock(mu_);
+  draining_ = true;
+  cv_.notify_all();
+  drained_cv_.wait_for(lock, grace, [&] { return queue_.empty() && in_flight_ == 0; });
+  const size_t left = queue_.size() + in_flight_;
+  lock.unlock();
+  thread_.request_stop();
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  return left;
+}
+
+void Completer::run(std::stop_token stop) {
+  std::unique_ptr<pqxx::connection> conn;
+  std::vector<Outcome> batch;
+  int failures = 0;
+  while (!stop.stop_requested()) {
+    if (batch.empty()) {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, stop, [&] { return !queue_.empty(); });
+      if (queue_.empty()) continue;  // stop requested
+      // Whatever piled up while the last batch was being written goes next:
+      // batches grow with load, and latency stays low when idle.
+      const size_t n = std::min(queue_.size(), max_batch_);
+      batch.assign(std::make_move_iterator(queue_.begin()),
+                   std::make_move_iterator(queue_.begin() + static_cast<long>(n)));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(n));
+      in_flight_ = batch.size();
+    }
+    try {
+      if (!conn || !conn->is_open()) conn = pg_connect(pg_url_);
+      const size_t written = write(*conn, batch);
+      if (written < batch.size()) stale_ += batch.size() - written;
+      if (failures > 0) spdlog::info("completer: PostgreSQL reachable again; outcomes written");
+      failures = 0;
+      batch.clear();
+      std::lock_guard lock(mu_);
+      in_flight_ = 0;
+      if (queue_.empty()) drained_cv_.notify_all();
+    } catch (const std::exception& e) {
+      // Keep the batch: it is written once PostgreSQL answers again.
+      if (failures++ % 50 == 0) {
+        spdlog::warn("completer: cannot write {} outcomes yet, retrying: {}", batch.size(), e.what());
+      }
+      conn.reset();
+      sleep_unless_stopped(stop, std::chrono::milliseconds(100));
+    }
+  }
+}
+
+size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batch) {
+  PgArray ids, attempts, statuses, delays, messages, started, finished;
+  for (const Outcome& o : batch) {
+    ids.add(o.job_id);
+    attempts.add(o.attempt);
+    statuses.add(outcome_status(o.kind));
+    delays.add(o.delay_ms);
+    if (o.message.empty()) {
+      messages.add_null();
+    } else {
+      messages.add(o.message);
+    }
+    started.add(o.started_us);
+    finished.add(o.finished_us);
+  }
+  pqxx::work tx(conn);
+  const auto row = tx.exec_params1(kCompleteSql, ids.str(), attempts.str(), statuses.str(),
+                                   delays.str(), messages.str(), started.str(), finished.str());
+  tx.commit();
+  return row[0].as<size_t>();
+}
+
+}  // namespace jobhost

@@ -1,0 +1,56 @@
+// completer.hpp: batched writes of attempt outcomes to PostgreSQL.
+//
+// Workers submit outcomes and go back to work at once; one thread writes them
+// in batches (one statement per batch updates the jobs and inserts one
+// job_logs row per attempt). A batch that fails (PostgreSQL restarting) is
+// kept and retried, so no outcome is dropped while the host runs.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "outcome.hpp"
+
+namespace jobhost {
+
+class Completer {
+ public:
+  explicit Completer(std::string pg_url, size_t max_batch = 1000);
+  ~Completer();
+
+  void start();
+  // Thread-safe; never blocks on PostgreSQL.
+  void submit(Outcome o);
+  // Writes everything submitted so far, trying until the deadline; then stops
+  // the thread. Returns the number of outcomes left unwritten (0 normally).
+  size_t flush_and_stop(std::chrono::milliseconds grace);
+
+  // Outcomes whose guard no longer matched (the lease had moved on).
+  uint64_t stale_outcomes() const { return stale_; }
+
+ private:
+  void run(std::stop_token stop);
+  // Returns the number written; throws on database errors.
+  size_t write(pqxx::connection& conn, const std::vector<Outcome>& batch);
+
+  std::string pg_url_;
+  size_t max_batch_;
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::deque<Outcome> queue_;
+  size_t in_flight_ = 0;
+  bool draining_ = false;
+  std::condition_variable_any drained_cv_;
+  std::atomic<uint64_t> stale_{0};
+  std::jthread thread_;
+};
+
+}  // namespace jobhost

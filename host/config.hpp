@@ -1,0 +1,102 @@
+// config.hpp: a deployment's YAML configuration (DESIGN §5), parsed and validated.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace jobhost {
+
+// Thrown for any invalid configuration. what() reads
+//   "<file>:<line>: <key path>: <what is wrong>"
+// e.g. "config/jobhost.yaml:14: plugins[0].concurrency.max: must be >= min (50)".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Role { kMigrator, kWorker, kReaper, kScheduler, kApi };
+
+// Keys given in the YAML's retry: block; absent keys fall back to the plugin's
+// declared default, then to RetryPolicy's defaults.
+struct RetryOverrides {
+  std::optional<int> max_attempts;
+  std::optional<int64_t> base_ms;
+  std::optional<int64_t> max_ms;
+};
+
+struct PluginConfig {
+  std::string name;
+  std::filesystem::path library;  // resolved: absolute, or relative to the YAML file's folder
+  std::vector<std::string> job_types;  // empty: the types the plugin declares
+  int concurrency_min = 1;
+  int concurrency_max = 1;
+  std::optional<int64_t> scaling_queue_depth_above;
+  std::optional<double> scaling_memory_percent_above;
+  RetryOverrides retry;
+  int64_t timeout_ms = 30000;
+  std::string settings_json = "{}";  // the settings: block as JSON text, untouched
+  int line = 0;                       // where the entry starts in the YAML (1-based)
+};
+
+struct Schedule {
+  std::string job_type;
+  std::string cron;  // 5 fields, UTC
+  std::string payload_json = "{}";
+  int line = 0;
+};
+
+struct Config {
+  std::filesystem::path file;
+
+  std::string postgres_url;
+  int postgres_pool_size = 8;
+
+  std::string redis_url;
+  std::string redis_key_prefix = "jobhost";
+
+  std::set<Role> roles = {Role::kMigrator, Role::kWorker, Role::kReaper};
+  std::string host_id;  // empty: "<hostname>-<pid>"
+
+  int migrator_batch_size = 500;
+  int64_t migrator_poll_interval_ms = 1000;
+
+  int64_t lease_duration_ms = 30000;
+  int64_t heartbeat_ms = 10000;
+
+  int64_t reaper_interval_ms = 1000;
+  int64_t reconciler_interval_ms = 5000;
+  int64_t reconciler_stale_after_ms = 15000;
+
+  int64_t shutdown_grace_ms = 30000;
+
+  std::string api_listen = "127.0.0.1:8080";
+  std::string api_token;
+
+  std::string log_format = "text";  // text | json
+  std::string log_level = "info";   // trace|debug|info|warn|error
+
+  std::vector<Schedule> schedules;
+  std::vector<PluginConfig> plugins;
+
+  bool has_role(Role r) const { return roles.count(r) != 0; }
+};
+
+// Reads, interpolates (${NAME} and ${NAME:-default} from the environment) and
+// validates a config file. Throws ConfigError naming file, line and key.
+Config load_config(const std::filesystem::path& file);
+
+// Parses YAML text as if it were read from `file` (for tests and --check-config).
+Config parse_config(const std::string& yaml_text, const std::filesystem::path& file);
+
+// Replaces ${NAME} / ${NAME:-default} in text. Throws ConfigError (without a
+// location; callers add it) naming the variable when it is unset and has no default.
+std::string interpolate_env(const std::string& text);
+
+const char* role_name(Role r);
+
+}  // namespace jobhost

@@ -1,0 +1,74 @@
+// dispatch.cpp: the Lua scripts behind push_jobs and pop_jobs.
+#include "dispatch.hpp"
+
+#include <algorithm>
+
+namespace jobhost {
+namespace {
+
+// KEYS: list, members, wake. ARGV: ids.
+const RedisScript kPush(R"lua(
+redis.call('RPUSH', KEYS[1], unpack(ARGV))
+redis.call('SADD', KEYS[2], unpack(ARGV))
+redis.call('DEL', KEYS[3])
+redis.call('RPUSH', KEYS[3], '1')
+return #ARGV
+)lua");
+
+// KEYS: high, normal, low, members, wake. ARGV[1]: max ids.
+const RedisScript kPop(R"lua(
+local want = tonumber(ARGV[1])
+local out = {}
+for i = 1, 3 do
+  if #out >= want then break end
+  local got = redis.call('LPOP', KEYS[i], want - #out)
+  if got then
+    for _, id in ipairs(got) do out[#out + 1] = id end
+  end
+end
+if #out > 0 then
+  redis.call('SREM', KEYS[4], unpack(out))
+  if redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3]) > 0 then
+    redis.call('DEL', KEYS[5])
+    redis.call('RPUSH', KEYS[5], '1')
+  end
+end
+return out
+)lua");
+
+// Lua's unpack() is limited by the C stack; stay well below it.
+constexpr size_t kMaxIdsPerCall = 1000;
+
+}  // namespace
+
+void push_jobs(Redis& redis, const QueueKeys& keys, Band band, const std::vector<std::string>& ids) {
+  for (size_t i = 0; i < ids.size(); i += kMaxIdsPerCall) {
+    const size_t end = std::min(ids.size(), i + kMaxIdsPerCall);
+    std::vector<std::string> chunk(ids.begin() + static_cast<long>(i), ids.begin() + static_cast<long>(end));
+    redis.eval(kPush, {keys.list(band), keys.members(), keys.wake()}, chunk);
+  }
+}
+
+std::vector<std::string> pop_jobs(Redis& redis, const QueueKeys& keys, size_t max) {
+  Reply r = redis.eval(kPop,
+                       {keys.list(Band::kHigh), keys.list(Band::kNormal), keys.list(Band::kLow),
+                        keys.members(), keys.wake()},
+                       {std::to_string(max)});
+  std::vector<std::string> ids;
+  ids.reserve(reply_size(r));
+  for (size_t i = 0; i < reply_size(r); ++i) ids.emplace_back(r->element[i]->str, r->element[i]->len);
+  return ids;
+}
+
+bool wait_for_jobs(Redis& redis, const std::vector<QueueKeys>& queues, std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv = {"BLPOP"};
+  for (const auto& q : queues) argv.push_back(q.wake());
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.3f", static_cast<double>(timeout.count()) / 1000.0);
+  argv.emplace_back(secs);
+  redis.set_timeout(timeout + std::chrono::seconds(5));
+  Reply r = redis.command(argv);
+  return r->type == REDIS_REPLY_ARRAY;
+}
+
+}  // namespace jobhost

@@ -1,0 +1,24 @@
+// dispatch.hpp: putting job ids into a queue's Redis priority lists and taking
+// them out, atomically with the queue's membership set and wake-up key.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "redis.hpp"
+#include "routing.hpp"
+
+namespace jobhost {
+
+// Appends ids to the band's list, records them as members, and wakes one
+// blocked fetcher.
+void push_jobs(Redis& redis, const QueueKeys& keys, Band band, const std::vector<std::string>& ids);
+
+// Takes up to `max` ids, high band first, then normal, then low. Wakes another
+// fetcher if jobs remain.
+std::vector<std::string> pop_jobs(Redis& redis, const QueueKeys& keys, size_t max);
+
+// Blocks up to `timeout` for a wake-up on any of the queues. Returns true when woken.
+bool wait_for_jobs(Redis& redis, const std::vector<QueueKeys>& queues, std::chrono::milliseconds timeout);
+
+}  // namespace jobhost

@@ -1,0 +1,36 @@
+// fetcher.hpp: moves jobs from a plugin's Redis lists into its worker pool.
+//
+// Takes only as many ids as the pool has free workers, leases them in
+// PostgreSQL in one statement (counting the attempt), validates the payload
+// with the plugin, and hands them over. Ids whose lease fails (taken, reset,
+// or PostgreSQL down) stay 'migrated_to_redis' and the reconciler recovers them.
+#pragma once
+
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "routing.hpp"
+
+namespace jobhost {
+
+class WorkerPool;
+
+class Fetcher {
+ public:
+  Fetcher(WorkerPool& pool, const Config& config, std::vector<std::string> queues);
+  void run(std::stop_token stop);
+
+ private:
+  WorkerPool& pool_;
+  std::string redis_url_;
+  std::string pg_url_;
+  std::string worker_id_;
+  int64_t lease_ms_;
+  std::vector<QueueKeys> queues_;
+  std::vector<std::string> queue_names_;
+};
+
+}  // namespace jobhost

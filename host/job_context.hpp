@@ -1,0 +1,35 @@
+// job_context.hpp: the host's side of one running attempt, and the C callbacks
+// (jobhost_host_api) through which a plugin reaches it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "jobhost/abi.h"
+#include "lease.hpp"
+#include "pg.hpp"
+
+// Declared opaque in <jobhost/abi.h>; defined here, in the global namespace.
+struct jobhost_job_ctx {
+  jobhost::LeasedJob job;
+  jobhost::PgPool* pool = nullptr;  // for follow-up enqueues
+  std::atomic<bool> cancelled{false};
+  std::atomic<double> progress{-1.0};
+  std::mutex error_mu;
+  std::string error;  // guarded by error_mu
+};
+
+namespace jobhost {
+
+// The callbacks handed to every plugin at create().
+const jobhost_host_api* host_api();
+
+// The C view of a leased job; points into ctx, valid while ctx lives.
+inline jobhost_job c_job(const jobhost_job_ctx& ctx) {
+  return {ctx.job.id.c_str(), ctx.job.type.c_str(), ctx.job.payload.c_str(), ctx.job.attempt,
+          ctx.job.max_attempts};
+}
+
+}  // namespace jobhost

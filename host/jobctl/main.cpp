@@ -1,0 +1,301 @@
+// jobctl: the operator's command line. Talks to PostgreSQL (the truth) and
+// Redis (the live view) using DATABASE_URL / REDIS_URL, or a host's --config.
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <optional>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "bench.hpp"
+#include "config.hpp"
+#include "migrations.hpp"
+#include "pg.hpp"
+#include "plugin_loader.hpp"
+#include "redis.hpp"
+#include "routing.hpp"
+
+namespace {
+
+using jobhost::PgArray;
+
+struct Urls {
+  std::string config_file;
+  std::string database_url;
+  std::string redis_url;
+  std::string key_prefix = "jobhost";
+};
+
+// --config wins; else the environment. Fails clearly when neither names one.
+void resolve(Urls& u) {
+  if (!u.config_file.empty()) {
+    const jobhost::Config cfg = jobhost::load_config(u.config_file);
+    u.database_url = cfg.postgres_url;
+    u.redis_url = cfg.redis_url;
+    u.key_prefix = cfg.redis_key_prefix;
+    return;
+  }
+  if (const char* v = std::getenv("DATABASE_URL")) u.database_url = v;
+  if (const char* v = std::getenv("REDIS_URL")) u.redis_url = v;
+}
+
+std::unique_ptr<pqxx::connection> db(const Urls& u) {
+  if (u.database_url.empty()) {
+    throw std::runtime_error("no database: set DATABASE_URL or pass --config FILE");
+  }
+  return jobhost::pg_connect(u.database_url);
+}
+
+int cmd_migrate(const Urls& u) {
+  auto conn = db(u);
+  const auto applied = jobhost::migrate(*conn);
+  for (const auto& name : applied) std::printf("applied %s\n", name.c_str());
+  std::printf("schema at version %d%s\n", jobhost::schema_version(*conn),
+              applied.empty() ? " (already up to date)" : "");
+  return 0;
+}
+
+struct EnqueueArgs {
+  std::string type;
+  std::string payload = "{}";
+  int priority = 100;
+  std::string run_at;
+  int max_attempts = 0;
+  std::string unique_key;
+};
+
+int cmd_enqueue(const Urls& u, const EnqueueArgs& a) {
+  try {
+    if (!nlohmann::json::parse(a.payload).is_object()) {
+      throw std::runtime_error("payload must be a JSON object, e.g. '{\"to\": \"a@example.com\"}'");
+    }
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::runtime_error(std::string("payload is not valid JSON: ") + e.what());
+  }
+  auto conn = db(u);
+  pqxx::work tx(*conn);
+  const auto row = tx.exec_params1(jobhost::kEnqueueSql, a.type, a.payload, a.priority, a.run_at,
+                                   0, a.max_attempts, a.unique_key);
+  tx.commit();
+  std::printf("%s\n", row[0].c_str());
+  return 0;
+}
+
+constexpr const char* kStatusSql = R"sql(
+SELECT id::text, queue_name, status, priority, attempt_count, max_attempts, payload::text,
+       run_at, created_at, started_at, completed_at, failed_at, updated_at,
+       coalesce(last_error_message, ''), coalesce(worker_id, ''), lease_expires_at,
+       coalesce(unique_key, '')
+  FROM jobhost.jobs WHERE id = $1::uuid)sql";
+
+constexpr const char* kLogsSql = R"sql(
+SELECT attempt_number, status, started_at, finished_at,
+       round(extract(epoch FROM duration) * 1000, 3), coalesce(log_message, '')
+  FROM jobhost.job_logs WHERE job_id = $1::uuid ORDER BY id)sql";
+
+int cmd_status(const Urls& u, const std::string& id) {
+  auto conn = db(u);
+  pqxx::nontransaction tx(*conn);
+  const auto r = tx.exec_params(kStatusSql, id);
+  if (r.empty()) {
+    std::fprintf(stderr, "jobctl: no job with id %s\n", id.c_str());
+    return 1;
+  }
+  const auto& j = r[0];
+  const char* labels[] = {"id", "type", "status", "priority", "attempts", "max_attempts", "payload",
+                          "run_at", "created_at", "started_at", "completed_at", "failed_at",
+                          "updated_at", "last_error", "worker", "lease_expires_at", "unique_key"};
+  for (int i = 0; i < 17; ++i) {
+    if (j[i].is_null() || std::string(j[i].c_str()).empty()) continue;
+    std::printf("%-17s %s\n", labels[i], j[i].c_str());
+  }
+  if (!u.redis_url.empty() && std::string(j[2].c_str()) == "migrated_to_redis") {
+    try {
+      jobhost::Redis redis(u.redis_url);
+      const jobhost::QueueKeys keys(u.key_prefix, j[1].c_str());
+      const auto m = redis.command({"SISMEMBER", keys.members(), id});
+      std::printf("%-17s %s\n", "redis", m->integer ? "waiting in its priority list"
+                                                    : "not in Redis (the reconciler will push it again)");
+    } catch (const std::exception& e) {
+      std::printf("%-17s unreachable: %s\n", "redis", e.what());
+    }
+  }
+  const auto logs = tx.exec_params(kLogsSql, id);
+  if (!logs.empty()) std::printf("attempts:\n");
+  for (const auto& l : logs) {
+    std::printf("  #%s %-16s started %s  %s ms  %s\n", l[0].c_str(), l[1].c_str(),
+                l[2].is_null() ? "-" : l[2].c_str(), l[4].is_null() ? "-" : l[4].c_str(), l[5].c_str());
+  }
+  return 0;
+}
+
+constexpr const char* kQueuesSql = R"sql(
+SELECT q.name,
+       count(j.id) FILTER (WHERE j.status = 'queued'),
+       count(j.id) FILTER (WHERE j.status = 'retry_scheduled'),
+       count(j.id) FILTER (WHERE j.status = 'migrated_to_redis'),
+       count(j.id) FILTER (WHERE j.status = 'running'),
+       count(j.id) FILTER (WHERE j.status = 'completed'),
+       count(j.id) FILTER (WHERE j.status = 'failed'),
+       coalesce(q.served_at > now() - interval '30 seconds', false)
+  FROM jobhost.job_queues q LEFT JOIN jobhost.jobs j ON j.queue_name = q.name
+ GROUP BY q.name, q.served_at ORDER BY q.name)sql";
+
+int cmd_queues(const Urls& u) {
+  auto conn = db(u);
+  pqxx::nontransaction tx(*conn);
+  std::unique_ptr<jobhost::Redis> redis;
+  if (!u.redis_url.empty()) redis = std::make_unique<jobhost::Redis>(u.redis_url);
+  std::printf("%-24s %8s %8s %8s %8s %10s %8s %-20s %s\n", "queue", "queued", "retry", "in_redis",
+              "running", "completed", "failed", "redis high/norm/low", "served");
+  for (const auto& r : tx.exec(kQueuesSql)) {
+    std::string lists = "-";
+    if (redis) {
+      const jobhost::QueueKeys keys(u.key_prefix, r[0].c_str());
+      lists.clear();
+      for (auto b : jobhost::kBandsInFetchOrder) {
+        const auto n = redis->command({"LLEN", keys.list(b)});
+        lists += (lists.empty() ? "" : "/") + std::to_string(n->integer);
+      }
+    }
+    std::printf("%-24s %8s %8s %8s %8s %10s %8s %-20s %s\n", r[0].c_str(), r[1].c_str(), r[2].c_str(),
+                r[3].c_str(), r[4].c_str(), r[5].c_str(), r[6].c_str(), lists.c_str(),
+                r[7].as<bool>() ? "yes" : "NO PLUGIN (jobs wait)");
+  }
+  return 0;
+}
+
+int cmd_dlq_list(const Urls& u, const std::string& queue, int limit) {
+  auto conn = db(u);
+  pqxx::nontransaction tx(*conn);
+  const auto r = tx.exec_params(
+      "SELECT id::text, queue_name, attempt_count, failed_at, coalesce(last_error_message, '') "
+      "FROM jobhost.jobs WHERE status = 'failed' AND ($1 = '' OR queue_name = $1) "
+      "ORDER BY failed_at DESC LIMIT $2",
+      queue, limit);
+  for (const auto& row : r) {
+    std::printf("%s  %-20s attempts=%s  failed_at=%s  %s\n", row[0].c_str(), row[1].c_str(),
+                row[2].c_str(), row[3].c_str(), row[4].c_str());
+  }
+  std::printf("%zu dead-lettered jobs shown\n", r.size());
+  return 0;
+}
+
+// Replays exactly the job asked for (the seeds' replay reset another job):
+// back to queued with fresh attempts; its history stays in job_logs.
+constexpr const char* kReplaySql = R"sql(
+WITH r AS (
+  UPDATE jobhost.jobs SET status = 'queued', attempt_count = 0, run_at = now(),
+         failed_at = NULL, updated_at = now()
+   WHERE status = 'failed' AND (($1 <> '' AND id = NULLIF($1, '')::uuid) OR
+                               ($1 = '' AND queue_name = $2))
+  RETURNING id)
+SELECT count(*) FROM r)sql";
+
+int cmd_dlq_replay(const Urls& u, const std::string& id, const std::string& queue) {
+  if (id.empty() == queue.empty()) throw std::runtime_error("dlq replay: give a job ID or --queue Q (one of them)");
+  auto conn = db(u);
+  pqxx::work tx(*conn);
+  const auto n = tx.exec_params1(kReplaySql, id, queue)[0].as<long>();
+  tx.exec("SELECT pg_notify('jobhost_jobs', '')");
+  tx.commit();
+  if (!id.empty() && n == 0) {
+    std::fprintf(stderr, "jobctl: job %s is not in the DLQ (no failed job with that id)\n", id.c_str());
+    return 1;
+  }
+  std::printf("replayed %ld jobs\n", n);
+  return 0;
+}
+
+int cmd_dlq_purge(const Urls& u, const std::string& queue) {
+  auto conn = db(u);
+  pqxx::work tx(*conn);
+  const auto r = tx.exec_params(
+      "DELETE FROM jobhost.jobs WHERE status = 'failed' AND ($1 = '' OR queue_name = $1)", queue);
+  tx.commit();
+  std::printf("purged %zu dead-lettered jobs\n", static_cast<size_t>(r.affected_rows()));
+  return 0;
+}
+
+int cmd_inspect(const std::string& lib) {
+  const jobhost::PluginInfo info = jobhost::inspect_plugin(lib);
+  std::printf("library       %s\nname          %s\nversion       %s\nabi_version   %u\n",
+              info.path.c_str(), info.name.c_str(), info.version.c_str(), info.abi_version);
+  std::string types;
+  for (const auto& t : info.job_types) types += (types.empty() ? "" : ", ") + t;
+  std::printf("job_types     %s\ndefault_retry %s\n", types.c_str(),
+              info.default_retry_json.empty() ? "(none)" : info.default_retry_json.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"jobctl: operate a jobhost deployment"};
+  app.require_subcommand(1);
+  Urls urls;
+  app.add_option("--config,-c", urls.config_file, "take database and Redis from this host config");
+  // Subcommands only pick the action; it runs after parsing, once --config is known.
+  std::function<int()> action;
+
+  auto* dbc = app.add_subcommand("db", "database schema");
+  dbc->require_subcommand(1);
+  dbc->add_subcommand("migrate", "apply pending migrations")->callback([&] { action = [&] { return cmd_migrate(urls); }; });
+
+  EnqueueArgs ea;
+  auto* enq = app.add_subcommand("enqueue", "enqueue a job");
+  enq->add_option("type", ea.type, "job type, e.g. email.send")->required();
+  enq->add_option("payload", ea.payload, "JSON object (default {})");
+  enq->add_option("--priority", ea.priority, "<= 50 high, 51-150 normal, > 150 low (default 100)");
+  enq->add_option("--run-at", ea.run_at, "timestamp, e.g. '2026-12-01 08:00:00+00' (default now)");
+  enq->add_option("--max-attempts", ea.max_attempts, "default: the queue's")->check(CLI::PositiveNumber);
+  enq->add_option("--unique-key", ea.unique_key, "deduplicate: one job per queue and key");
+  enq->callback([&] { action = [&] { return cmd_enqueue(urls, ea); }; });
+
+  std::string id;
+  auto* st = app.add_subcommand("status", "one job: state, attempts, live Redis view");
+  st->add_option("id", id, "job id")->required();
+  st->callback([&] { action = [&] { return cmd_status(urls, id); }; });
+
+  app.add_subcommand("queues", "depth of every queue")->callback([&] { action = [&] { return cmd_queues(urls); }; });
+
+  std::string queue;
+  int limit = 50;
+  auto* dlq = app.add_subcommand("dlq", "dead-lettered (failed) jobs");
+  dlq->require_subcommand(1);
+  auto* dl = dlq->add_subcommand("list", "list failed jobs, newest first");
+  dl->add_option("--queue", queue);
+  dl->add_option("--limit", limit);
+  dl->callback([&] { action = [&] { return cmd_dlq_list(urls, queue, limit); }; });
+  auto* dr = dlq->add_subcommand("replay", "queue failed jobs again: one ID, or every one of --queue");
+  dr->add_option("id", id);
+  dr->add_option("--queue", queue);
+  dr->callback([&] { action = [&] { return cmd_dlq_replay(urls, id, queue); }; });
+  auto* dp = dlq->add_subcommand("purge", "delete failed jobs (of --queue, or all)");
+  dp->add_option("--queue", queue);
+  dp->callback([&] { action = [&] { return cmd_dlq_purge(urls, queue); }; });
+
+  std::string lib;
+  auto* pl = app.add_subcommand("plugin", "plugin libraries");
+  pl->require_subcommand(1);
+  auto* pi = pl->add_subcommand("inspect", "show what a plugin library declares");
+  pi->add_option("library", lib)->required();
+  pi->callback([&] { action = [&] { return cmd_inspect(lib); }; });
+
+  jobhost::ctl::add_bench_command(app, urls.database_url, urls.redis_url, action);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    resolve(urls);
+    return action ? action() : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "jobctl: %s\n", e.what());
+    return 1;
+  }
+}

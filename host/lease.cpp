@@ -1,0 +1,67 @@
+// lease.cpp: the lease statements, one round trip per batch.
+#include "lease.hpp"
+
+#include <unordered_set>
+
+#include "pg.hpp"
+
+namespace jobhost {
+namespace {
+
+constexpr const char* kLeaseSql = R"sql(
+UPDATE jobhost.jobs
+   SET status = 'running', attempt_count = attempt_count + 1, started_at = now(),
+       updated_at = now(), worker_id = $2,
+       lease_expires_at = now() + $3 * interval '1 millisecond'
+ WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis'
+RETURNING id::text, queue_name, payload::text, attempt_count, max_attempts)sql";
+
+constexpr const char* kExtendSql = R"sql(
+UPDATE jobhost.jobs j
+   SET lease_expires_at = now() + $3 * interval '1 millisecond'
+  FROM unnest($1::uuid[], $2::int[]) AS h(id, attempt)
+ WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status = 'running'
+RETURNING j.id::text)sql";
+
+}  // namespace
+
+std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std::string>& ids,
+                                  const std::string& worker_id, int64_t duration_ms) {
+  std::vector<LeasedJob> out;
+  if (ids.empty()) return out;
+  PgArray arr;
+  for (const auto& id : ids) arr.add(id);
+  pqxx::work tx(conn);
+  const pqxx::result r = tx.exec_params(kLeaseSql, arr.str(), worker_id, duration_ms);
+  tx.commit();
+  out.reserve(r.size());
+  for (const auto& row : r) {
+    out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(),
+                   row[4].as<int>()});
+  }
+  return out;
+}
+
+std::vector<std::string> extend_leases(pqxx::connection& conn,
+                                       const std::vector<std::pair<std::string, int>>& held,
+                                       int64_t duration_ms) {
+  if (held.empty()) return {};
+  PgArray ids;
+  PgArray attempts;
+  for (const auto& [id, attempt] : held) {
+    ids.add(id);
+    attempts.add(attempt);
+  }
+  pqxx::work tx(conn);
+  const pqxx::result r = tx.exec_params(kExtendSql, ids.str(), attempts.str(), duration_ms);
+  tx.commit();
+  std::unordered_set<std::string> kept;
+  for (const auto& row : r) kept.insert(row[0].c_str());
+  std::vector<std::string> lost;
+  for (const auto& [id, attempt] : held) {
+    if (!kept.count(id)) lost.push_back(id);
+  }
+  return lost;
+}
+
+}  // namespace jobhost

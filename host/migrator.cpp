@@ -1,0 +1,157 @@
+// migrator.cpp: batched claim in PostgreSQL, then push to Redis.
+#include "migrator.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "dispatch.hpp"
+#include "pg.hpp"
+#include "routing.hpp"
+
+namespace jobhost {
+namespace {
+
+constexpr const char* kClaimSql = R"sql(
+WITH c AS (
+  SELECT id FROM jobhost.jobs
+   WHERE queue_name = $1 AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
+   ORDER BY run_at
+   LIMIT $2
+   FOR UPDATE SKIP LOCKED)
+UPDATE jobhost.jobs j SET status = 'migrated_to_redis', updated_at = now()
+  FROM c WHERE j.id = c.id
+RETURNING j.id::text, j.priority)sql";
+
+// Undo of a claim whose push to Redis failed.
+constexpr const char* kUnclaimSql = R"sql(
+UPDATE jobhost.jobs SET status = 'queued', updated_at = now()
+ WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis')sql";
+
+constexpr const char* kNextDueSql = R"sql(
+SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000)::bigint
+  FROM jobhost.jobs
+ WHERE queue_name = ANY($1::text[]) AND status IN ('queued', 'retry_scheduled'))sql";
+
+constexpr const char* kServedSql = R"sql(
+SELECT name FROM jobhost.job_queues
+ WHERE is_active AND served_at > now() - interval '30 seconds'
+ ORDER BY name)sql";
+
+class Wake : public pqxx::notification_receiver {
+ public:
+  explicit Wake(pqxx::connection_base& c) : pqxx::notification_receiver(c, "jobhost_jobs") {}
+  void operator()(const std::string&, int) override {}
+};
+
+}  // namespace
+
+std::vector<std::string> served_queues(pqxx::connection& conn) {
+  pqxx::nontransaction tx(conn);
+  std::vector<std::string> out;
+  for (const auto& row : tx.exec(kServedSql)) out.emplace_back(row[0].c_str());
+  return out;
+}
+
+Migrator::Migrator(const Config& config) : config_(config) {}
+
+size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue,
+                               bool* full) {
+  std::vector<std::string> by_band[3];
+  size_t claimed = 0;
+  {
+    pqxx::work tx(conn);
+    const pqxx::result r = tx.exec_params(kClaimSql, queue, config_.migrator_batch_size);
+    tx.commit();
+    claimed = r.size();
+    for (const auto& row : r) {
+      by_band[static_cast<int>(band_for_priority(row[1].as<int>()))].emplace_back(row[0].c_str());
+    }
+  }
+  if (claimed == 0) return 0;
+  if (claimed >= static_cast<size_t>(config_.migrator_batch_size)) *full = true;
+  const QueueKeys keys(config_.redis_key_prefix, queue);
+  try {
+    for (Band b : kBandsInFetchOrder) {
+      const auto& ids = by_band[static_cast<int>(b)];
+      if (!ids.empty()) push_jobs(redis, keys, b, ids);
+    }
+  } catch (const RedisError&) {
+    // Give the claim back so the jobs are not stranded until the reconciler.
+    PgArray all;
+    for (const auto& band : by_band)
+      for (const auto& id : band) all.add(id);
+    try {
+      pqxx::work tx(conn);
+      tx.exec_params(kUnclaimSql, all.str());
+      tx.commit();
+    } catch (const std::exception& e) {
+      spdlog::warn("migrator: could not give back {} jobs after a Redis error ({}); the "
+                   "reconciler will recover them", claimed, e.what());
+    }
+    throw;
+  }
+  return claimed;
+}
+
+size_t Migrator::pass(pqxx::connection& conn, Redis& redis, bool* full, long long* next_due_ms) {
+  *full = false;
+  *next_due_ms = -1;
+  const std::vector<std::string> queues = served_queues(conn);
+  size_t moved = 0;
+  for (const auto& q : queues) moved += migrate_queue(conn, redis, q, full);
+  if (!*full && !queues.empty()) {
+    PgArray names;
+    for (const auto& q : queues) names.add(q);
+    pqxx::nontransaction tx(conn);
+    const auto row = tx.exec_params1(kNextDueSql, names.str());
+    if (!row[0].is_null()) *next_due_ms = std::max(0LL, row[0].as<long long>());
+  }
+  return moved;
+}
+
+void Migrator::run(std::stop_token stop) {
+  Redis redis(config_.redis_url);
+  int failures = 0;
+  while (!stop.stop_requested()) {
+    try {
+      auto conn = pg_connect(config_.postgres_url);
+      Wake wake(*conn);
+      while (!stop.stop_requested()) {
+        bool full = false;
+        long long next_due_ms = -1;
+        const auto t0 = std::chrono::steady_clock::now();
+        const size_t moved = pass(*conn, redis, &full, &next_due_ms);
+        if (moved > 0) {
+          spdlog::debug("migrator: moved {} jobs to Redis in {} µs", moved,
+                        std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::steady_clock::now() - t0).count());
+        }
+        if (failures > 0) spdlog::info("migrator: PostgreSQL and Redis reachable again");
+        failures = 0;
+        if (full) {
+          conn->get_notifs();  // drain: we are about to look again anyway
+          continue;
+        }
+        long long wait_ms = config_.migrator_poll_interval_ms;
+        if (next_due_ms >= 0) wait_ms = std::min(wait_ms, next_due_ms);
+        // Sleep in slices so a stop request is noticed within 250 ms.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+        while (!stop.stop_requested()) {
+          const long long left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     deadline - std::chrono::steady_clock::now()).count();
+          if (left <= 0) break;
+          const long long slice = std::min(left, 250LL);
+          if (conn->await_notification(slice / 1000, (slice % 1000) * 1000) > 0) break;
+        }
+      }
+    } catch (const std::exception& e) {
+      if (failures++ % 25 == 0) spdlog::warn("migrator: {}; retrying", e.what());
+      redis.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+}
+
+}  // namespace jobhost

@@ -1,0 +1,77 @@
+// pg.hpp: PostgreSQL helpers shared by the moving parts: array parameters for
+// batched statements, and connecting with a clear error.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+namespace jobhost {
+
+// Builds a PostgreSQL array literal ("{...}") to bind as one text parameter
+// and cast in SQL ($1::uuid[]). One round trip then carries a whole batch.
+class PgArray {
+ public:
+  void add(std::string_view text);  // quoted and escaped
+  void add(long long number);
+  void add_null();
+  std::string str() const { return out_ + "}"; }
+  bool empty() const { return count_ == 0; }
+
+ private:
+  void sep();
+  std::string out_ = "{";
+  size_t count_ = 0;
+};
+
+// Opens a connection; throws std::runtime_error that names the URL (without
+// its password) when it fails.
+std::unique_ptr<pqxx::connection> pg_connect(const std::string& url);
+
+// The URL with any password replaced by "***", for messages and logs.
+std::string redact_url(const std::string& url);
+
+// A small pool of connections for short statements from many threads
+// (e.g. follow-up enqueues from plugins). Broken connections are replaced.
+class PgPool {
+ public:
+  PgPool(std::string url, size_t size) : url_(std::move(url)), size_(size) {}
+
+  // Runs fn(connection) with a pooled connection, reconnecting once if the
+  // connection turns out broken.
+  template <typename Fn>
+  auto with(Fn&& fn) {
+    auto conn = acquire();
+    try {
+      auto result = fn(*conn);
+      release(std::move(conn));
+      return result;
+    } catch (const pqxx::broken_connection&) {
+      conn.reset();  // dropped, not returned
+      throw;
+    }
+  }
+
+ private:
+  std::unique_ptr<pqxx::connection> acquire();
+  void release(std::unique_ptr<pqxx::connection> conn);
+
+  std::string url_;
+  size_t size_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+};
+
+// The SQL that enqueues one job: the same function producers call. Parameters:
+// type, payload, priority, run_at ('' = now), delay_ms added to run_at,
+// max_attempts (0 = the queue's default), unique_key ('' = none).
+inline constexpr const char* kEnqueueSql =
+    "SELECT jobhost.enqueue($1, $2::jsonb, $3, coalesce(NULLIF($4, '')::timestamptz, now()) + "
+    "$5 * interval '1 millisecond', NULLIF($6, 0), NULLIF($7, ''))";
+
+}  // namespace jobhost

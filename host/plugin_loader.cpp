@@ -1,0 +1,129 @@
+// plugin_loader.cpp: Boost.DLL loading and the ABI check.
+#include "plugin_loader.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <nlohmann/json.hpp>
+
+namespace jobhost {
+namespace {
+
+boost::dll::shared_library open_library(const std::string& path) {
+  if (!std::filesystem::exists(path)) {
+    throw PluginError("plugin library " + path + ": file not found (build it, or fix the path)");
+  }
+  try {
+    // rtld_local: two plugins may carry symbols of the same name.
+    return boost::dll::shared_library(path, boost::dll::load_mode::rtld_now |
+                                                boost::dll::load_mode::rtld_local);
+  } catch (const std::exception& e) {
+    throw PluginError("plugin library " + path + ": cannot be loaded: " + e.what());
+  }
+}
+
+const jobhost_plugin* read_descriptor(boost::dll::shared_library& lib, const std::string& path,
+                                      PluginInfo& info) {
+  if (!lib.has("jobhost_plugin_abi_version") || !lib.has("jobhost_plugin_entry")) {
+    throw PluginError("plugin library " + path +
+                      ": not a jobhost plugin (it exports no jobhost_plugin_abi_version / "
+                      "jobhost_plugin_entry; use the JOBHOST_PLUGIN macro of <jobhost/plugin.hpp>)");
+  }
+  info.path = path;
+  info.abi_version = lib.get<uint32_t()>("jobhost_plugin_abi_version")();
+  if (info.abi_version != JOBHOST_ABI_VERSION) {
+    throw PluginError("plugin library " + path + ": built for plugin ABI version " +
+                      std::to_string(info.abi_version) + ", but this host speaks ABI version " +
+                      std::to_string(JOBHOST_ABI_VERSION) +
+                      "; rebuild the plugin against this host's jobhost SDK");
+  }
+  const jobhost_plugin* d = lib.get<const jobhost_plugin*()>("jobhost_plugin_entry")();
+  if (d == nullptr || d->abi_version != JOBHOST_ABI_VERSION || d->name == nullptr ||
+      d->job_types == nullptr || d->create == nullptr || d->destroy == nullptr ||
+      d->validate == nullptr || d->handle == nullptr) {
+    throw PluginError("plugin library " + path + ": its descriptor is incomplete (null entry)");
+  }
+  info.name = d->name;
+  info.version = d->version ? d->version : "";
+  for (const char* const* t = d->job_types; *t != nullptr; ++t) info.job_types.emplace_back(*t);
+  info.default_retry_json = d->default_retry_json ? d->default_retry_json : "";
+  return d;
+}
+
+RetryPolicy merge_retry(const std::string& declared_json, const RetryOverrides& yaml,
+                        const std::string& path) {
+  RetryPolicy p;
+  if (!declared_json.empty()) {
+    try {
+      const auto j = nlohmann::json::parse(declared_json);
+      p.max_attempts = j.value("max_attempts", p.max_attempts);
+      p.base_ms = j.value("base_ms", p.base_ms);
+      p.max_ms = j.value("max_ms", p.max_ms);
+    } catch (const nlohmann::json::exception& e) {
+      throw PluginError("plugin library " + path + ": its default retry policy is not valid: " +
+                        e.what());
+    }
+  }
+  if (yaml.max_attempts) p.max_attempts = *yaml.max_attempts;
+  if (yaml.base_ms) p.base_ms = *yaml.base_ms;
+  if (yaml.max_ms) p.max_ms = *yaml.max_ms;
+  return p;
+}
+
+}  // namespace
+
+PluginInfo inspect_plugin(const std::string& path) {
+  auto lib = open_library(path);
+  PluginInfo info;
+  read_descriptor(lib, path, info);
+  return info;
+}
+
+std::shared_ptr<LoadedPlugin> LoadedPlugin::load(const PluginConfig& cfg,
+                                                 const jobhost_host_api* api) {
+  const std::string path = cfg.library.string();
+
+  std::shared_ptr<LoadedPlugin> p(new LoadedPlugin());
+  try {
+    p->library_ = open_library(path);
+    p->descriptor_ = read_descriptor(p->library_, path, p->info_);
+    p->job_types_ = cfg.job_types.empty() ? p->info_.job_types : cfg.job_types;
+    for (const auto& t : p->job_types_) {
+      if (std::find(p->info_.job_types.begin(), p->info_.job_types.end(), t) ==
+          p->info_.job_types.end()) {
+        throw PluginError("job type '" + t + "' is not served by library " + path +
+                          " (it declares: " + nlohmann::json(p->info_.job_types).dump() + ")");
+      }
+    }
+    p->retry_ = merge_retry(p->info_.default_retry_json, cfg.retry, path);
+    char err[1024] = {0};
+    p->instance_ = p->descriptor_->create(api, cfg.settings_json.c_str(), err, sizeof err);
+    if (p->instance_ == nullptr) {
+      throw PluginError("settings rejected by the plugin: " + std::string(err));
+    }
+  } catch (const PluginError& e) {
+    throw PluginError("plugin '" + cfg.name + "': " + e.what());
+  }
+
+  return p;
+}
+
+LoadedPlugin::~LoadedPlugin() {
+  if (instance_ != nullptr) descriptor_->destroy(instance_);
+}
+
+std::string LoadedPlugin::validate(const std::string& type, const std::string& payload_json) const {
+  char err[1024] = {0};
+  if (descriptor_->validate(instance_, type.c_str(), payload_json.c_str(), err, sizeof err) == 0) {
+    return {};
+  }
+  return err[0] ? std::string(err) : std::string("payload rejected by the plugin");
+}
+
+int32_t LoadedPlugin::handle(const jobhost_job& job, jobhost_job_ctx* ctx,
+                             int64_t* retry_after_ms) const {
+  return descriptor_->handle(instance_, &job, ctx, retry_after_ms);
+}
+
+}  // namespace jobhost

@@ -1,0 +1,71 @@
+// plugin_loader.hpp: loading a plugin library with Boost.DLL, checking its ABI,
+// and building its instance from the YAML settings.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <boost/dll/shared_library.hpp>
+
+#include "backoff.hpp"
+#include "config.hpp"
+#include "jobhost/abi.h"
+
+namespace jobhost {
+
+// Thrown when a library cannot be used; the message says which library, why,
+// and what to do.
+class PluginError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a library declares about itself, read without creating an instance.
+struct PluginInfo {
+  std::string path;
+  uint32_t abi_version = 0;
+  std::string name;
+  std::string version;
+  std::vector<std::string> job_types;
+  std::string default_retry_json;  // empty when none
+};
+
+// Reads a library's declaration (for `jobctl plugin inspect`). Throws PluginError.
+PluginInfo inspect_plugin(const std::string& path);
+
+// A loaded library and one instance of its plugin. Shared by every worker of
+// the plugin: the library stays loaded while any holder (a thread running a
+// handler, even an abandoned hung one) keeps a reference.
+class LoadedPlugin {
+ public:
+  // Loads cfg.library, checks the ABI, checks that cfg.job_types are among
+  // those the plugin declares, and creates the instance from cfg.settings_json.
+  static std::shared_ptr<LoadedPlugin> load(const PluginConfig& cfg, const jobhost_host_api* api);
+  ~LoadedPlugin();
+  LoadedPlugin(const LoadedPlugin&) = delete;
+  LoadedPlugin& operator=(const LoadedPlugin&) = delete;
+
+  const PluginInfo& info() const { return info_; }
+  // The job types this deployment routes to the plugin.
+  const std::vector<std::string>& job_types() const { return job_types_; }
+  // The YAML's retry: keys over the plugin's declared default.
+  const RetryPolicy& retry() const { return retry_; }
+
+  // Empty when the payload is acceptable; else the plugin's message.
+  std::string validate(const std::string& type, const std::string& payload_json) const;
+  int32_t handle(const jobhost_job& job, jobhost_job_ctx* ctx, int64_t* retry_after_ms) const;
+
+ private:
+  LoadedPlugin() = default;
+
+  boost::dll::shared_library library_;  // declared first: destroyed last
+  const jobhost_plugin* descriptor_ = nullptr;
+  void* instance_ = nullptr;
+  PluginInfo info_;
+  std::vector<std::string> job_types_;
+  RetryPolicy retry_;
+};
+
+}  // namespace jobhost

@@ -1,0 +1,74 @@
+// reaper.cpp: expired leases back to the queue, or to the DLQ.
+#include "reaper.hpp"
+
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "pg.hpp"
+#include "stop_sleep.hpp"
+
+namespace jobhost {
+namespace {
+
+constexpr int kBatch = 1000;
+
+constexpr const char* kReapSql = R"sql(
+WITH expired AS (
+  SELECT id FROM jobhost.jobs
+   WHERE status = 'running' AND lease_expires_at < now()
+   ORDER BY lease_expires_at
+   LIMIT $1
+   FOR UPDATE SKIP LOCKED
+), u AS (
+  UPDATE jobhost.jobs j SET
+      status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+      failed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() END,
+      last_error_message = 'lease expired during attempt ' || j.attempt_count || ' of ' ||
+          j.max_attempts || ': worker ' || coalesce(j.worker_id, '?') ||
+          ' stopped heartbeating (killed, crashed or stuck)',
+      worker_id = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM expired e WHERE j.id = e.id
+  RETURNING j.id, j.queue_name, j.status, j.last_error_message, j.attempt_count, j.started_at
+), logged AS (
+  INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
+                                finished_at, duration)
+  SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'stalled' END, last_error_message,
+         attempt_count, started_at, now(), now() - started_at
+    FROM u
+)
+SELECT id::text, queue_name, status, attempt_count FROM u)sql";
+
+}  // namespace
+
+size_t Reaper::pass(pqxx::connection& conn) {
+  pqxx::work tx(conn);
+  const pqxx::result r = tx.exec_params(kReapSql, kBatch);
+  if (!r.empty()) tx.exec("SELECT pg_notify('jobhost_jobs', '')");
+  tx.commit();
+  for (const auto& row : r) {
+    spdlog::warn("job {} type={} attempt={}: lease expired; now {}", row[0].c_str(),
+                 row[1].c_str(), row[3].as<int>(), row[2].c_str());
+  }
+  return r.size();
+}
+
+void Reaper::run(std::stop_token stop) {
+  std::unique_ptr<pqxx::connection> conn;
+  int failures = 0;
+  while (!stop.stop_requested()) {
+    size_t reaped = 0;
+    try {
+      if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
+      reaped = pass(*conn);
+      failures = 0;
+    } catch (const std::exception& e) {
+      if (failures++ % 25 == 0) spdlog::warn("reaper: {}; retrying", e.what());
+      conn.reset();
+    }
+    if (reaped >= static_cast<size_t>(kBatch)) continue;
+    sleep_unless_stopped(stop, std::chrono::milliseconds(config_.reaper_interval_ms));
+  }
+}
+
+}  // namespace jobhost

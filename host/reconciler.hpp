@@ -1,0 +1,31 @@
+// reconciler.hpp: finds jobs PostgreSQL believes are in Redis but Redis lost
+// (Redis restarted empty, or a fetcher died between popping and leasing) and
+// queues them again, so the migrator pushes them anew (invariant 3).
+//
+// A job is a candidate once it has been 'migrated_to_redis' for longer than
+// stale_after_ms; it is requeued when it is no longer a member of its queue's
+// Redis set. The requeue is guarded by status, so a worker that leases the job
+// at the same moment wins or loses cleanly: never both.
+#pragma once
+
+#include <stop_token>
+
+#include <pqxx/pqxx>
+
+#include "config.hpp"
+#include "redis.hpp"
+
+namespace jobhost {
+
+class Reconciler {
+ public:
+  explicit Reconciler(const Config& config) : config_(config) {}
+  void run(std::stop_token stop);
+  // One pass; returns how many jobs were queued again.
+  size_t pass(pqxx::connection& conn, Redis& redis);
+
+ private:
+  Config config_;
+};
+
+}  // namespace jobhost

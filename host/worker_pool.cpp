@@ -1,0 +1,252 @@
+// worker_pool.cpp: worker threads, the timeout watchdog and the shutdown drain.
+#include "worker_pool.hpp"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "fetcher.hpp"
+
+namespace jobhost {
+
+WorkerPool::WorkerPool(std::shared_ptr<LoadedPlugin> plugin, PluginConfig plugin_config,
+                       const Config& config, Completer& completer, PgPool& pg_pool)
+    : plugin_(std::move(plugin)),
+      plugin_config_(std::move(plugin_config)),
+      timeout_ms_(plugin_config_.timeout_ms),
+      completer_(completer),
+      pg_pool_(pg_pool),
+      fetcher_(std::make_unique<Fetcher>(*this, config, plugin_->job_types())),
+      target_size_(static_cast<size_t>(std::max(1, plugin_config_.concurrency_max))) {}
+
+WorkerPool::~WorkerPool() {
+  stop_fetching();
+  std::lock_guard lock(mu_);
+  stopping_ = true;
+  work_cv_.notify_all();
+  for (auto& s : slots_) {
+    if (s->thread.joinable() && s->thread.get_id() == std::this_thread::get_id()) s->thread.detach();
+  }
+}
+
+void WorkerPool::start() {
+  {
+    std::lock_guard lock(mu_);
+    while (slots_.size() < target_size_) spawn_worker();
+  }
+  fetch_thread_ = std::jthread([self = shared_from_this()](std::stop_token st) { self->fetcher_->run(st); });
+}
+
+void WorkerPool::spawn_worker() {
+  auto slot = std::make_shared<Slot>();
+  slots_.push_back(slot);
+  slot->thread = std::jthread([self = shared_from_this(), slot] { self->worker_loop(slot); });
+}
+
+size_t WorkerPool::size() const {
+  std::lock_guard lock(mu_);
+  return slots_.size();
+}
+
+void WorkerPool::stop_fetching() {
+  if (fetch_thread_.joinable()) {
+    fetch_thread_.request_stop();
+    free_cv_.notify_all();
+    fetch_thread_.join();
+  }
+}
+
+size_t WorkerPool::wait_for_capacity(std::stop_token stop, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  auto free_now = [&] {
+    const size_t taken = busy_ + local_.size();
+    return slots_.size() > taken ? slots_.size() - taken : 0;
+  };
+  free_cv_.wait_for(lock, stop, timeout, [&] { return stopping_ || free_now() > 0; });
+  return stopping_ ? 0 : free_now();
+}
+
+void WorkerPool::hand_over(LeasedJob job) {
+  auto a = std::make_shared<Attempt>();
+  a->ctx.job = std::move(job);
+  a->ctx.pool = &pg_pool_;
+  {
+    std::lock_guard lock(mu_);
+    local_.push_back(std::move(a));
+  }
+  work_cv_.notify_one();
+}
+
+void WorkerPool::settle_without_running(LeasedJob job, OutcomeKind kind, std::string message) {
+  const int64_t now = now_us();
+  completer_.submit({std::move(job.id), job.attempt, kind, 0, std::move(message), now, now});
+}
+
+void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
+  for (;;) {
+    std::shared_ptr<Attempt> a;
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return !local_.empty() || stopping_ || slot->abandoned; });
+      if (slot->abandoned || local_.empty()) return;
+      a = std::move(local_.front());
+      local_.pop_front();
+      slot->current = a;
+      ++busy_;
+    }
+    run(*a);
+    {
+      std::lock_guard lock(mu_);
+      if (slot->abandoned) return;  // the watchdog settled it and replaced us
+      slot->current.reset();
+      --busy_;
+    }
+    free_cv_.notify_all();
+  }
+}
+
+void WorkerPool::run(Attempt& a) {
+  a.started = std::chrono::steady_clock::now();
+  a.started_us = now_us();
+  const jobhost_job job = c_job(a.ctx);
+  int64_t retry_after_ms = -1;
+  const int32_t code = plugin_->handle(job, &a.ctx, &retry_after_ms);
+  std::string error;
+  {
+    std::lock_guard lock(a.ctx.error_mu);
+    error = a.ctx.error;
+  }
+  Outcome o;
+  switch (code) {
+    case JOBHOST_OK:
+      o = {a.ctx.job.id, a.ctx.job.attempt, OutcomeKind::kCompleted, 0, {}, a.started_us, now_us()};
+      break;
+    case JOBHOST_PERMANENT:
+      o = {a.ctx.job.id, a.ctx.job.attempt, OutcomeKind::kFailed, 0,
+           error.empty() ? "permanent failure (no message)" : error, a.started_us, now_us()};
+      break;
+    case JOBHOST_RETRY:
+      o = failure(a, error.empty() ? "failed (no message)" : error, retry_after_ms);
+      break;
+    default:
+      o = failure(a, "plugin returned unknown outcome " + std::to_string(code), -1);
+  }
+  settle(a, std::move(o));
+}
+
+Outcome WorkerPool::failure(const Attempt& a, std::string message, int64_t retry_after_ms) {
+  const LeasedJob& j = a.ctx.job;
+  const int64_t started = a.started_us != 0 ? a.started_us : now_us();
+  if (j.attempt >= j.max_attempts) {
+    return {j.id, j.attempt, OutcomeKind::kFailed, 0,
+            "attempt " + std::to_string(j.attempt) + " of " + std::to_string(j.max_attempts) +
+                " failed, no attempts left: " + message,
+            started, now_us()};
+  }
+  int64_t delay = retry_after_ms;
+  if (delay < 0) {
+    std::lock_guard lock(rng_mu_);
+    delay = backoff_delay_ms(plugin_->retry(), j.attempt, rng_);
+  }
+  return {j.id, j.attempt, OutcomeKind::kRetry, delay, std::move(message), started, now_us()};
+}
+
+void WorkerPool::settle(Attempt& a, Outcome o) {
+  if (a.settled.exchange(true)) return;  // someone else already wrote this attempt
+  if (o.kind != OutcomeKind::kCompleted) {
+    spdlog::info("job {} type={} attempt={}/{}: {} ({})", o.job_id, a.ctx.job.type, o.attempt,
+                 a.ctx.job.max_attempts, outcome_status(o.kind), o.message);
+  } else {
+    spdlog::debug("job {} type={} attempt={}: completed", o.job_id, a.ctx.job.type, o.attempt);
+  }
+  completer_.submit(std::move(o));
+}
+
+void WorkerPool::abandon(const std::shared_ptr<Slot>& slot) {
+  slot->abandoned = true;
+  slot->thread.detach();  // it may never return; it keeps the plugin loaded
+  slots_.erase(std::remove(slots_.begin(), slots_.end(), slot), slots_.end());
+  --busy_;
+  ++abandoned_;
+}
+
+void WorkerPool::supervise() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<Attempt>> timed_out;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    for (const auto& slot : std::vector(slots_)) {
+      const auto& a = slot->current;
+      if (!a || now - a->started < std::chrono::milliseconds(timeout_ms_)) continue;
+      a->ctx.cancelled = true;
+      timed_out.push_back(a);
+      abandon(slot);
+    }
+    while (slots_.size() < target_size_) spawn_worker();
+  }
+  for (const auto& a : timed_out) {
+    spdlog::warn("job {} type={} attempt={}: handler still running after timeout_ms={}; "
+                 "abandoning its thread and starting a new worker",
+                 a->ctx.job.id, a->ctx.job.type, a->ctx.job.attempt, timeout_ms_);
+    settle(*a, failure(*a, "timed out after " + std::to_string(timeout_ms_) + " ms (timeout_ms)", -1));
+  }
+  if (!timed_out.empty()) free_cv_.notify_all();
+}
+
+void WorkerPool::held_leases(std::vector<std::pair<std::string, int>>& out) const {
+  std::lock_guard lock(mu_);
+  for (const auto& a : local_) out.emplace_back(a->ctx.job.id, a->ctx.job.attempt);
+  for (const auto& s : slots_) {
+    if (s->current && !s->current->settled) out.emplace_back(s->current->ctx.job.id, s->current->ctx.job.attempt);
+  }
+}
+
+void WorkerPool::cancel(const std::vector<std::string>& job_ids) {
+  std::lock_guard lock(mu_);
+  for (const auto& s : slots_) {
+    if (s->current && std::find(job_ids.begin(), job_ids.end(), s->current->ctx.job.id) != job_ids.end()) {
+      s->current->ctx.cancelled = true;
+    }
+  }
+}
+
+void WorkerPool::drain(std::chrono::steady_clock::time_point deadline) {
+  stop_fetching();
+  std::vector<std::shared_ptr<Attempt>> unstarted;
+  std::vector<std::shared_ptr<Attempt>> interrupted;
+  std::vector<std::shared_ptr<Slot>> finished;
+  {
+    std::unique_lock lock(mu_);
+    stopping_ = true;
+    unstarted.assign(local_.begin(), local_.end());
+    local_.clear();
+    work_cv_.notify_all();
+    free_cv_.wait_until(lock, deadline, [&] { return busy_ == 0; });
+    for (const auto& slot : std::vector(slots_)) {
+      if (slot->current) {
+        slot->current->ctx.cancelled = true;
+        interrupted.push_back(slot->current);
+        abandon(slot);
+      }
+    }
+    finished.swap(slots_);
+  }
+  for (const auto& a : unstarted) {
+    const int64_t now = now_us();
+    settle(*a, {a->ctx.job.id, a->ctx.job.attempt, OutcomeKind::kHandBack, 0, {}, now, now});
+  }
+  for (const auto& a : interrupted) {
+    settle(*a, failure(*a, "interrupted: the host shut down before the attempt finished "
+                           "(shutdown_grace_ms)", -1));
+  }
+  for (auto& s : finished) {
+    if (s->thread.joinable()) s->thread.join();
+  }
+  if (!unstarted.empty() || !interrupted.empty()) {
+    spdlog::info("pool {}: handed back {} unstarted jobs, interrupted {} running ones", name(),
+                 unstarted.size(), interrupted.size());
+  }
+}
+
+}  // namespace jobhost

@@ -1,0 +1,111 @@
+// worker_pool.hpp: the threads that run one plugin's handlers.
+//
+// A pool owns `concurrency` worker threads, a local queue of leased jobs that
+// its fetcher fills no faster than workers free up, and a watchdog pass
+// (supervise) that enforces the plugin's timeout: a handler past timeout_ms is
+// settled as a failed attempt, flagged cancelled, and its thread is abandoned
+// and replaced, so a hung plugin never shrinks the pool.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "completer.hpp"
+#include "config.hpp"
+#include "job_context.hpp"
+#include "plugin_loader.hpp"
+
+namespace jobhost {
+
+// One leased attempt. Exactly one party settles it (writes its outcome): the
+// worker that ran it, the watchdog, or the shutdown drain.
+struct Attempt {
+  jobhost_job_ctx ctx;
+  std::atomic<bool> settled{false};
+  std::chrono::steady_clock::time_point started;  // handler start
+  int64_t started_us = 0;
+};
+
+class Fetcher;
+
+class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
+ public:
+  WorkerPool(std::shared_ptr<LoadedPlugin> plugin, PluginConfig plugin_config, const Config& config,
+             Completer& completer, PgPool& pg_pool);
+  ~WorkerPool();
+
+  void start();
+  // Shutdown, first step: take no more jobs from Redis.
+  void stop_fetching();
+  // Shutdown, second step: hand back leased jobs that have not started; wait
+  // until `deadline` for running ones; settle the rest as interrupted.
+  void drain(std::chrono::steady_clock::time_point deadline);
+
+  // Enforces timeout_ms and keeps the pool at its size. Call periodically.
+  void supervise();
+  // The (job id, attempt) of every lease this pool holds, for the heartbeat.
+  void held_leases(std::vector<std::pair<std::string, int>>& out) const;
+  // Flags attempts whose lease was lost so their handlers can stop early.
+  void cancel(const std::vector<std::string>& job_ids);
+
+  const std::string& name() const { return plugin_config_.name; }
+  const LoadedPlugin& plugin() const { return *plugin_; }
+  size_t size() const;
+  uint64_t abandoned_threads() const { return abandoned_; }
+
+  // For the fetcher: blocks until a worker is free (or stop / timeout) and
+  // returns how many jobs may be leased now.
+  size_t wait_for_capacity(std::stop_token stop, std::chrono::milliseconds timeout);
+  // For the fetcher: a freshly leased job, validated and ready to run.
+  void hand_over(LeasedJob job);
+  // Writes the outcome of a leased job that will not run (e.g. invalid payload).
+  void settle_without_running(LeasedJob job, OutcomeKind kind, std::string message);
+
+ private:
+  struct Slot {
+    std::jthread thread;
+    std::shared_ptr<Attempt> current;  // guarded by mu_
+    bool abandoned = false;            // guarded by mu_
+  };
+
+  void spawn_worker();  // mu_ held
+  void worker_loop(std::shared_ptr<Slot> slot);
+  void run(Attempt& a);
+  // The outcome of a failed attempt: retry with backoff, or dead-letter when
+  // it was the last attempt.
+  Outcome failure(const Attempt& a, std::string message, int64_t retry_after_ms);
+  void settle(Attempt& a, Outcome o);
+  void abandon(const std::shared_ptr<Slot>& slot);  // mu_ held
+
+  std::shared_ptr<LoadedPlugin> plugin_;
+  PluginConfig plugin_config_;
+  int64_t timeout_ms_;
+  Completer& completer_;
+  PgPool& pg_pool_;
+  std::unique_ptr<Fetcher> fetcher_;
+  std::jthread fetch_thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;      // workers wait for local_ jobs
+  std::condition_variable_any free_cv_;  // the fetcher waits for a free worker
+  std::deque<std::shared_ptr<Attempt>> local_;
+  std::vector<std::shared_ptr<Slot>> slots_;  // live (not abandoned) workers
+  size_t target_size_;
+  size_t busy_ = 0;
+  bool stopping_ = false;
+  std::atomic<uint64_t> abandoned_{0};
+  std::mutex rng_mu_;
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
+}  // namespace jobhost

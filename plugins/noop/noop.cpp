@@ -1,0 +1,69 @@
+// noop: the job type "noop", for tests and benchmarks. Its payload drives it:
+//   {}                       succeed at once
+//   {"sleep_ms": N}          sleep N ms (waking early if cancelled), then succeed
+//   {"fail_attempts": N}     retryable failure while attempt <= N, then succeed
+//   {"permanent": true}      permanent failure (dead-lettered at once)
+//   {"throw": true}          throw an exception (a retryable failure)
+//   {"crash": true}          abort the whole host process (a poison pill)
+//   {"hang": true}           never return, ignoring cancellation
+//   {"retry_after_ms": N}    with fail_attempts: ask for that retry delay
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+#include <jobhost/plugin.hpp>
+
+namespace {
+
+using jobhost::sdk::Job;
+using jobhost::sdk::Result;
+
+class Noop : public jobhost::sdk::Plugin {
+ public:
+  explicit Noop(const jobhost::sdk::Settings&) {}
+
+  std::string validate(std::string_view, const nlohmann::json& p) override {
+    for (const char* key : {"sleep_ms", "fail_attempts", "retry_after_ms"}) {
+      if (p.contains(key) && !(p[key].is_number_integer() && p[key].get<long long>() >= 0)) {
+        return std::string("payload.") + key + ": must be a non-negative integer";
+      }
+    }
+    for (const char* key : {"permanent", "throw", "crash", "hang"}) {
+      if (p.contains(key) && !p[key].is_boolean()) {
+        return std::string("payload.") + key + ": must be true or false";
+      }
+    }
+    return {};
+  }
+
+  Result handle(Job& job) override {
+    const nlohmann::json& p = job.payload();
+    if (p.empty()) return Result::ok();
+    if (p.value("crash", false)) std::abort();
+    if (p.value("hang", false)) {
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+    if (p.value("throw", false)) throw std::runtime_error("noop: thrown as asked");
+    if (p.value("permanent", false)) return Result::permanent("noop: permanent failure as asked");
+    if (job.attempt() <= p.value("fail_attempts", 0)) {
+      const std::string msg = "noop: failing attempt " + std::to_string(job.attempt()) + " as asked";
+      if (p.contains("retry_after_ms")) {
+        return Result::retry_after(std::chrono::milliseconds(p["retry_after_ms"].get<long long>()), msg);
+      }
+      return Result::retry(msg);
+    }
+    if (const long long ms = p.value("sleep_ms", 0LL); ms > 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+      while (std::chrono::steady_clock::now() < until) {
+        if (job.cancelled()) return Result::retry("noop: cancelled while sleeping");
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, 20LL)));
+      }
+    }
+    return Result::ok();
+  }
+};
+
+}  // namespace
+
+JOBHOST_PLUGIN(Noop, "noop", "1.0.0", "noop")

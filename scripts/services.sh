@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Starts or stops a private PostgreSQL 15 and Redis on loopback, with their data
+# under DIR. Used by scripts/run.sh and scripts/test.sh when no DATABASE_URL /
+# REDIS_URL is given.
+#
+#   scripts/services.sh start DIR PG_PORT REDIS_PORT [--fast]   prints `export …` lines
+#   scripts/services.sh stop DIR
+#
+# --fast turns fsync off (tests only; the benchmark and `run` keep PostgreSQL's
+# default durability). Only processes this script started are stopped, by PID.
+set -euo pipefail
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+cmd=${1:?usage: services.sh start|stop DIR ...}
+dir=${2:?DIR missing}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+as_pg() {
+  # initdb and postgres refuse to run as root: use the postgres account then.
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  local pg_port=${1:?PG_PORT missing} redis_port=${2:?REDIS_PORT missing} fast=${3:-}
+  local pgdata=$dir/pg
+  if [ "$(id -u)" -eq 0 ]; then
+    # The postgres account must be able to reach the data folder.
+    local d=$dir
+    while [ "$d" != "/" ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+  fi
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    mkdir -p "$pgdata"
+    [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$pgdata"
+    as_pg "$PG_BIN/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  local opts="-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$pgdata -c max_connections=300 -c shared_buffers=256MB"
+  [ "$fast" != "--fast" ] || opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 -o "$opts" start >/dev/null \
+      || { tail -n 30 "$pgdata/server.log" >&2; exit 1; }
+  fi
+  mkdir -p "$dir/redis"
+  if ! { [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; }; then
+    # noeviction: an evicting policy would silently drop queued jobs.
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --daemonize yes \
+      --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no \
+      --maxmemory-policy noeviction >/dev/null
+    for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
+  echo "export REDIS_URL=redis://127.0.0.1:$redis_port"
+}
+
+stop() {
+  if [ -f "$dir/pg/PG_VERSION" ]; then as_pg "$PG_BIN/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null 2>&1 || true; fi
+  if [ -f "$dir/redis.pid" ]; then kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -f "$dir/redis.pid"; fi
+}
+
+case "$cmd" in
+  start) shift 2; start "$@" ;;
+  stop) stop ;;
+  *) echo "services.sh: unknown command '$cmd' (start|stop)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of jobhost from Debian 12 packages.
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libboost-dev libboost-filesystem-dev
+  libpqxx-dev libpq-dev libhiredis-dev libyaml-cpp-dev nlohmann-json3-dev
+  libspdlog-dev libfmt-dev catch2 libcurl4-openssl-dev libcpp-httplib-dev
+  libssl-dev libcli11-dev
+  postgresql-15 postgresql-contrib redis-server redis-tools
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # policy-rc.d keeps the packages from starting system-wide services: jobhost
+  # starts its own PostgreSQL and Redis on loopback with data under the project.
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test: unit tests, then integration and
+# end-to-end tests against a private PostgreSQL and Redis on loopback that this
+# script starts (ports 55432 / 56379, data under build/test-services) and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+
+svc=build/test-services
+rm -rf "$svc"
+eval "$(bash scripts/services.sh start "$svc" 55432 56379 --fast)"
+trap 'bash scripts/services.sh stop "$svc"' EXIT
+export DATABASE_URL REDIS_URL
+export JOBHOST_TEST_PG_DATA="$PWD/$svc"
+
+cd build
+ctest --output-on-failure --timeout 600 -j1 "$@"

@@ -1,0 +1,148 @@
+// The normal flow of jobs through one host: completion, retries, the DLQ,
+// payload validation, priorities, and jobs no plugin serves.
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+
+using namespace jobhost::test;
+
+TEST_CASE("enqueued jobs run once each and leave one log row per attempt", "[pipeline]") {
+  TestDb db;
+  auto host = start_host(write_config(db, {}));
+  db.enqueue_many("noop", "{}", 300);
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 300; }, 30s));
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") == 300);
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE attempt_number = 1 AND status = 'completed'") == 300);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE attempt_count <> 1 OR completed_at IS NULL") == 0);
+}
+
+TEST_CASE("a failing job is retried with growing delays and logs its real attempt numbers", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.base_ms = 200;
+  o.max_attempts = 5;
+  auto host = start_host(write_config(db, o));
+  const auto id = db.enqueue("noop", R"({"fail_attempts": 2})");
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 20s));
+  CHECK(db.scalar("SELECT string_agg(attempt_number || ':' || status, ',' ORDER BY attempt_number) "
+                  "FROM jobhost.job_logs WHERE job_id = '" + id + "'") ==
+        "1:retry_scheduled,2:retry_scheduled,3:completed");
+  // Equal jitter: the second delay is at least base (200 ms), the first at least base/2.
+  const auto gap = [&](int n) {
+    return std::stod(db.scalar(
+        "SELECT extract(epoch FROM b.started_at - a.finished_at) * 1000 FROM jobhost.job_logs a "
+        "JOIN jobhost.job_logs b ON b.job_id = a.job_id AND b.attempt_number = a.attempt_number + 1 "
+        "WHERE a.job_id = '" + id + "' AND a.attempt_number = " + std::to_string(n)));
+  };
+  CHECK(gap(1) >= 100);
+  CHECK(gap(2) >= 200);
+  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'") ==
+        "noop: failing attempt 2 as asked");
+}
+
+TEST_CASE("a job that keeps failing is dead-lettered after max_attempts with its last error", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.max_attempts = 3;
+  auto host = start_host(write_config(db, o));
+  const auto thrower = db.enqueue("noop", R"({"throw": true})");
+  REQUIRE(eventually([&] { return db.status(thrower) == "failed"; }, 20s));
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + thrower + "'") == "3");
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE job_id = '" + thrower + "'") == 3);
+  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + thrower + "'"),
+             Catch::Contains("no attempts left") && Catch::Contains("noop: thrown as asked"));
+  CHECK(db.scalar("SELECT failed_at IS NOT NULL FROM jobhost.jobs WHERE id = '" + thrower + "'") == "t");
+}
+
+TEST_CASE("a permanent failure goes to the DLQ at once", "[pipeline]") {
+  TestDb db;
+  auto host = start_host(write_config(db, {}));
+  const auto id = db.enqueue("noop", R"({"permanent": true})");
+  REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 20s));
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + id + "'") == "1");
+  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'") ==
+        "noop: permanent failure as asked");
+}
+
+TEST_CASE("a payload the plugin refuses is dead-lettered naming the field, without running", "[pipeline]") {
+  TestDb db;
+  auto host = start_host(write_config(db, {}));
+  const auto id = db.enqueue("noop", R"({"sleep_ms": "soon"})");
+  REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 20s));
+  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'") ==
+        "invalid payload: payload.sleep_ms: must be a non-negative integer");
+}
+
+TEST_CASE("a handler's requested retry delay is honoured instead of the backoff", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.base_ms = 10;
+  o.max_ms = 20;
+  auto host = start_host(write_config(db, o));
+  const auto id = db.enqueue("noop", R"({"fail_attempts": 1, "retry_after_ms": 1500})");
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 20s));
+  const double gap = std::stod(db.scalar(
+      "SELECT extract(epoch FROM b.started_at - a.finished_at) * 1000 FROM jobhost.job_logs a "
+      "JOIN jobhost.job_logs b ON b.job_id = a.job_id AND b.attempt_number = 2 "
+      "WHERE a.job_id = '" + id + "' AND a.attempt_number = 1"));
+  CHECK(gap >= 1500);
+}
+
+TEST_CASE("high-priority jobs start before normal and low ones", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 1;
+  auto host = start_host(write_config(db, o));
+  // Occupy the only worker so the rest pile up in Redis before any is fetched.
+  const auto blocker = db.enqueue("noop", R"({"sleep_ms": 1500})");
+  REQUIRE(eventually([&] { return db.status(blocker) == "running"; }, 10s));
+  {
+    pqxx::work tx(db.conn());
+    tx.exec("SELECT jobhost.enqueue('noop', jsonb_build_object('n', g), p) "
+            "FROM generate_series(1, 5) g, unnest(ARRAY[200, 100, 10]) p");
+    tx.commit();
+  }
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 16; }, 20s));
+  const auto order = db.scalar(
+      "SELECT string_agg(j.priority::text, ',' ORDER BY l.started_at) FROM jobhost.job_logs l "
+      "JOIN jobhost.jobs j ON j.id = l.job_id WHERE j.id <> '" + blocker + "'");
+  CHECK(order == "10,10,10,10,10,100,100,100,100,100,200,200,200,200,200");
+}
+
+TEST_CASE("jobs of a type no plugin serves stay queued while others run", "[pipeline]") {
+  TestDb db;
+  auto host = start_host(write_config(db, {}));
+  const auto orphan = db.enqueue("nobody.serves.this", "{}");
+  const auto served = db.enqueue("noop", "{}");
+  REQUIRE(eventually([&] { return db.status(served) == "completed"; }, 10s));
+  std::this_thread::sleep_for(1500ms);
+  CHECK(db.status(orphan) == "queued");
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + orphan + "'") == "0");
+}
+
+TEST_CASE("jobhost.enqueue applies queue defaults, deduplicates and refuses bad input", "[pipeline][sql]") {
+  TestDb db;
+  // No host has registered the queue yet: the default is 3.
+  const auto a = db.enqueue("mail", "{}");
+  CHECK(db.scalar("SELECT max_attempts FROM jobhost.jobs WHERE id = '" + a + "'") == "3");
+  db.scalar("UPDATE jobhost.job_queues SET default_max_attempts = 7 WHERE name = 'mail' RETURNING 1");
+  const auto b = db.enqueue("mail", "{}");
+  CHECK(db.scalar("SELECT max_attempts FROM jobhost.jobs WHERE id = '" + b + "'") == "7");
+  const auto c = db.enqueue("mail", "{}", 100, 2);
+  CHECK(db.scalar("SELECT max_attempts FROM jobhost.jobs WHERE id = '" + c + "'") == "2");
+
+  const auto k1 = db.scalar("SELECT jobhost.enqueue('mail', '{}', 100, now(), NULL, 'once')");
+  const auto k2 = db.scalar("SELECT jobhost.enqueue('mail', '{}', 100, now(), NULL, 'once')");
+  CHECK(k1 == k2);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE unique_key = 'once'") == 1);
+
+  CHECK_THROWS_WITH(db.scalar("SELECT jobhost.enqueue('mail', '[1]')"),
+                    Catch::Contains("payload must be a JSON object"));
+  CHECK_THROWS_WITH(db.scalar("SELECT jobhost.enqueue('', '{}')"),
+                    Catch::Contains("job_type must be a non-empty text"));
+  CHECK_THROWS_WITH(db.scalar("SELECT jobhost.enqueue('mail', jsonb_build_object('x', repeat('y', 2000000)))"),
+                    Catch::Contains("jobs_payload_too_large"));
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs") == 4);
+}

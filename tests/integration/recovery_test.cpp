@@ -1,0 +1,187 @@
+// Invariants 1, 2 and 4 of DESIGN §3 under failure: hosts killed, Redis
+// emptied, PostgreSQL restarted, poison pills, hung handlers, and several
+// migrators at once. Every job must reach exactly one terminal state.
+#include <signal.h>
+
+#include <thread>
+
+#include <catch2/catch.hpp>
+#include <hiredis/hiredis.h>
+
+#include "completer.hpp"
+#include "harness.hpp"
+#include "lease.hpp"
+#include "redis.hpp"
+
+using namespace jobhost::test;
+
+namespace {
+
+long long completed(TestDb& db) {
+  return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'");
+}
+
+// No job may have two 'completed' attempts.
+long long completed_twice(TestDb& db) {
+  return db.count("SELECT count(*) FROM (SELECT job_id FROM jobhost.job_logs WHERE status = 'completed' "
+                  "GROUP BY job_id HAVING count(*) > 1) d");
+}
+
+}  // namespace
+
+TEST_CASE("a job whose host is killed is run again by another host", "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.lease_ms = 1500;
+  o.concurrency = 8;
+  auto a = start_host(write_config(db, o, "host-a"), "host-a");
+  auto b = start_host(write_config(db, o, "host-b"), "host-b");
+  db.enqueue_many("noop", R"({"sleep_ms": 40})", 600);
+  REQUIRE(eventually([&] {
+    return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'running' AND worker_id LIKE 'host-a/%'") > 0;
+  }, 20s));
+  a->kill9();
+  REQUIRE(a->wait(5s) == 128 + SIGKILL);
+  REQUIRE(eventually([&] { return completed(db) == 600; }, 90s));
+  CHECK(completed_twice(db) == 0);
+  // The jobs host-a held were recovered through their expired leases.
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE status = 'stalled'") > 0);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE status <> 'completed'") == 0);
+}
+
+TEST_CASE("jobs survive Redis losing all its data mid-run", "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 2;
+  auto host = start_host(write_config(db, o));
+  db.enqueue_many("noop", R"({"sleep_ms": 5})", 800);
+  REQUIRE(eventually([&] { return completed(db) > 50; }, 20s));
+  REQUIRE(db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'migrated_to_redis'") > 100);
+  {
+    jobhost::Redis redis(db.redis_url());
+    redis.command({"FLUSHALL"});
+  }
+  REQUIRE(eventually([&] { return completed(db) == 800; }, 90s));
+  CHECK(completed_twice(db) == 0);
+  CHECK_THAT(host->log(), Catch::Contains("missing from Redis; queued them again"));
+}
+
+TEST_CASE("jobs survive a PostgreSQL restart mid-run", "[recovery]") {
+  const char* data = std::getenv("JOBHOST_TEST_PG_DATA");
+  if (data == nullptr) FAIL("JOBHOST_TEST_PG_DATA is not set: run through scripts/test.sh");
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 4;
+  auto host = start_host(write_config(db, o));
+  db.enqueue_many("noop", R"({"sleep_ms": 5})", 1000);
+  REQUIRE(eventually([&] { return completed(db) > 100; }, 20s));
+  const std::string pgdata = std::string(data) + "/pg";
+  const std::vector<std::string> restart =
+      geteuid() == 0
+          ? std::vector<std::string>{"/usr/sbin/runuser", "-u", "postgres", "--",
+                                     "/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "restart"}
+          : std::vector<std::string>{"/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "restart"};
+  const auto [code, out] = run(restart);
+  INFO(out);
+  REQUIRE(code == 0);
+  REQUIRE(eventually([&] {
+    try {
+      return completed(db) == 1000;
+    } catch (const std::exception&) {
+      return false;  // our own connection was cut too
+    }
+  }, 120s));
+  CHECK(completed_twice(db) == 0);
+  CHECK(host->running());
+}
+
+TEST_CASE("a job that crashes its host is dead-lettered after max_attempts", "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.lease_ms = 1000;
+  o.max_attempts = 3;
+  const auto config = write_config(db, o);
+  const auto pill = db.enqueue("noop", R"({"crash": true})");
+  db.enqueue_many("noop", "{}", 50);
+  int crashes = 0;
+  // Play the supervisor (systemd, Kubernetes): restart the host whenever it dies.
+  const auto deadline = std::chrono::steady_clock::now() + 90s;
+  while (db.status(pill) != "failed" && std::chrono::steady_clock::now() < deadline) {
+    auto host = start_host(config);
+    while (host->running() && db.status(pill) != "failed") std::this_thread::sleep_for(50ms);
+    if (!host->running()) {
+      CHECK(host->wait(1s) == 128 + SIGABRT);
+      ++crashes;
+    }
+  }
+  REQUIRE(db.status(pill) == "failed");
+  CHECK(crashes == 3);
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + pill + "'") == "3");
+  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + pill + "'"),
+             Catch::Contains("lease expired during attempt 3 of 3"));
+  auto host = start_host(config);
+  REQUIRE(eventually([&] { return completed(db) == 50; }, 30s));
+}
+
+TEST_CASE("a handler hung past timeout_ms fails its attempt and its worker is replaced", "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 1;  // the only worker hangs: the pool must replace it
+  o.timeout_ms = 400;
+  o.max_attempts = 2;
+  auto host = start_host(write_config(db, o));
+  const auto hung = db.enqueue("noop", R"({"hang": true})");
+  REQUIRE(eventually([&] { return db.status(hung) == "failed"; }, 20s));
+  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + hung + "'"),
+             Catch::Contains("timed out after 400 ms"));
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + hung + "'") == "2");
+  db.enqueue_many("noop", "{}", 20);
+  REQUIRE(eventually([&] { return completed(db) == 20; }, 20s));
+  // The abandoned threads do not keep the host from shutting down.
+  host->signal(SIGTERM);
+  CHECK(host->wait(15s) == 0);
+}
+
+TEST_CASE("two migrators and two worker hosts never run a job twice", "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 8;
+  db.enqueue_many("noop", "{}", 3000);
+  auto a = start_host(write_config(db, o, "m-a"), "m-a");
+  auto b = start_host(write_config(db, o, "m-b"), "m-b");
+  REQUIRE(eventually([&] { return completed(db) == 3000; }, 60s));
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") == 3000);
+  CHECK(completed_twice(db) == 0);
+  // Both hosts did work, so the claims really competed.
+  CHECK(db.count("SELECT count(DISTINCT split_part(worker_id, '/', 1)) FROM jobhost.jobs") == 2);
+}
+
+TEST_CASE("a late outcome from an expired lease cannot overwrite the newer attempt", "[recovery][guard]") {
+  TestDb db;
+  const auto id = db.enqueue("noop", "{}");
+  db.scalar("UPDATE jobhost.jobs SET status = 'migrated_to_redis' WHERE id = '" + id + "' RETURNING 1");
+  auto first = jobhost::lease_jobs(db.conn(), {id}, "w1", 60000);
+  REQUIRE(first.size() == 1);
+  REQUIRE(first[0].attempt == 1);
+  // The lease expires; the job is reaped and leased again by another worker.
+  db.scalar("UPDATE jobhost.jobs SET status = 'migrated_to_redis' WHERE id = '" + id + "' RETURNING 1");
+  auto second = jobhost::lease_jobs(db.conn(), {id}, "w2", 60000);
+  REQUIRE(second.size() == 1);
+  REQUIRE(second[0].attempt == 2);
+
+  jobhost::Completer completer(db.url());
+  completer.start();
+  const auto now = jobhost::now_us();
+  completer.submit({id, 1, jobhost::OutcomeKind::kFailed, 0, "late duplicate", now, now});
+  REQUIRE(completer.flush_and_stop(10s) == 0);
+  CHECK(completer.stale_outcomes() == 1);
+  CHECK(db.status(id) == "running");
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE job_id = '" + id + "'") == 0);
+
+  jobhost::Completer again(db.url());
+  again.start();
+  again.submit({id, 2, jobhost::OutcomeKind::kCompleted, 0, "", now, now});
+  REQUIRE(again.flush_and_stop(10s) == 0);
+  CHECK(db.status(id) == "completed");
+  CHECK(db.scalar("SELECT attempt_number FROM jobhost.job_logs WHERE job_id = '" + id + "'") == "2");
+}

@@ -1,0 +1,105 @@
+// Invariants 3 and 6 at start-up: bad configs, bad plugin libraries and an
+// evicting Redis are refused with errors that say what and where.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+
+using namespace jobhost::test;
+
+namespace {
+
+std::pair<int, std::string> run_host(const std::string& config) {
+  return run({bin_dir() + "/jobhost", "--config", config}, {}, 30s);
+}
+
+}  // namespace
+
+TEST_CASE("malformed YAML is refused naming the file and line", "[startup]") {
+  TestDb db;
+  const auto path = write_config(db, {});
+  {
+    std::ofstream out(path, std::ios::app);
+    out << "  oops: [unclosed\n";
+  }
+  const auto [code, out] = run_host(path);
+  CHECK(code == 2);
+  CHECK_THAT(out, Catch::Contains("invalid configuration") && Catch::Contains(path + ":"));
+  const auto [ccode, cout] = run({bin_dir() + "/jobhost", "--check-config", path});
+  CHECK(ccode == 2);
+  CHECK_THAT(cout, Catch::Contains(path + ":"));
+}
+
+TEST_CASE("a missing plugin library is refused naming the plugin and path", "[startup]") {
+  TestDb db;
+  HostOptions o;
+  o.library = "/nonexistent/libnothing.so";
+  const auto path = write_config(db, o);
+  const auto [code, out] = run_host(path);
+  CHECK(code == 1);
+  CHECK_THAT(out, Catch::Contains("plugins[0]") && Catch::Contains("/nonexistent/libnothing.so: file not found"));
+  const auto [ccode, cout] = run({bin_dir() + "/jobhost", "--check-config", path});
+  CHECK(ccode == 2);
+  CHECK_THAT(cout, Catch::Contains("file not found"));
+}
+
+TEST_CASE("a library that is not a plugin is refused", "[startup]") {
+  TestDb db;
+  HostOptions o;
+  o.library = "/lib/x86_64-linux-gnu/libz.so.1";
+  const auto [code, out] = run_host(write_config(db, o));
+  CHECK(code == 1);
+  CHECK_THAT(out, Catch::Contains("not a jobhost plugin"));
+}
+
+TEST_CASE("a plugin built for another ABI version is refused naming both versions", "[startup]") {
+  TestDb db;
+  HostOptions o;
+  o.library = plugin_dir() + "/libwrong_abi.so";
+  const auto [code, out] = run_host(write_config(db, o));
+  CHECK(code == 1);
+  CHECK_THAT(out, Catch::Contains("built for plugin ABI version 99") &&
+                      Catch::Contains("this host speaks ABI version 1"));
+  const auto [icode, iout] = run({bin_dir() + "/jobctl", "plugin", "inspect", o.library});
+  CHECK(icode == 1);
+  CHECK_THAT(iout, Catch::Contains("ABI version 99"));
+}
+
+TEST_CASE("a Redis that may evict keys is refused", "[startup]") {
+  TestDb db;
+  // A Redis of our own with the seeds' allkeys-lru policy.
+  const auto dir = std::filesystem::temp_directory_path() / ("jh-evict-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  Process redis({"/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", "56391", "--save", "",
+                 "--appendonly", "no", "--dir", dir.string(), "--maxmemory-policy", "allkeys-lru"},
+                (dir / "redis.log").string());
+  REQUIRE(redis.wait_for_log("Ready to accept connections", 10s));
+  HostOptions o;
+  o.redis_url = "redis://127.0.0.1:56391";
+  const auto [code, out] = run_host(write_config(db, o));
+  CHECK(code == 1);
+  CHECK_THAT(out, Catch::Contains("maxmemory-policy 'allkeys-lru'") && Catch::Contains("noeviction"));
+  redis.signal(SIGTERM);
+  redis.wait(5s);
+}
+
+TEST_CASE("a host refuses a database whose schema is not migrated", "[startup]") {
+  TestDb db;
+  db.scalar("DROP SCHEMA jobhost CASCADE");
+  const auto [code, out] = run_host(write_config(db, {}));
+  CHECK(code == 1);
+  CHECK_THAT(out, Catch::Contains("run `jobctl db migrate` first"));
+}
+
+TEST_CASE("an unset environment variable in the config is named", "[startup]") {
+  TestDb db;
+  HostOptions o;
+  o.extra_yaml = "api: { token: \"${JOBHOST_TEST_SURELY_UNSET}\" }\n";
+  const auto [code, out] = run_host(write_config(db, o));
+  CHECK(code == 2);
+  CHECK_THAT(out, Catch::Contains("JOBHOST_TEST_SURELY_UNSET"));
+}
