@@ -134,7 +134,9 @@ std::string unknown_key_message(std::string_view key, Keys allowed) {
   const auto closest = std::min_element(allowed.begin(), allowed.end(), [&](auto x, auto y) {
     return edit_distance(key, x) < edit_distance(key, y);
   });
-  if (closest != allowed.end() && edit_distance(key, *closest) <= 2) {
+  // A third of the key may be wrong: catches typos and a dropped "_ms" alike.
+  const std::size_t tolerance = std::max<std::size_t>(2, key.size() / 3);
+  if (closest != allowed.end() && edit_distance(key, *closest) <= tolerance) {
     return "unknown key; did you mean " + quote(*closest) + "?";
   }
   return "unknown key; expected one of: " + join_list(allowed);

@@ -1,5 +1,6 @@
 // Invariants 3 and 6 at start-up: bad configs, bad plugin libraries and an
 // evicting Redis are refused with errors that say what and where.
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>

@@ -285,7 +285,11 @@ TEST_CASE("plugin settings keep the author's key order and are interpolated") {
   const ScopedEnv host("JOBHOST_TEST_SMTP_PORT", "2526");
   const Config c = parse(kRequired +
                          "plugins:\n  - name: p\n    library: /p.so\n"
-                         "    settings: { zeta: 1, alpha: \"${JOBHOST_TEST_SMTP_PORT}\", port: ${JOBHOST_TEST_SMTP_PORT} }\n");
+                         "    settings:\n"
+                         "      zeta: 1\n"
+                         "      alpha: \"${JOBHOST_TEST_SMTP_PORT}\"\n"
+                         // Unquoted ${...} only works in block style: braces end a flow mapping.
+                         "      port: ${JOBHOST_TEST_SMTP_PORT}\n");
   CHECK(c.plugins[0].settings_json == R"({"zeta":1,"alpha":"2526","port":2526})");
 }
 
@@ -332,7 +336,7 @@ TEST_CASE("a schedule without a job type or cron is refused") {
 TEST_CASE("a YAML syntax error names the file and line") {
   const std::string message = error_of(kRequired + "host:\n  roles: [worker\n  lease: {}\n");
   CHECK_THAT(message, StartsWith("/etc/jobhost/test.yaml:5: "));
-  CHECK_THAT(message, Contains("flow sequence"));
+  CHECK_THAT(message, Contains("end of sequence flow not found"));
 }
 
 TEST_CASE("a missing or empty required URL is refused naming the key") {
@@ -389,7 +393,7 @@ TEST_CASE("a plugin with max below min is refused naming the key and line") {
                            "    concurrency:\n"
                            "      min: 5\n"
                            "      max: 2\n";
-  CHECK(error_of(yaml) == "/etc/jobhost/test.yaml:9: plugins[0].concurrency.max: must be >= min (5), got 2");
+  CHECK(error_of(yaml) == "/etc/jobhost/test.yaml:8: plugins[0].concurrency.max: must be >= min (5), got 2");
   CHECK_THAT(error_of(kRequired + "plugins:\n  - { name: p, library: /p.so, concurrency: { min: 4 } }\n"),
              StartsWith("/etc/jobhost/test.yaml:4: plugins[0].concurrency.max: must be >= min (4), got 1") &&
                  Contains("default"));
