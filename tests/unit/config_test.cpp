@@ -1,22 +1,22 @@
 // config_test.cpp: the YAML config is read as documented in DESIGN §5, and every
 // mistake is refused with a message naming the file, the line and the key.
-#include <catch2/catch.hpp>
+#include "config.hpp"
 
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <string>
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
-#include "config.hpp"
-
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 using jobhost::Config;
 using jobhost::ConfigError;
 using jobhost::Role;
-using Catch::Matchers::Contains;
-using Catch::Matchers::StartsWith;
 
 namespace {
 
@@ -40,16 +40,27 @@ std::string error_of(const std::string& yaml) {
   return "(accepted)";
 }
 
-// Sets an environment variable for one test and removes it afterwards.
+// Sets an environment variable for one test and puts back what was there, since
+// DATABASE_URL and REDIS_URL may be set by whoever runs the tests.
 class ScopedEnv {
  public:
-  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
-  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
   ScopedEnv(const ScopedEnv&) = delete;
   ScopedEnv& operator=(const ScopedEnv&) = delete;
 
  private:
   const char* name_;
+  std::optional<std::string> old_;
 };
 
 nlohmann::json settings_of(const std::string& settings_yaml) {
@@ -213,7 +224,8 @@ TEST_CASE("a relative library path is resolved against the YAML file's folder") 
 
   // A relative config file name is taken from the working directory.
   const Config c = jobhost::parse_config(kRequired + plugin, "deploy/jobhost.yaml");
-  CHECK(c.plugins[0].library == (std::filesystem::current_path() / "build/plugins/libp.so").lexically_normal());
+  CHECK(c.plugins[0].library ==
+        (std::filesystem::current_path() / "build/plugins/libp.so").lexically_normal());
 }
 
 TEST_CASE("the shipped config/jobhost.yaml is valid and names the noop plugin") {
@@ -231,7 +243,8 @@ TEST_CASE("the shipped config/jobhost.yaml is valid and names the noop plugin") 
 }
 
 TEST_CASE("load_config reads a file from disk and reports its lines") {
-  const auto dir = std::filesystem::temp_directory_path() / ("jobhost_config_test_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("jobhost_config_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto file = dir / "jobhost.yaml";
   std::ofstream(file) << kRequired << "plugins:\n  - { name: p, library: libp.so, timeout_ms: 0 }\n";
@@ -301,8 +314,8 @@ TEST_CASE("settings that are not a mapping are refused") {
 // ---- cron -------------------------------------------------------------------
 
 TEST_CASE("valid cron expressions are accepted") {
-  for (const char* cron : {"* * * * *", "*/15 * * * *", "0 3 * * *", "0 9-17 * * 1-5", "0,30 8-18/2 1,15 1,6,12 7",
-                           "59 23 31 12 0", "  5   4  *  *  *  "}) {
+  for (const char* cron : {"* * * * *", "*/15 * * * *", "0 3 * * *", "0 9-17 * * 1-5",
+                           "0,30 8-18/2 1,15 1,6,12 7", "59 23 31 12 0", "  5   4  *  *  *  "}) {
     INFO(cron);
     CHECK(cron_error(cron) == "(accepted)");
   }
@@ -310,14 +323,16 @@ TEST_CASE("valid cron expressions are accepted") {
 
 TEST_CASE("invalid cron expressions are refused naming the field and the line") {
   const std::string prefix = "/etc/jobhost/test.yaml:4: schedules[0].cron: ";
-  CHECK(cron_error("* * * *") == prefix + "must have 5 fields (minute hour day-of-month month day-of-week), got 4");
+  CHECK(cron_error("* * * *") ==
+        prefix + "must have 5 fields (minute hour day-of-month month day-of-week), got 4");
   CHECK(cron_error("60 * * * *") == prefix + "field 1 (minute) \"60\": 60 is out of range 0-59");
   CHECK(cron_error("0 24 * * *") == prefix + "field 2 (hour) \"24\": 24 is out of range 0-23");
   CHECK(cron_error("0 0 0 * *") == prefix + "field 3 (day of month) \"0\": 0 is out of range 1-31");
   CHECK(cron_error("0 0 * 13 *") == prefix + "field 4 (month) \"13\": 13 is out of range 1-12");
   CHECK(cron_error("0 0 * * 8") == prefix + "field 5 (day of week) \"8\": 8 is out of range 0-7");
   CHECK_THAT(cron_error("*/0 * * * *"), StartsWith(prefix + "field 1 (minute)") && Contains("step"));
-  CHECK_THAT(cron_error("5/10 * * * *"), StartsWith(prefix + "field 1") && Contains("a step follows * or a range"));
+  CHECK_THAT(cron_error("5/10 * * * *"),
+             StartsWith(prefix + "field 1") && Contains("a step follows * or a range"));
   CHECK_THAT(cron_error("30-10 * * * *"), StartsWith(prefix + "field 1") && Contains("runs backwards"));
   CHECK_THAT(cron_error("1,,2 * * * *"), StartsWith(prefix + "field 1") && Contains("empty item"));
   CHECK_THAT(cron_error("x * * * *"), StartsWith(prefix + "field 1") && Contains("\"x\" is not a number"));
@@ -409,9 +424,11 @@ TEST_CASE("plugin retry, timeout and scaling values out of range are refused") {
         "/etc/jobhost/test.yaml:6: plugins[0].retry.base_ms: must be >= 0, got -1");
   CHECK(error_of(head + "    retry:\n      base_ms: 5000\n      max_ms: 1000\n") ==
         "/etc/jobhost/test.yaml:8: plugins[0].retry.max_ms: must be >= base_ms (5000), got 1000");
-  CHECK(error_of(head + "    timeout_ms: 0\n") == "/etc/jobhost/test.yaml:6: plugins[0].timeout_ms: must be > 0, got 0");
+  CHECK(error_of(head + "    timeout_ms: 0\n") ==
+        "/etc/jobhost/test.yaml:6: plugins[0].timeout_ms: must be > 0, got 0");
   CHECK(error_of(head + "    scaling: { memory_percent_above: 120 }\n") ==
-        "/etc/jobhost/test.yaml:6: plugins[0].scaling.memory_percent_above: must be a percentage above 0 and at "
+        "/etc/jobhost/test.yaml:6: plugins[0].scaling.memory_percent_above: must be a percentage above 0 and "
+        "at "
         "most 100, got 120");
   CHECK(error_of(head + "    scaling: { memory_percent_above: 0 }\n") != "(accepted)");
   CHECK(error_of(head + "    scaling: { memory_percent_above: lots }\n") ==
@@ -455,8 +472,9 @@ TEST_CASE("an unknown role is refused listing the valid ones") {
 TEST_CASE("a bad log format or level is refused listing the choices") {
   CHECK(error_of(kRequired + "log: { format: xml }\n") ==
         "/etc/jobhost/test.yaml:3: log.format: must be one of text, json; got \"xml\"");
-  CHECK(error_of(kRequired + "log:\n  level: verbose\n") ==
-        "/etc/jobhost/test.yaml:4: log.level: must be one of trace, debug, info, warn, error; got \"verbose\"");
+  CHECK(
+      error_of(kRequired + "log:\n  level: verbose\n") ==
+      "/etc/jobhost/test.yaml:4: log.level: must be one of trace, debug, info, warn, error; got \"verbose\"");
 }
 
 TEST_CASE("two plugins with the same name are refused") {
@@ -465,7 +483,8 @@ TEST_CASE("two plugins with the same name are refused") {
                            "  - { name: email, library: /a.so }\n"
                            "  - name: email\n"
                            "    library: /b.so\n";
-  CHECK(error_of(yaml) == "/etc/jobhost/test.yaml:5: plugins[1].name: duplicate plugin name \"email\" (first at line 4)");
+  CHECK(error_of(yaml) ==
+        "/etc/jobhost/test.yaml:5: plugins[1].name: duplicate plugin name \"email\" (first at line 4)");
 }
 
 TEST_CASE("two plugins claiming the same job type are refused naming both") {
@@ -485,7 +504,10 @@ TEST_CASE("two plugins claiming the same job type are refused naming both") {
 }
 
 TEST_CASE("a section of the wrong shape is refused naming it") {
-  CHECK(error_of(kRequired + "host: 5\n") == "/etc/jobhost/test.yaml:3: host: must be a mapping (key: value pairs)");
-  CHECK(error_of(kRequired + "plugins: { name: p }\n") == "/etc/jobhost/test.yaml:3: plugins: must be a list");
-  CHECK_THAT(error_of("just text\n"), StartsWith("/etc/jobhost/test.yaml:1: the top level must be a mapping"));
+  CHECK(error_of(kRequired + "host: 5\n") ==
+        "/etc/jobhost/test.yaml:3: host: must be a mapping (key: value pairs)");
+  CHECK(error_of(kRequired + "plugins: { name: p }\n") ==
+        "/etc/jobhost/test.yaml:3: plugins: must be a list");
+  CHECK_THAT(error_of("just text\n"),
+             StartsWith("/etc/jobhost/test.yaml:1: the top level must be a mapping"));
 }
