@@ -3,6 +3,8 @@
 // "<file>:<line>: <key path>: <what is wrong>" so the author can go straight to it.
 #include "config.hpp"
 
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -16,15 +18,13 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
 #include <utility>
-
-#include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
 
 namespace jobhost {
 namespace {
@@ -72,9 +72,7 @@ std::string join(const std::string& path, std::string_view key) {
   return path.empty() ? std::string(key) : path + "." + std::string(key);
 }
 
-std::string index(const std::string& path, std::size_t i) {
-  return path + "[" + std::to_string(i) + "]";
-}
+std::string index(const std::string& path, std::size_t i) { return path + "[" + std::to_string(i) + "]"; }
 
 std::string join_list(std::initializer_list<std::string_view> items) {
   std::string out;
@@ -146,9 +144,8 @@ std::string unknown_key_message(std::string_view key, Keys allowed) {
 
 bool is_env_name(std::string_view name) {
   if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
-  });
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
 }
 
 // `ref` is what stands between "${" and "}".
@@ -314,7 +311,8 @@ class Parser {
   void check_unique_name(const YAML::Node& node, const std::string& path, const PluginConfig& p,
                          const std::vector<PluginConfig>& earlier) const;
   void claim_job_types(const YAML::Node& node, const std::string& path, const PluginConfig& p,
-                       const std::vector<PluginConfig>& earlier, std::map<std::string, std::size_t>& claims) const;
+                       const std::vector<PluginConfig>& earlier,
+                       std::map<std::string, std::size_t>& claims) const;
 
   std::filesystem::path file_;
   std::filesystem::path dir_;
@@ -391,7 +389,8 @@ std::string Parser::required_text(const YAML::Node& map, const std::string& path
   return value;
 }
 
-void Parser::read_text(const YAML::Node& map, const std::string& path, const char* key, std::string& out) const {
+void Parser::read_text(const YAML::Node& map, const std::string& path, const char* key,
+                       std::string& out) const {
   if (const YAML::Node node = map[key]; node.IsDefined()) out = text(node, join(path, key));
 }
 
@@ -507,8 +506,8 @@ void Parser::redis(const YAML::Node& root, Config& c) const {
 }
 
 void Parser::host(const YAML::Node& root, Config& c) const {
-  const auto node = section(root, "", "host",
-                            {"id", "roles", "migrator", "lease", "reaper", "reconciler", "shutdown_grace_ms"});
+  const auto node = section(
+      root, "", "host", {"id", "roles", "migrator", "lease", "reaper", "reconciler", "shutdown_grace_ms"});
   if (!node) return;
   read_text(*node, "host", "id", c.host_id);
   if (const YAML::Node r = (*node)["roles"]; r.IsDefined()) c.roles = roles(r, "host.roles");
@@ -582,7 +581,8 @@ void Parser::schedules(const YAML::Node& root, Config& c) const {
   const YAML::Node list = root["schedules"];
   if (!list.IsDefined()) return;
   expect_list(list, "schedules");
-  for (const YAML::Node& node : list) c.schedules.push_back(schedule(node, index("schedules", c.schedules.size())));
+  for (const YAML::Node& node : list)
+    c.schedules.push_back(schedule(node, index("schedules", c.schedules.size())));
 }
 
 Schedule Parser::schedule(const YAML::Node& node, const std::string& path) const {
@@ -645,8 +645,8 @@ void Parser::concurrency(const YAML::Node& plugin, const std::string& path, Plug
   if (p.concurrency_max >= p.concurrency_min) return;
   const YAML::Node max = (*node)["max"];
   fail(max.IsDefined() ? max : *node, join(here, "max"),
-       "must be >= min (" + std::to_string(p.concurrency_min) + "), got " + std::to_string(p.concurrency_max) +
-           (max.IsDefined() ? "" : " (the default); set max"));
+       "must be >= min (" + std::to_string(p.concurrency_min) + "), got " +
+           std::to_string(p.concurrency_max) + (max.IsDefined() ? "" : " (the default); set max"));
 }
 
 void Parser::scaling(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const {
@@ -659,7 +659,8 @@ void Parser::scaling(const YAML::Node& plugin, const std::string& path, PluginCo
   const std::string memory_path = join(here, "memory_percent_above");
   const double percent = number(memory, memory_path);
   if (percent <= 0 || percent > 100) {
-    fail(memory, memory_path, "must be a percentage above 0 and at most 100, got " + text(memory, memory_path));
+    fail(memory, memory_path,
+         "must be a percentage above 0 and at most 100, got " + text(memory, memory_path));
   }
   p.scaling_memory_percent_above = percent;
 }
@@ -674,7 +675,8 @@ void Parser::retry(const YAML::Node& plugin, const std::string& path, PluginConf
   // Only comparable when both are given; otherwise one comes from the plugin.
   if (p.retry.base_ms && p.retry.max_ms && *p.retry.max_ms < *p.retry.base_ms) {
     fail((*node)["max_ms"], join(here, "max_ms"),
-         "must be >= base_ms (" + std::to_string(*p.retry.base_ms) + "), got " + std::to_string(*p.retry.max_ms));
+         "must be >= base_ms (" + std::to_string(*p.retry.base_ms) + "), got " +
+             std::to_string(*p.retry.max_ms));
   }
 }
 
@@ -697,11 +699,12 @@ void Parser::claim_job_types(const YAML::Node& node, const std::string& path, co
     const auto [it, fresh] = claims.emplace(p.job_types[i], earlier.size());
     if (fresh) continue;
     const std::string item_path = index(join(path, "job_types"), i);
-    if (it->second == earlier.size()) fail(types[i], item_path, "job type " + quote(p.job_types[i]) + " listed twice");
+    if (it->second == earlier.size())
+      fail(types[i], item_path, "job type " + quote(p.job_types[i]) + " listed twice");
     const PluginConfig& owner = earlier[it->second];
     fail(types[i], item_path,
-         "job type " + quote(p.job_types[i]) + " is already claimed by plugin " + quote(owner.name) + " (line " +
-             std::to_string(owner.line) + "); each job type belongs to one plugin");
+         "job type " + quote(p.job_types[i]) + " is already claimed by plugin " + quote(owner.name) +
+             " (line " + std::to_string(owner.line) + "); each job type belongs to one plugin");
   }
 }
 
