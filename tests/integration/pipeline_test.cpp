@@ -30,15 +30,9 @@ TEST_CASE("a failing job is retried with growing delays and logs its real attemp
                   "FROM jobhost.job_logs WHERE job_id = '" + id + "'") ==
         "1:retry_scheduled,2:retry_scheduled,3:completed");
   // Equal jitter: the second delay is at least base (200 ms), the first at least base/2.
-  const auto gap = [&](int n) {
-    return std::stod(db.scalar(
-        "SELECT extract(epoch FROM b.started_at - a.finished_at) * 1000 FROM jobhost.job_logs a "
-        "JOIN jobhost.job_logs b ON b.job_id = a.job_id AND b.attempt_number = a.attempt_number + 1 "
-        "WHERE a.job_id = '" + id + "' AND a.attempt_number = " + std::to_string(n)));
-  };
-  CHECK(gap(1) >= 100);
-  CHECK(gap(2) >= 200);
-  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'") ==
+  CHECK(db.retry_gap_ms(id, 1) >= 100);
+  CHECK(db.retry_gap_ms(id, 2) >= 200);
+  CHECK(db.field(id, "last_error_message") ==
         "noop: failing attempt 2 as asked");
 }
 
@@ -49,11 +43,11 @@ TEST_CASE("a job that keeps failing is dead-lettered after max_attempts with its
   auto host = start_host(write_config(db, o));
   const auto thrower = db.enqueue("noop", R"({"throw": true})");
   REQUIRE(eventually([&] { return db.status(thrower) == "failed"; }, 20s));
-  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + thrower + "'") == "3");
+  CHECK(db.field(thrower, "attempt_count") == "3");
   CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE job_id = '" + thrower + "'") == 3);
-  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + thrower + "'"),
+  CHECK_THAT(db.field(thrower, "last_error_message"),
              Catch::Contains("no attempts left") && Catch::Contains("noop: thrown as asked"));
-  CHECK(db.scalar("SELECT failed_at IS NOT NULL FROM jobhost.jobs WHERE id = '" + thrower + "'") == "t");
+  CHECK(db.field(thrower, "failed_at IS NOT NULL") == "t");
 }
 
 TEST_CASE("a permanent failure goes to the DLQ at once", "[pipeline]") {
@@ -61,8 +55,8 @@ TEST_CASE("a permanent failure goes to the DLQ at once", "[pipeline]") {
   auto host = start_host(write_config(db, {}));
   const auto id = db.enqueue("noop", R"({"permanent": true})");
   REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 20s));
-  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + id + "'") == "1");
-  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'") ==
+  CHECK(db.field(id, "attempt_count") == "1");
+  CHECK(db.field(id, "last_error_message") ==
         "noop: permanent failure as asked");
 }
 
@@ -71,7 +65,7 @@ TEST_CASE("a payload the plugin refuses is dead-lettered naming the field, witho
   auto host = start_host(write_config(db, {}));
   const auto id = db.enqueue("noop", R"({"sleep_ms": "soon"})");
   REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 20s));
-  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'") ==
+  CHECK(db.field(id, "last_error_message") ==
         "invalid payload: payload.sleep_ms: must be a non-negative integer");
 }
 
@@ -83,11 +77,7 @@ TEST_CASE("a handler's requested retry delay is honoured instead of the backoff"
   auto host = start_host(write_config(db, o));
   const auto id = db.enqueue("noop", R"({"fail_attempts": 1, "retry_after_ms": 1500})");
   REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 20s));
-  const double gap = std::stod(db.scalar(
-      "SELECT extract(epoch FROM b.started_at - a.finished_at) * 1000 FROM jobhost.job_logs a "
-      "JOIN jobhost.job_logs b ON b.job_id = a.job_id AND b.attempt_number = 2 "
-      "WHERE a.job_id = '" + id + "' AND a.attempt_number = 1"));
-  CHECK(gap >= 1500);
+  CHECK(db.retry_gap_ms(id, 1) >= 1500);
 }
 
 TEST_CASE("high-priority jobs start before normal and low ones", "[pipeline]") {
@@ -119,19 +109,19 @@ TEST_CASE("jobs of a type no plugin serves stay queued while others run", "[pipe
   REQUIRE(eventually([&] { return db.status(served) == "completed"; }, 10s));
   std::this_thread::sleep_for(1500ms);
   CHECK(db.status(orphan) == "queued");
-  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + orphan + "'") == "0");
+  CHECK(db.field(orphan, "attempt_count") == "0");
 }
 
 TEST_CASE("jobhost.enqueue applies queue defaults, deduplicates and refuses bad input", "[pipeline][sql]") {
   TestDb db;
   // No host has registered the queue yet: the default is 3.
   const auto a = db.enqueue("mail", "{}");
-  CHECK(db.scalar("SELECT max_attempts FROM jobhost.jobs WHERE id = '" + a + "'") == "3");
+  CHECK(db.field(a, "max_attempts") == "3");
   db.scalar("UPDATE jobhost.job_queues SET default_max_attempts = 7 WHERE name = 'mail' RETURNING 1");
   const auto b = db.enqueue("mail", "{}");
-  CHECK(db.scalar("SELECT max_attempts FROM jobhost.jobs WHERE id = '" + b + "'") == "7");
+  CHECK(db.field(b, "max_attempts") == "7");
   const auto c = db.enqueue("mail", "{}", 100, 2);
-  CHECK(db.scalar("SELECT max_attempts FROM jobhost.jobs WHERE id = '" + c + "'") == "2");
+  CHECK(db.field(c, "max_attempts") == "2");
 
   const auto k1 = db.scalar("SELECT jobhost.enqueue('mail', '{}', 100, now(), NULL, 'once')");
   const auto k2 = db.scalar("SELECT jobhost.enqueue('mail', '{}', 100, now(), NULL, 'once')");

@@ -119,8 +119,8 @@ TEST_CASE("a job that crashes its host is dead-lettered after max_attempts", "[r
   }
   REQUIRE(db.status(pill) == "failed");
   CHECK(crashes == 3);
-  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + pill + "'") == "3");
-  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + pill + "'"),
+  CHECK(db.field(pill, "attempt_count") == "3");
+  CHECK_THAT(db.field(pill, "last_error_message"),
              Catch::Contains("lease expired during attempt 3 of 3"));
   auto host = start_host(config);
   const bool others_done = eventually([&] { return completed(db) == 50; }, 30s);
@@ -137,9 +137,9 @@ TEST_CASE("a handler hung past timeout_ms fails its attempt and its worker is re
   auto host = start_host(write_config(db, o));
   const auto hung = db.enqueue("noop", R"({"hang": true})");
   REQUIRE(eventually([&] { return db.status(hung) == "failed"; }, 20s));
-  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + hung + "'"),
+  CHECK_THAT(db.field(hung, "last_error_message"),
              Catch::Contains("timed out after 400 ms"));
-  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + hung + "'") == "2");
+  CHECK(db.field(hung, "attempt_count") == "2");
   db.enqueue_many("noop", "{}", 20);
   REQUIRE(eventually([&] { return completed(db) == 20; }, 20s));
   // The abandoned threads do not keep the host from shutting down.

@@ -48,7 +48,7 @@ TEST_CASE("a plugin built out-of-tree against the installed SDK runs in the host
                     "AND payload = jsonb_build_object('greeting', 'Hello, Ada', 'from', '" + id + "')") == 1;
   }, 20s));
   REQUIRE(eventually([&] { return db.status(bad) == "failed"; }, 20s));
-  CHECK(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + bad + "'") ==
+  CHECK(db.field(bad, "last_error_message") ==
         "invalid payload: payload.name: must be a string");
   CHECK_THAT(host->log(), Catch::Contains("Hello, Ada"));
 

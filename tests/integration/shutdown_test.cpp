@@ -43,6 +43,6 @@ TEST_CASE("a job still running when the grace period ends is retried, not lost",
   host->signal(SIGTERM);
   REQUIRE(host->wait(15s) == 0);
   CHECK(db.status(id) == "retry_scheduled");
-  CHECK_THAT(db.scalar("SELECT last_error_message FROM jobhost.jobs WHERE id = '" + id + "'"),
+  CHECK_THAT(db.field(id, "last_error_message"),
              Catch::Contains("interrupted"));
 }

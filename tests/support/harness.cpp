@@ -112,8 +112,17 @@ void TestDb::enqueue_many(const std::string& type, const std::string& payload, i
   tx.commit();
 }
 
-std::string TestDb::status(const std::string& id) {
-  return scalar("SELECT status FROM jobhost.jobs WHERE id = '" + id + "'");
+std::string TestDb::status(const std::string& id) { return field(id, "status"); }
+
+std::string TestDb::field(const std::string& id, const std::string& column) {
+  return scalar("SELECT " + column + " FROM jobhost.jobs WHERE id = '" + id + "'");
+}
+
+double TestDb::retry_gap_ms(const std::string& id, int attempt) {
+  return std::stod(scalar(
+      "SELECT extract(epoch FROM b.started_at - a.finished_at) * 1000 FROM jobhost.job_logs a "
+      "JOIN jobhost.job_logs b ON b.job_id = a.job_id AND b.attempt_number = a.attempt_number + 1 "
+      "WHERE a.job_id = '" + id + "' AND a.attempt_number = " + std::to_string(attempt)));
 }
 
 std::string write_config(const TestDb& db, const HostOptions& o, const std::string& tag) {

@@ -45,6 +45,10 @@ class TestDb {
   // Enqueues n jobs in one statement.
   void enqueue_many(const std::string& type, const std::string& payload, int n, int priority = 100);
   std::string status(const std::string& id);
+  // One column of a job's row, as text.
+  std::string field(const std::string& id, const std::string& column);
+  // Milliseconds from the end of attempt n to the start of attempt n + 1.
+  double retry_gap_ms(const std::string& id, int attempt);
 
  private:
   std::string admin_url_;
