@@ -151,12 +151,16 @@ TEST_CASE("two migrators and two worker hosts never run a job twice", "[recovery
   TestDb db;
   HostOptions o;
   o.concurrency = 8;
-  db.enqueue_many("noop", "{}", 3000);
   auto a = start_host(write_config(db, o, "m-a"), "m-a");
   auto b = start_host(write_config(db, o, "m-b"), "m-b");
+  // Both migrators are up and LISTENing: each small commit wakes both at once,
+  // so their claims race for the same rows.
+  for (int i = 0; i < 60; ++i) db.enqueue_many("noop", "{}", 50);
   REQUIRE(eventually([&] { return completed(db) == 3000; }, 60s));
   CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") == 3000);
   CHECK(completed_twice(db) == 0);
+  // Leased once each: a second run would have counted a second attempt.
+  CHECK(db.count("SELECT max(attempt_count) FROM jobhost.jobs") == 1);
   // Both hosts did work, so the claims really competed.
   CHECK(db.count("SELECT count(DISTINCT split_part(worker_id, '/', 1)) FROM jobhost.jobs") == 2);
 }
