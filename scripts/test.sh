@@ -4,14 +4,15 @@
 # script starts (ports 55432 / 56379, data under build/test-services) and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 bash scripts/build.sh
 
-svc=build/test-services
+svc=$root/build/test-services
 rm -rf "$svc"
 eval "$(bash scripts/services.sh start "$svc" 55432 56379 --fast)"
-trap 'bash scripts/services.sh stop "$svc"' EXIT
+trap 'bash "$root/scripts/services.sh" stop "$svc"' EXIT
 export DATABASE_URL REDIS_URL
-export JOBHOST_TEST_PG_DATA="$PWD/$svc"
+export JOBHOST_TEST_PG_DATA="$svc"
 
 cd build
 ctest --output-on-failure --timeout 600 -j1 "$@"
