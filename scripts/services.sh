@@ -38,11 +38,19 @@ start() {
   local opts="-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$pgdata -c max_connections=300 -c shared_buffers=256MB"
   [ "$fast" != "--fast" ] || opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   if ! as_pg "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    if pg_isready -q -h 127.0.0.1 -p "$pg_port"; then
+      echo "services.sh: port $pg_port already has a PostgreSQL that this script did not start; stop it or pick another port" >&2
+      exit 1
+    fi
     as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 -o "$opts" start >/dev/null \
       || { tail -n 30 "$pgdata/server.log" >&2; exit 1; }
   fi
   mkdir -p "$dir/redis"
   if ! { [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; }; then
+    if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+      echo "services.sh: port $redis_port already has a Redis that this script did not start; stop it or pick another port" >&2
+      exit 1
+    fi
     # noeviction: an evicting policy would silently drop queued jobs.
     redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --daemonize yes \
       --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no \
