@@ -24,6 +24,12 @@ as_pg() {
 start() {
   local pg_port=${1:?PG_PORT missing} redis_port=${2:?REDIS_PORT missing} fast=${3:-}
   local pgdata=$dir/pg
+  # Refuse a port held by a server we did not start, before starting anything.
+  if ! { [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; } &&
+     redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    echo "services.sh: port $redis_port already has a Redis that this script did not start; stop it or pick another port" >&2
+    exit 1
+  fi
   if [ "$(id -u)" -eq 0 ]; then
     # The postgres account must be able to reach the data folder.
     local d=$dir
@@ -47,10 +53,6 @@ start() {
   fi
   mkdir -p "$dir/redis"
   if ! { [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; }; then
-    if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
-      echo "services.sh: port $redis_port already has a Redis that this script did not start; stop it or pick another port" >&2
-      exit 1
-    fi
     # noeviction: an evicting policy would silently drop queued jobs.
     redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --daemonize yes \
       --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no \
