@@ -31,7 +31,7 @@ WITH o AS (
       worker_id = CASE WHEN o.status = 'queued' THEN NULL ELSE j.worker_id END,
       lease_expires_at = NULL, updated_at = now()
     FROM o
-   WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status = 'running'
+   WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = 'running'  -- see lease.cpp
   RETURNING j.id, o.attempt, o.status, o.message, o.started_us, o.finished_us
 ), logged AS (
   INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,

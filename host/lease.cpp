@@ -8,19 +8,26 @@
 namespace jobhost {
 namespace {
 
+// Statements that act on a batch of known ids join them (rather than id =
+// ANY) and write the status guard as `status || ''`, which no partial index's
+// predicate matches: the only plan left is one primary-key lookup per id.
+// Otherwise, while statistics lag behind a burst of inserts, the planner
+// believes the partial index of a state holds a handful of rows and scans all
+// of it (measured: 13 ms instead of 0.3 ms per 64-job lease at 100k queued).
 constexpr const char* kLeaseSql = R"sql(
-UPDATE jobhost.jobs
-   SET status = 'running', attempt_count = attempt_count + 1, started_at = now(),
+UPDATE jobhost.jobs j
+   SET status = 'running', attempt_count = j.attempt_count + 1, started_at = now(),
        updated_at = now(), worker_id = $2,
        lease_expires_at = now() + $3 * interval '1 millisecond'
- WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis'
-RETURNING id::text, queue_name, payload::text, attempt_count, max_attempts)sql";
+  FROM unnest($1::uuid[]) AS t(id)
+ WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'
+RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts)sql";
 
 constexpr const char* kExtendSql = R"sql(
 UPDATE jobhost.jobs j
    SET lease_expires_at = now() + $3 * interval '1 millisecond'
   FROM unnest($1::uuid[], $2::int[]) AS h(id, attempt)
- WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status = 'running'
+ WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status || '' = 'running'
 RETURNING j.id::text)sql";
 
 }  // namespace

@@ -26,8 +26,9 @@ RETURNING j.id::text, j.priority)sql";
 
 // Undo of a claim whose push to Redis failed.
 constexpr const char* kUnclaimSql = R"sql(
-UPDATE jobhost.jobs SET status = 'queued', updated_at = now()
- WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis')sql";
+UPDATE jobhost.jobs j SET status = 'queued', updated_at = now()
+  FROM unnest($1::uuid[]) AS t(id)
+ WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'  -- see lease.cpp)sql";
 
 constexpr const char* kNextDueSql = R"sql(
 SELECT ceil(extract(epoch FROM min(run_at) - clock_timestamp()) * 1000)::bigint

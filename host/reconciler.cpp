@@ -20,9 +20,10 @@ SELECT id::text, queue_name FROM jobhost.jobs
  LIMIT $2)sql";
 
 constexpr const char* kRequeueSql = R"sql(
-UPDATE jobhost.jobs SET status = 'queued', updated_at = now()
- WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis'
-   AND updated_at < now() - $2 * interval '1 millisecond')sql";
+UPDATE jobhost.jobs j SET status = 'queued', updated_at = now()
+  FROM unnest($1::uuid[]) AS t(id)
+ WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'  -- see lease.cpp
+   AND j.updated_at < now() - $2 * interval '1 millisecond')sql";
 
 }  // namespace
 
