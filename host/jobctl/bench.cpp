@@ -1,16 +1,462 @@
-// bench.cpp: placeholder until the benchmark lands.
+// bench.cpp: `jobctl bench`, the end-to-end benchmark of DESIGN §7. It makes a
+// database and a Redis key prefix of its own on the servers given, starts real
+// jobhost processes with the noop plugin, and measures three things:
+//   enqueue  N jobs through jobhost.enqueue_many() in one transaction;
+//   drain    from that commit to the last completion, every state persisted;
+//   latency  creation → handler start of jobs enqueued one by one at a paced rate.
+// Everything it made is removed at the end (unless --keep), also on errors.
 #include "bench.hpp"
 
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
 #include <CLI/CLI.hpp>
+#include <pqxx/pqxx>
+
+#include "migrations.hpp"
+#include "pg.hpp"
+#include "redis.hpp"
 
 namespace jobhost::ctl {
+namespace {
 
-void add_bench_command(CLI::App& app, const std::string&, const std::string&,
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+struct BenchOptions {
+  long jobs = 100000;
+  int hosts = 1;
+  int concurrency = 64;
+  int batch = 1000;
+  int rate = 1000;
+  int latency_seconds = 10;
+  int chunk = 10000;
+  bool keep = false;
+  std::string jobhost_bin;
+  std::string plugin;
+};
+
+std::atomic<bool> g_interrupted{false};
+
+void check_interrupted() {
+  if (g_interrupted) throw std::runtime_error("interrupted");
+}
+
+fs::path self_dir() { return fs::read_symlink("/proc/self/exe").parent_path(); }
+
+// The same connection as `url`, to another database. Goes through libpq's own
+// parser so URIs with parameters and key=value strings both work.
+std::string with_database(const std::string& url, const std::string& dbname) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(url.c_str(), &err);
+  if (!opts) {
+    std::string msg = err ? err : "unparsable";
+    PQfreemem(err);
+    throw std::runtime_error("DATABASE_URL: " + msg);
+  }
+  std::string out;
+  for (PQconninfoOption* o = opts; o->keyword; ++o) {
+    const bool is_db = std::string(o->keyword) == "dbname";
+    if (!is_db && !o->val) continue;
+    std::string v = is_db ? dbname : o->val;
+    std::string quoted;
+    for (char c : v) {
+      if (c == '\\' || c == '\'') quoted += '\\';
+      quoted += c;
+    }
+    out += std::string(out.empty() ? "" : " ") + o->keyword + "='" + quoted + "'";
+  }
+  PQconninfoFree(opts);
+  return out;
+}
+
+// One jobhost process, its output in a file; SIGTERMed if jobctl dies.
+class HostProcess {
+ public:
+  HostProcess(const std::string& bin, const fs::path& config, const fs::path& log) : log_(log) {
+    pid_ = fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execl(bin.c_str(), bin.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+  }
+  ~HostProcess() {
+    if (!exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  HostProcess(const HostProcess&) = delete;
+  HostProcess& operator=(const HostProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  bool running() {
+    if (!exited_ && waitpid(pid_, nullptr, WNOHANG) == pid_) exited_ = true;
+    return !exited_;
+  }
+  void wait_ready(std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (log().find(" ready") == std::string::npos) {
+      check_interrupted();
+      if (!running()) throw std::runtime_error("jobhost exited during start-up; its output:\n" + log());
+      if (Clock::now() > deadline) throw std::runtime_error("jobhost not ready in time; its output:\n" + log());
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  // SIGTERM, then SIGKILL if it has not stopped by the deadline.
+  void stop(std::chrono::seconds grace) {
+    if (!running()) return;
+    kill(pid_, SIGTERM);
+    const auto deadline = Clock::now() + grace;
+    while (running() && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+    if (running()) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      exited_ = true;
+    }
+  }
+  // Resident and peak resident set, in MB, from /proc.
+  std::pair<double, double> rss_mb() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    double rss = 0, hwm = 0;
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) / 1024;
+      if (line.rfind("VmHWM:", 0) == 0) hwm = std::stod(line.substr(6)) / 1024;
+    }
+    return {rss, hwm};
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  fs::path log_;
+};
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+double mem_gib() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  in >> key >> kb;
+  return kb / 1024 / 1024;
+}
+
+std::string yaml_quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string host_yaml(const BenchOptions& o, const std::string& db_url, const std::string& redis_url,
+                      const std::string& prefix, int index) {
+  std::ostringstream y;
+  y << "# Written by jobctl bench; removed when it ends.\n"
+    << "postgres: { url: " << yaml_quote(db_url) << ", pool_size: 4 }\n"
+    << "redis: { url: " << yaml_quote(redis_url) << ", key_prefix: " << prefix << " }\n"
+    << "host:\n"
+    << "  id: bench-" << index << "\n"
+    << "  roles: [migrator, worker, reaper]\n"
+    << "  migrator: { batch_size: " << o.batch << ", poll_interval_ms: 1000 }\n"
+    << "  shutdown_grace_ms: 5000\n"
+    << "log: { level: info }\n"
+    << "plugins:\n"
+    << "  - name: noop\n"
+    << "    library: " << yaml_quote(o.plugin) << "\n"
+    << "    job_types: [noop]\n"
+    << "    concurrency: { min: 1, max: " << o.concurrency << " }\n";
+  return y.str();
+}
+
+// Everything the run made, undone in reverse whatever happens.
+struct Cleanup {
+  const BenchOptions& o;
+  std::string admin_url, redis_url, dbname, prefix;
+  fs::path dir;
+  std::vector<std::unique_ptr<HostProcess>> hosts;
+  bool db_created = false;
+
+  ~Cleanup() {
+    for (auto& h : hosts) h->stop(10s);
+    if (o.keep) {
+      std::printf("kept        database %s, Redis prefix %s, configs and logs in %s\n", dbname.c_str(),
+                  prefix.c_str(), dir.c_str());
+      return;
+    }
+    try {
+      if (db_created) {
+        auto admin = pg_connect(admin_url);
+        pqxx::nontransaction tx(*admin);
+        tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(dbname) + " WITH (FORCE)");
+      }
+      Redis redis(redis_url);
+      std::string cursor = "0";
+      do {
+        const auto r = redis.command({"SCAN", cursor, "MATCH", prefix + ":*", "COUNT", "1000"});
+        cursor = r->element[0]->str;
+        std::vector<std::string> del{"UNLINK"};
+        for (size_t i = 0; i < r->element[1]->elements; ++i) del.emplace_back(r->element[1]->element[i]->str);
+        if (del.size() > 1) redis.command(del);
+      } while (cursor != "0");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "jobctl bench: cleanup incomplete: %s\n", e.what());
+    }
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+constexpr const char* kRemainingSql =
+    "SELECT count(*) FROM jobhost.jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')";
+
+// Waits until no job is left to run; returns false on timeout.
+bool wait_drained(pqxx::connection& conn, std::vector<std::unique_ptr<HostProcess>>& hosts,
+                  std::chrono::seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    check_interrupted();
+    for (auto& h : hosts) {
+      if (!h->running()) throw std::runtime_error("a jobhost exited mid-run; its output:\n" + h->log());
+    }
+    pqxx::nontransaction tx(conn);
+    if (tx.exec1(kRemainingSql)[0].as<long>() == 0) return true;
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(100ms);
+  }
+}
+
+double enqueue_phase(pqxx::connection& conn, const BenchOptions& o, std::string& commit_ts) {
+  const auto t0 = Clock::now();
+  pqxx::work tx(conn);
+  long done = 0;
+  while (done < o.jobs) {
+    PgArray payloads;
+    const long n = std::min<long>(o.chunk, o.jobs - done);
+    for (long i = 0; i < n; ++i) payloads.add("{\"bench\": " + std::to_string(done + i) + "}");
+    tx.exec_params("SELECT count(*) FROM jobhost.enqueue_many('noop', $1::jsonb[])", payloads.str());
+    done += n;
+  }
+  tx.commit();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  pqxx::nontransaction nt(conn);
+  commit_ts = nt.exec1("SELECT clock_timestamp()::text")[0].c_str();
+  return secs;
+}
+
+// `threads` producers, each on its own connection, enqueue one job per
+// statement on a fixed schedule so the rate holds even if one call is slow.
+long latency_phase(const std::string& db_url, const BenchOptions& o) {
+  const int threads = std::min(4, std::max(1, o.rate / 50));
+  const auto period = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(static_cast<double>(threads) / o.rate));
+  const auto start = Clock::now() + 200ms;
+  const auto end = start + std::chrono::seconds(o.latency_seconds);
+  std::atomic<long> sent{0};
+  std::vector<std::string> errors(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        auto conn = pg_connect(db_url);
+        conn->prepare("enqueue", "SELECT jobhost.enqueue('noop', '{\"latency\": true}')");
+        // Stagger the producers evenly across one period.
+        for (auto next = start + period * t / threads; next < end && !g_interrupted; next += period) {
+          std::this_thread::sleep_until(next);
+          pqxx::work tx(*conn);
+          tx.exec_prepared("enqueue");
+          tx.commit();
+          ++sent;
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (const auto& e : errors) {
+    if (!e.empty()) throw std::runtime_error("latency producer failed: " + e);
+  }
+  check_interrupted();
+  return sent;
+}
+
+constexpr const char* kDrainSql = R"sql(
+SELECT count(*) FILTER (WHERE j.status = 'completed'),
+       count(*) FILTER (WHERE j.status = 'failed'),
+       count(*) FILTER (WHERE j.attempt_count <> 1),
+       extract(epoch FROM max(j.completed_at) - $1::timestamptz)
+  FROM jobhost.jobs j WHERE j.payload ? 'bench')sql";
+
+constexpr const char* kRunsSql = R"sql(
+SELECT count(*) FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id
+ WHERE j.payload ? 'bench')sql";
+
+constexpr const char* kLatencySql = R"sql(
+SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY ms),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+  FROM (SELECT extract(epoch FROM l.started_at - j.created_at) * 1000 AS ms
+          FROM jobhost.jobs j JOIN jobhost.job_logs l ON l.job_id = j.id AND l.attempt_number = 1
+         WHERE j.payload ? 'latency') s)sql";
+
+int run_bench(const BenchOptions& o, const std::string& database_url, const std::string& redis_url) {
+  if (database_url.empty()) throw std::runtime_error("no database: set DATABASE_URL or pass --config FILE");
+  if (redis_url.empty()) throw std::runtime_error("no Redis: set REDIS_URL or pass --config FILE");
+  if (!fs::exists(o.jobhost_bin)) throw std::runtime_error("no jobhost binary at " + o.jobhost_bin + " (--jobhost)");
+  if (!fs::exists(o.plugin)) throw std::runtime_error("no noop plugin at " + o.plugin + " (--plugin)");
+
+  const std::string tag = std::to_string(getpid());
+  Cleanup c{o, database_url, redis_url, "jobhost_bench_" + tag, "jobhost_bench_" + tag,
+            fs::temp_directory_path() / ("jobhost-bench-" + tag), {}, false};
+  fs::create_directories(c.dir);
+
+  std::string server;
+  {
+    auto admin = pg_connect(database_url);
+    pqxx::nontransaction tx(*admin);
+    const auto r = tx.exec1("SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
+                            "current_setting('fsync')");
+    server = std::string(r[0].c_str()) + ", synchronous_commit=" + r[1].c_str() + ", fsync=" + r[2].c_str();
+    tx.exec("CREATE DATABASE " + tx.quote_name(c.dbname));
+    c.db_created = true;
+  }
+  std::string redis_version = "?";
+  {
+    Redis redis(redis_url);
+    require_non_evicting(redis);
+    const std::string info = redis.command({"INFO", "server"})->str;
+    const auto at = info.find("redis_version:");
+    if (at != std::string::npos) redis_version = info.substr(at + 14, info.find('\r', at) - at - 14);
+  }
+  const std::string db_url = with_database(database_url, c.dbname);
+  auto conn = pg_connect(db_url);
+  migrate(*conn);
+
+  std::printf("jobctl bench: %ld no-op jobs, %d host(s) x concurrency %d, migrator batch %d\n", o.jobs,
+              o.hosts, o.concurrency, o.batch);
+  std::printf("machine     %u cores, %s, %.1f GiB RAM\n", std::thread::hardware_concurrency(),
+              cpu_model().c_str(), mem_gib());
+  std::printf("postgresql  %s\nredis       %s\n", server.c_str(), redis_version.c_str());
+  std::fflush(stdout);
+
+  for (int i = 0; i < o.hosts; ++i) {
+    const fs::path cfg = c.dir / ("host-" + std::to_string(i) + ".yaml");
+    std::ofstream(cfg) << host_yaml(o, db_url, redis_url, c.prefix, i);
+    c.hosts.push_back(std::make_unique<HostProcess>(o.jobhost_bin, cfg, c.dir / ("host-" + std::to_string(i) + ".log")));
+  }
+  for (auto& h : c.hosts) h->wait_ready(30s);
+  std::vector<std::pair<double, double>> idle_rss;
+  for (auto& h : c.hosts) idle_rss.push_back(h->rss_mb());
+
+  std::string commit_ts;
+  const double enqueue_secs = enqueue_phase(*conn, o, commit_ts);
+  std::printf("enqueue     %ld jobs in %.2f s = %.0f jobs/s (jobhost.enqueue_many, %d per call, one transaction)\n",
+              o.jobs, enqueue_secs, o.jobs / enqueue_secs, o.chunk);
+  std::fflush(stdout);
+
+  const auto drain_timeout = std::chrono::seconds(60 + o.jobs / 500);
+  if (!wait_drained(*conn, c.hosts, drain_timeout)) {
+    pqxx::nontransaction tx(*conn);
+    throw std::runtime_error("drain did not finish in " + std::to_string(drain_timeout.count()) + " s; " +
+                             tx.exec1(kRemainingSql)[0].c_str() + " jobs left");
+  }
+  {
+    pqxx::nontransaction tx(*conn);
+    const auto r = tx.exec_params1(kDrainSql, commit_ts);
+    const long completed = r[0].as<long>(), failed = r[1].as<long>(), reruns = r[2].as<long>();
+    const double secs = r[3].is_null() ? 0 : r[3].as<double>();
+    const long runs = tx.exec1(kRunsSql)[0].as<long>();
+    std::printf("drain       %ld jobs in %.2f s = %.0f jobs/s (commit -> last completion); "
+                "%ld completed, %ld failed, %ld handler runs%s\n",
+                completed, secs, secs > 0 ? completed / secs : 0.0, completed, failed, runs,
+                runs == o.jobs && reruns == 0 ? ", each job ran once" : " (NOT once each)");
+    if (completed != o.jobs || runs != o.jobs || reruns != 0) {
+      throw std::runtime_error("drain lost or repeated jobs: expected " + std::to_string(o.jobs) +
+                               " completed jobs with one run each");
+    }
+  }
+  for (size_t i = 0; i < c.hosts.size(); ++i) {
+    const auto [rss, hwm] = c.hosts[i]->rss_mb();
+    std::printf("host %-6zu rss %.1f MB idle before the run, %.1f MB after it (peak %.1f MB)\n", i,
+                idle_rss[i].first, rss, hwm);
+  }
+  std::fflush(stdout);
+
+  if (o.latency_seconds > 0) {
+    const long sent = latency_phase(db_url, o);
+    if (!wait_drained(*conn, c.hosts, 60s)) throw std::runtime_error("latency jobs did not finish in 60 s");
+    pqxx::nontransaction tx(*conn);
+    const auto r = tx.exec1(kLatencySql);
+    if (r[0].as<long>() != sent) {
+      throw std::runtime_error("latency: " + std::to_string(sent) + " jobs sent but " + r[0].c_str() + " ran");
+    }
+    std::printf("latency     %ld jobs at %d/s for %d s, creation -> handler start: "
+                "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n",
+                sent, o.rate, o.latency_seconds, r[1].as<double>(), r[2].as<double>(), r[3].as<double>(),
+                r[4].as<double>());
+  }
+  return 0;
+}
+
+void on_interrupt(int) { g_interrupted = true; }
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, const std::string& database_url, const std::string& redis_url,
                        std::function<int()>& action) {
-  app.add_subcommand("bench", "end-to-end benchmark")->callback([&action] {
-    action = [] {
-      std::fprintf(stderr, "jobctl bench: not built yet\n");
-      return 1;
+  static BenchOptions o;
+  o.jobhost_bin = (self_dir() / "jobhost").string();
+  o.plugin = (self_dir().parent_path() / "plugins" / "libnoop.so").string();
+  auto* b = app.add_subcommand("bench", "end-to-end benchmark on a scratch database (DESIGN §7)");
+  b->add_option("--jobs", o.jobs, "jobs to enqueue and drain")->capture_default_str()->check(CLI::Range(1L, 100000000L));
+  b->add_option("--hosts", o.hosts, "jobhost processes")->capture_default_str()->check(CLI::Range(1, 16));
+  b->add_option("--concurrency", o.concurrency, "workers per host")->capture_default_str()->check(CLI::Range(1, 1024));
+  b->add_option("--batch", o.batch, "migrator batch size")->capture_default_str()->check(CLI::Range(1, 100000));
+  b->add_option("--rate", o.rate, "jobs/s in the latency phase")->capture_default_str()->check(CLI::Range(1, 100000));
+  b->add_option("--latency-seconds", o.latency_seconds, "length of the latency phase (0 skips it)")
+      ->capture_default_str()->check(CLI::Range(0, 3600));
+  b->add_option("--jobhost", o.jobhost_bin, "jobhost binary")->capture_default_str();
+  b->add_option("--plugin", o.plugin, "noop plugin library")->capture_default_str();
+  b->add_flag("--keep", o.keep, "keep the database, Redis keys, configs and logs");
+  b->callback([&] {
+    action = [&] {
+      std::signal(SIGINT, on_interrupt);
+      std::signal(SIGTERM, on_interrupt);
+      return run_bench(o, database_url, redis_url);
     };
   });
 }
