@@ -91,6 +91,10 @@ void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
       if (slot->abandoned || local_.empty()) return;
       a = std::move(local_.front());
       local_.pop_front();
+      // Stamped under mu_, before the watchdog can see the attempt: it reads
+      // `started` under mu_ too, and an unset start would look 50 years old.
+      a->started = std::chrono::steady_clock::now();
+      a->started_us = now_us();
       slot->current = a;
       ++busy_;
     }
@@ -106,8 +110,6 @@ void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
 }
 
 void WorkerPool::run(Attempt& a) {
-  a.started = std::chrono::steady_clock::now();
-  a.started_us = now_us();
   const jobhost_job job = c_job(a.ctx);
   int64_t retry_after_ms = -1;
   const int32_t code = plugin_->handle(job, &a.ctx, &retry_after_ms);

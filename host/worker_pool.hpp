@@ -32,7 +32,7 @@ namespace jobhost {
 struct Attempt {
   jobhost_job_ctx ctx;
   std::atomic<bool> settled{false};
-  std::chrono::steady_clock::time_point started;  // handler start
+  std::chrono::steady_clock::time_point started;  // handler start; set and read under the pool's mu_
   int64_t started_us = 0;
 };
 

@@ -4,7 +4,8 @@
 //   enqueue  N jobs through jobhost.enqueue_many() in one transaction;
 //   drain    from that commit to the last completion, every state persisted;
 //   latency  creation → handler start of jobs enqueued one by one at a paced rate.
-// Everything it made is removed at the end (unless --keep), also on errors.
+// Everything it made is removed at the end, also on errors; kept with --keep,
+// or when jobs were lost or run twice, so the evidence can be examined.
 #include "bench.hpp"
 
 #include <fcntl.h>
@@ -209,10 +210,11 @@ struct Cleanup {
   fs::path dir;
   std::vector<std::unique_ptr<HostProcess>> hosts;
   bool db_created = false;
+  bool evidence = false;  // a correctness check failed: keep everything
 
   ~Cleanup() {
     for (auto& h : hosts) h->stop(10s);
-    if (o.keep) {
+    if (o.keep || evidence) {
       std::printf("kept        database %s, Redis prefix %s, configs and logs in %s\n", dbname.c_str(),
                   prefix.c_str(), dir.c_str());
       return;
@@ -405,6 +407,7 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
                 completed, secs, secs > 0 ? completed / secs : 0.0, completed, failed, runs,
                 runs == o.jobs && reruns == 0 ? ", each job ran once" : " (NOT once each)");
     if (completed != o.jobs || runs != o.jobs || reruns != 0) {
+      c.evidence = true;
       throw std::runtime_error("drain lost or repeated jobs: expected " + std::to_string(o.jobs) +
                                " completed jobs with one run each");
     }
@@ -422,6 +425,7 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
     pqxx::nontransaction tx(*conn);
     const auto r = tx.exec1(kLatencySql);
     if (r[0].as<long>() != sent) {
+      c.evidence = true;
       throw std::runtime_error("latency: " + std::to_string(sent) + " jobs sent but " + r[0].c_str() + " ran");
     }
     std::printf("latency     %ld jobs at %d/s for %d s, creation -> handler start: "

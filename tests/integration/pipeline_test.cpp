@@ -136,3 +136,26 @@ TEST_CASE("jobhost.enqueue applies queue defaults, deduplicates and refuses bad 
                     Catch::Contains("jobs_payload_too_large"));
   CHECK(db.count("SELECT count(*) FROM jobhost.jobs") == 4);
 }
+
+TEST_CASE("jobhost.enqueue_many inserts a batch in order and refuses a bad payload by position", "[pipeline][sql]") {
+  TestDb db;
+  // The ids come back in the order of the payloads; the options apply to all.
+  db.scalar("CREATE TABLE ids AS SELECT id, row_number() OVER () AS n FROM jobhost.enqueue_many('noop', "
+            "ARRAY['{\"n\": 10}', '{\"n\": 20}', '{\"n\": 30}']::jsonb[], 20) AS id");
+  CHECK(db.scalar("SELECT string_agg(j.payload->>'n', ',' ORDER BY i.n) FROM ids i JOIN jobhost.jobs j USING (id)") ==
+        "10,20,30");
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE priority = 20 AND max_attempts = 3 "
+                 "AND status = 'queued'") == 3);
+
+  CHECK_THROWS_WITH(db.scalar("SELECT jobhost.enqueue_many('noop', ARRAY['{}', '[1]']::jsonb[])"),
+                    Catch::Contains("payloads[2] must be a JSON object, got array"));
+  CHECK_THROWS_WITH(db.scalar("SELECT jobhost.enqueue_many('noop', ARRAY['{}', NULL]::jsonb[])"),
+                    Catch::Contains("payloads[2] must be a JSON object, got NULL"));
+  CHECK_THROWS_WITH(db.scalar("SELECT jobhost.enqueue_many('noop', ARRAY['{}']::jsonb[], 100, now(), 0)"),
+                    Catch::Contains("max_attempts must be at least 1"));
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs") == 3);  // the refused calls wrote nothing
+
+  // A host runs them like any other job.
+  auto host = start_host(write_config(db, {}, "many"));
+  CHECK(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 3; }, 10s));
+}
