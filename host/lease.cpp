@@ -38,9 +38,9 @@ std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std:
   if (ids.empty()) return out;
   PgArray arr;
   for (const auto& id : ids) arr.add(id);
-  pqxx::work tx(conn);
-  const pqxx::result r = tx.exec_params(kLeaseSql, arr.str(), worker_id, duration_ms);
-  tx.commit();
+  // One statement, so autocommit is its transaction: one round trip, not three.
+  pqxx::nontransaction tx(conn);
+  const pqxx::result r = exec_hot(tx, "jobhost_lease", kLeaseSql, arr.str(), worker_id, duration_ms);
   out.reserve(r.size());
   for (const auto& row : r) {
     out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(),
@@ -59,9 +59,8 @@ std::vector<std::string> extend_leases(pqxx::connection& conn,
     ids.add(id);
     attempts.add(attempt);
   }
-  pqxx::work tx(conn);
-  const pqxx::result r = tx.exec_params(kExtendSql, ids.str(), attempts.str(), duration_ms);
-  tx.commit();
+  pqxx::nontransaction tx(conn);
+  const pqxx::result r = exec_hot(tx, "jobhost_extend", kExtendSql, ids.str(), attempts.str(), duration_ms);
   std::unordered_set<std::string> kept;
   for (const auto& row : r) kept.insert(row[0].c_str());
   std::vector<std::string> lost;

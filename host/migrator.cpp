@@ -51,7 +51,7 @@ class Wake : public pqxx::notification_receiver {
 std::vector<std::string> served_queues(pqxx::connection& conn) {
   pqxx::nontransaction tx(conn);
   std::vector<std::string> out;
-  for (const auto& row : tx.exec(kServedSql)) out.emplace_back(row[0].c_str());
+  for (const auto& row : exec_hot(tx, "jobhost_served", kServedSql)) out.emplace_back(row[0].c_str());
   return out;
 }
 
@@ -62,9 +62,10 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
   std::vector<std::string> by_band[3];
   size_t claimed = 0;
   {
-    pqxx::work tx(conn);
-    const pqxx::result r = tx.exec_params(kClaimSql, queue, config_.migrator_batch_size);
-    tx.commit();
+    // A single statement commits on its own (autocommit): one round trip
+    // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
+    pqxx::nontransaction tx(conn);
+    const pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql, queue, config_.migrator_batch_size);
     claimed = r.size();
     for (const auto& row : r) {
       by_band[static_cast<int>(band_for_priority(row[1].as<int>()))].emplace_back(row[0].c_str());
@@ -84,9 +85,8 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
     for (const auto& band : by_band)
       for (const auto& id : band) all.add(id);
     try {
-      pqxx::work tx(conn);
+      pqxx::nontransaction tx(conn);
       tx.exec_params(kUnclaimSql, all.str());
-      tx.commit();
     } catch (const std::exception& e) {
       spdlog::warn("migrator: could not give back {} jobs after a Redis error ({}); the "
                    "reconciler will recover them", claimed, e.what());
@@ -106,7 +106,8 @@ size_t Migrator::pass(pqxx::connection& conn, Redis& redis, bool* full, long lon
     PgArray names;
     for (const auto& q : queues) names.add(q);
     pqxx::nontransaction tx(conn);
-    const auto row = tx.exec_params1(kNextDueSql, names.str());
+    const pqxx::result due = exec_hot(tx, "jobhost_next_due", kNextDueSql, names.str());
+    const auto row = due.at(0);
     if (!row[0].is_null()) *next_due_ms = std::max(0LL, row[0].as<long long>());
   }
   return moved;

@@ -67,6 +67,16 @@ class PgPool {
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
 };
 
+// Runs a hot-path statement as a prepared statement of the transaction's
+// connection: parsed and planned once per connection, not on every call.
+// `name` must be unique to `sql` (prepare() refuses a changed definition).
+template <typename... Args>
+pqxx::result exec_hot(pqxx::transaction_base& tx, const char* name, const char* sql,
+                      Args&&... args) {
+  tx.conn().prepare(name, sql);  // registers once; later calls compare and return
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
+
 // The SQL that enqueues one job: the same function producers call. Parameters:
 // type, payload, priority, run_at ('' = now), delay_ms added to run_at,
 // max_attempts (0 = the queue's default), unique_key ('' = none).

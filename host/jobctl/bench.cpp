@@ -298,9 +298,10 @@ long latency_phase(const std::string& db_url, const BenchOptions& o) {
         // Stagger the producers evenly across one period.
         for (auto next = start + period * t / threads; next < end && !g_interrupted; next += period) {
           std::this_thread::sleep_until(next);
-          pqxx::work tx(*conn);
+          // Autocommit: the job's created_at (its transaction's start) is the
+          // moment it was submitted, and it is visible once the call returns.
+          pqxx::nontransaction tx(*conn);
           tx.exec_prepared("enqueue");
-          tx.commit();
           ++sent;
         }
       } catch (const std::exception& e) {
