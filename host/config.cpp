@@ -511,9 +511,10 @@ void Parser::host(const YAML::Node& root, Config& c) const {
   if (!node) return;
   read_text(*node, "host", "id", c.host_id);
   if (const YAML::Node r = (*node)["roles"]; r.IsDefined()) c.roles = roles(r, "host.roles");
-  if (const auto m = section(*node, "host", "migrator", {"batch_size", "poll_interval_ms"})) {
+  if (const auto m = section(*node, "host", "migrator", {"batch_size", "poll_interval_ms", "max_in_redis"})) {
     read_int(*m, "host.migrator", "batch_size", c.migrator_batch_size, Range{1, 100000});
     read_int(*m, "host.migrator", "poll_interval_ms", c.migrator_poll_interval_ms, kPositive);
+    read_int(*m, "host.migrator", "max_in_redis", c.migrator_max_in_redis, Range{1, 10000000});
   }
   lease(*node, c);
   if (const auto r = section(*node, "host", "reaper", {"interval_ms"})) {

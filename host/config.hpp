@@ -64,6 +64,9 @@ struct Config {
 
   int migrator_batch_size = 500;
   int64_t migrator_poll_interval_ms = 1000;
+  // Ids of one queue waiting in Redis, at most (plus one batch per other
+  // migrator racing): the backlog beyond it stays in PostgreSQL.
+  int migrator_max_in_redis = 20000;
 
   int64_t lease_duration_ms = 30000;
   int64_t heartbeat_ms = 10000;

@@ -6,13 +6,13 @@
 namespace jobhost {
 namespace {
 
-// KEYS: list, members, wake. ARGV: ids.
+// KEYS: list, members, wake. ARGV: ids. Returns the ids now waiting.
 const RedisScript kPush(R"lua(
 redis.call('RPUSH', KEYS[1], unpack(ARGV))
 redis.call('SADD', KEYS[2], unpack(ARGV))
 redis.call('DEL', KEYS[3])
 redis.call('RPUSH', KEYS[3], '1')
-return #ARGV
+return redis.call('SCARD', KEYS[2])
 )lua");
 
 // KEYS: high, normal, low, members, wake. ARGV[1]: max ids.
@@ -41,12 +41,20 @@ constexpr size_t kMaxIdsPerCall = 1000;
 
 }  // namespace
 
-void push_jobs(Redis& redis, const QueueKeys& keys, Band band, const std::vector<std::string>& ids) {
+long long push_jobs(Redis& redis, const QueueKeys& keys, Band band, const std::vector<std::string>& ids) {
+  long long waiting = -1;
   for (size_t i = 0; i < ids.size(); i += kMaxIdsPerCall) {
     const size_t end = std::min(ids.size(), i + kMaxIdsPerCall);
     std::vector<std::string> chunk(ids.begin() + static_cast<long>(i), ids.begin() + static_cast<long>(end));
-    redis.eval(kPush, {keys.list(band), keys.members(), keys.wake()}, chunk);
+    Reply r = redis.eval(kPush, {keys.list(band), keys.members(), keys.wake()}, chunk);
+    if (r->type == REDIS_REPLY_INTEGER) waiting = r->integer;
   }
+  return waiting;
+}
+
+long long waiting_in_redis(Redis& redis, const QueueKeys& keys) {
+  Reply r = redis.command({"SCARD", keys.members()});
+  return r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 }
 
 std::vector<std::string> pop_jobs(Redis& redis, const QueueKeys& keys, size_t max) {

@@ -11,8 +11,11 @@
 namespace jobhost {
 
 // Appends ids to the band's list, records them as members, and wakes one
-// blocked fetcher.
-void push_jobs(Redis& redis, const QueueKeys& keys, Band band, const std::vector<std::string>& ids);
+// blocked fetcher. Returns how many ids of the queue now wait in Redis.
+long long push_jobs(Redis& redis, const QueueKeys& keys, Band band, const std::vector<std::string>& ids);
+
+// How many ids of the queue wait in Redis (pushed, not yet taken by a fetcher).
+long long waiting_in_redis(Redis& redis, const QueueKeys& keys);
 
 // Takes up to `max` ids, high band first, then normal, then low. Wakes another
 // fetcher if jobs remain.

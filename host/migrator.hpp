@@ -4,11 +4,15 @@
 // run against one database without handing out a job twice. Woken by NOTIFY
 // on insert; otherwise sleeps until the next run_at or poll_interval_ms.
 // Only queues that a running worker host serves are migrated: jobs of an
-// unknown type stay queued until a plugin for them appears.
+// unknown type stay queued until a plugin for them appears. Redis holds a
+// bounded window of each queue (host.migrator.max_in_redis); the backlog
+// beyond it waits in PostgreSQL and is claimed high band first, so Redis
+// memory does not grow with the backlog and priorities hold across it.
 #pragma once
 
 #include <stop_token>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <pqxx/pqxx>
@@ -23,15 +27,21 @@ class Migrator {
   explicit Migrator(const Config& config);
   void run(std::stop_token stop);
 
-  // One pass over every served queue. Returns the number of jobs moved;
-  // sets *full when some queue had more ready than one batch, and
-  // *next_due_ms to the wait until the earliest future run_at (or -1).
-  size_t pass(pqxx::connection& conn, Redis& redis, bool* full, long long* next_due_ms);
+  struct PassResult {
+    size_t moved = 0;
+    bool full = false;         // some queue had more ready than one batch
+    bool window_full = false;  // some queue has max_in_redis ids waiting in Redis
+    long long next_due_ms = -1;  // wait until the earliest future run_at, or -1
+  };
+
+  // One pass over every served queue.
+  PassResult pass(pqxx::connection& conn, Redis& redis);
 
  private:
-  size_t migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue, bool* full);
+  size_t migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue, PassResult& res);
 
   Config config_;
+  std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
 };
 
 // Names of queues served by some live worker host.

@@ -9,7 +9,8 @@ bash scripts/build.sh
 
 started=""
 if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
-  eval "$(bash scripts/services.sh start .data 54329 63799)"
+  exports=$(bash scripts/services.sh start .data 54329 63799)  # set -e stops here on failure
+  eval "$exports"
   started=1
   trap 'bash scripts/services.sh stop .data' EXIT
 fi

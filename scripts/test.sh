@@ -9,7 +9,9 @@ bash scripts/build.sh
 
 svc=$root/build/test-services
 rm -rf "$svc"
-eval "$(bash scripts/services.sh start "$svc" 55432 56379 --fast)"
+# Assigned first, so set -e stops here when the services cannot start.
+exports=$(bash scripts/services.sh start "$svc" 55432 56379 --fast)
+eval "$exports"
 trap 'bash "$root/scripts/services.sh" stop "$svc"' EXIT
 export DATABASE_URL REDIS_URL
 export JOBHOST_TEST_PG_DATA="$svc"

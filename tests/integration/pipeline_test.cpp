@@ -1,10 +1,13 @@
 // The normal flow of jobs through one host: completion, retries, the DLQ,
 // payload validation, priorities, and jobs no plugin serves.
+#include <algorithm>
 #include <thread>
 
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
+#include "redis.hpp"
+#include "routing.hpp"
 
 using namespace jobhost::test;
 
@@ -99,6 +102,44 @@ TEST_CASE("high-priority jobs start before normal and low ones", "[pipeline]") {
       "SELECT string_agg(j.priority::text, ',' ORDER BY l.started_at) FROM jobhost.job_logs l "
       "JOIN jobhost.jobs j ON j.id = l.job_id WHERE j.id <> '" + blocker + "'");
   CHECK(order == "10,10,10,10,10,100,100,100,100,100,200,200,200,200,200");
+}
+
+TEST_CASE("a backlog beyond max_in_redis waits in PostgreSQL, and a high-priority job overtakes it", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 2;
+  o.batch_size = 20;
+  o.max_in_redis = 50;
+  auto host = start_host(write_config(db, o));
+  db.enqueue_many("noop", R"({"sleep_ms": 5})", 1000);
+  jobhost::Redis redis(db.redis_url());
+  const jobhost::QueueKeys keys(db.prefix(), "noop");
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") >= 50; }, 20s));
+  // The window holds at most max_in_redis ids (one migrator: no batch of slack).
+  long long most = 0;
+  for (int i = 0; i < 20; ++i) {
+    jobhost::Reply r = redis.command({"SCARD", keys.members()});
+    most = std::max(most, r->integer);
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(most > 0);
+  CHECK(most <= 50);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'queued'") > 500);
+  // Claimed high band first, so it starts long before the backlog ahead of it.
+  const auto urgent = db.enqueue("noop", "{}", 10);
+  REQUIRE(eventually([&] { return db.status(urgent) == "completed"; }, 20s));
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 1001; }, 30s));
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs l, jobhost.job_logs u WHERE u.job_id = '" + urgent +
+                 "' AND l.job_id <> u.job_id AND l.started_at > u.started_at") > 300);
+}
+
+TEST_CASE("the SQL priority bands match the host's Redis lists", "[pipeline][sql]") {
+  TestDb db;
+  for (int p : {-1000, 0, 49, 50, 51, 100, 149, 150, 151, 1000}) {
+    INFO("priority " << p);
+    CHECK(db.count("SELECT jobhost.priority_band(" + std::to_string(p) + ")") ==
+          static_cast<int>(jobhost::band_for_priority(p)));
+  }
 }
 
 TEST_CASE("jobs of a type no plugin serves stay queued while others run", "[pipeline]") {

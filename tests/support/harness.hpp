@@ -73,6 +73,8 @@ struct HostOptions {
   long reconciler_interval_ms = 300;
   long reaper_interval_ms = 200;
   long poll_ms = 200;
+  int batch_size = 500;
+  int max_in_redis = 20000;
   long shutdown_grace_ms = 5000;
   std::string library;      // default: the noop plugin
   std::string redis_url;    // default: the TestDb's

@@ -90,7 +90,7 @@ redis:    { url: "redis://r:6379/0", key_prefix: "${JOBHOST_TEST_UNSET_PREFIX:-s
 host:
   id: host-a
   roles: [worker, scheduler, api]
-  migrator: { batch_size: 250, poll_interval_ms: 500 }
+  migrator: { batch_size: 250, poll_interval_ms: 500, max_in_redis: 4000 }
   lease:    { duration_ms: 20000, heartbeat_ms: 5000 }
   reaper:   { interval_ms: 2000 }
   reconciler: { interval_ms: 7000, stale_after_ms: 21000 }
@@ -119,6 +119,7 @@ plugins:
   CHECK_FALSE(c.has_role(Role::kMigrator));
   CHECK(c.migrator_batch_size == 250);
   CHECK(c.migrator_poll_interval_ms == 500);
+  CHECK(c.migrator_max_in_redis == 4000);
   CHECK(c.lease_duration_ms == 20000);
   CHECK(c.heartbeat_ms == 5000);
   CHECK(c.reaper_interval_ms == 2000);
@@ -163,6 +164,7 @@ TEST_CASE("a config with only the required keys gets the documented defaults") {
   CHECK(c.roles == std::set<Role>{Role::kMigrator, Role::kWorker, Role::kReaper});
   CHECK(c.host_id.empty());
   CHECK(c.migrator_batch_size == 500);
+  CHECK(c.migrator_max_in_redis == 20000);
   CHECK(c.lease_duration_ms == defaults.lease_duration_ms);
   CHECK(c.heartbeat_ms == defaults.heartbeat_ms);
   CHECK(c.reaper_interval_ms == defaults.reaper_interval_ms);
