@@ -11,6 +11,8 @@ root=$PWD
 jobs=${1:-100000}
 [ -x build/bin/jobctl ] || { echo "run.sh: build first: cmake -S . -B build && cmake --build build -j2" >&2; exit 1; }
 
+command -v node >/dev/null && command -v npm >/dev/null ||
+  { echo "run.sh: needs Node.js (20 or later) and npm on PATH" >&2; exit 1; }
 if [ ! -d bench/compare/node_modules ]; then
   (cd bench/compare && npm ci --no-audit --no-fund --loglevel=error)
 fi
