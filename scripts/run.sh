@@ -20,5 +20,11 @@ echo "jobhost: running with $config (DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS
 echo "jobhost: try   DATABASE_URL=$DATABASE_URL build/bin/jobctl enqueue noop '{}'"
 build/bin/jobhost --config "$config" &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; [ -z "$started" ] || bash scripts/services.sh stop .data' EXIT INT TERM
+finish() {
+  # Under set -e: kill and wait fail once jobhost has exited and been reaped.
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ -z "$started" ] || bash scripts/services.sh stop .data
+}
+trap finish EXIT INT TERM
 wait $pid
