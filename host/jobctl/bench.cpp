@@ -245,6 +245,14 @@ struct Cleanup {
 constexpr const char* kRemainingSql =
     "SELECT count(*) FROM jobhost.jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')";
 
+// Whether any job is left, asked of the partial indexes of the live states:
+// a handful of index pages. The count above reads the whole table, which at a
+// million jobs takes a core away from the hosts being measured if polled.
+constexpr const char* kAnyLeftSql = R"sql(
+SELECT EXISTS (SELECT 1 FROM jobhost.jobs WHERE status IN ('queued', 'retry_scheduled'))
+    OR EXISTS (SELECT 1 FROM jobhost.jobs WHERE status = 'migrated_to_redis')
+    OR EXISTS (SELECT 1 FROM jobhost.jobs WHERE status = 'running'))sql";
+
 // Waits until no job is left to run; returns false on timeout.
 bool wait_drained(pqxx::connection& conn, std::vector<std::unique_ptr<HostProcess>>& hosts,
                   std::chrono::seconds timeout) {
@@ -255,7 +263,7 @@ bool wait_drained(pqxx::connection& conn, std::vector<std::unique_ptr<HostProces
       if (!h->running()) throw std::runtime_error("a jobhost exited mid-run; its output:\n" + h->log());
     }
     pqxx::nontransaction tx(conn);
-    if (tx.exec1(kRemainingSql)[0].as<long>() == 0) return true;
+    if (!tx.exec1(kAnyLeftSql)[0].as<bool>()) return true;
     if (Clock::now() > deadline) return false;
     std::this_thread::sleep_for(100ms);
   }
