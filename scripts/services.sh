@@ -65,7 +65,14 @@ start() {
 
 stop() {
   if [ -f "$dir/pg/PG_VERSION" ]; then as_pg "$PG_BIN/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null 2>&1 || true; fi
-  if [ -f "$dir/redis.pid" ]; then kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -f "$dir/redis.pid"; fi
+  if [ -f "$dir/redis.pid" ]; then
+    local pid
+    pid=$(cat "$dir/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to let go of its port, so a start right after finds it free.
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$dir/redis.pid"
+  fi
 }
 
 case "$cmd" in
