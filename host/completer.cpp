@@ -132,11 +132,14 @@ size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batc
     started.add(o.started_us);
     finished.add(o.finished_us);
   }
-  pqxx::work tx(conn);
-  const auto row = tx.exec_params1(kCompleteSql, ids.str(), attempts.str(), statuses.str(),
-                                   delays.str(), messages.str(), started.str(), finished.str());
-  tx.commit();
-  return row[0].as<size_t>();
+  // One statement, so autocommit is its transaction. If the connection drops
+  // before the answer, the batch is written again: the attempt guard makes a
+  // second write of a committed outcome match nothing.
+  pqxx::nontransaction tx(conn);
+  const pqxx::result r = exec_hot(tx, "jobhost_complete", kCompleteSql, ids.str(), attempts.str(),
+                                  statuses.str(), delays.str(), messages.str(), started.str(),
+                                  finished.str());
+  return r.at(0)[0].as<size_t>();
 }
 
 }  // namespace jobhost
