@@ -11,6 +11,8 @@ const prefix = requireEnv("BULLMQ_PREFIX");
 const queueConnection = redisConnection();
 const workerConnection = redisConnection();
 const queue = new Queue("noop", { connection: queueConnection, prefix });
+console.log(`config      Worker concurrency ${o.concurrency}, removeOnComplete default (completed jobs stay in Redis), ` +
+            `key prefix ${prefix} (obliterated at the end)`);
 
 await enqueueInChunks(o.jobs, o.chunk, "addBulk", (n) =>
   queue.addBulk(Array.from({ length: n }, () => ({ name: "noop", data: {} }))));
@@ -39,6 +41,7 @@ if (o["latency-seconds"] > 0) {
   const before = completed;
   const sent = await produceElsewhere("bullmq", o.rate, o["latency-seconds"], {});
   await until(() => completed - before >= sent, 60_000, "the latency jobs");
+  if (latencies.length !== sent) throw new Error(`latency: ${sent} jobs sent but ${latencies.length} ran`);
   printLatency(latencies, o.rate, o["latency-seconds"]);
 }
 await worker.close();
