@@ -3,6 +3,8 @@
 // "<file>:<line>: <key path>: <what is wrong>" so the author can go straight to it.
 #include "config.hpp"
 
+#include "cron.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -49,19 +51,6 @@ constexpr std::array<std::pair<Role, const char*>, 5> kRoleNames{{
     {Role::kReaper, "reaper"},
     {Role::kScheduler, "scheduler"},
     {Role::kApi, "api"},
-}};
-
-struct CronField {
-  const char* name;
-  int lo;
-  int hi;
-};
-constexpr std::array<CronField, 5> kCronFields{{
-    {"minute", 0, 59},
-    {"hour", 0, 23},
-    {"day of month", 1, 31},
-    {"month", 1, 12},
-    {"day of week", 0, 7},  // 0 and 7 are both Sunday, as in Vixie cron
 }};
 
 // ---- small text helpers ---------------------------------------------------
@@ -166,73 +155,6 @@ std::string expand_reference(std::string_view ref) {
   }
   // As in the shell, ":-" also covers a variable that is set but empty.
   return value != nullptr && *value != '\0' ? std::string(value) : std::string(ref.substr(sep + 2));
-}
-
-// ---- cron syntax ------------------------------------------------------------
-// These throw std::invalid_argument with the reason; the parser adds where.
-
-int cron_number(std::string_view s, const CronField& field) {
-  const auto value = parse_int(s);
-  if (!value || s[0] == '-') throw std::invalid_argument(quote(s) + " is not a number");
-  if (*value < field.lo || *value > field.hi) {
-    throw std::invalid_argument(std::to_string(*value) + " is out of range " + std::to_string(field.lo) +
-                                "-" + std::to_string(field.hi));
-  }
-  return static_cast<int>(*value);
-}
-
-void check_cron_step(std::string_view item, std::string_view step, std::string_view base,
-                     const CronField& field) {
-  const auto n = parse_int(step);
-  if (!n || *n < 1 || *n > field.hi) {
-    throw std::invalid_argument("the step in " + quote(item) + " must be between 1 and " +
-                                std::to_string(field.hi));
-  }
-  if (base != "*" && base.find('-') == std::string_view::npos) {
-    throw std::invalid_argument("a step follows * or a range, as in */5 or 0-30/5; got " + quote(item));
-  }
-}
-
-// One comma-separated item: *, n, a-b, */n or a-b/n.
-void check_cron_item(std::string_view item, const CronField& field) {
-  const std::size_t slash = item.find('/');
-  const std::string_view base = item.substr(0, slash);
-  if (slash != std::string_view::npos) check_cron_step(item, item.substr(slash + 1), base, field);
-  if (base == "*") return;
-  const std::size_t dash = base.find('-');
-  const int first = cron_number(base.substr(0, dash), field);
-  if (dash == std::string_view::npos) return;
-  const int last = cron_number(base.substr(dash + 1), field);
-  if (first > last) throw std::invalid_argument("the range " + quote(base) + " runs backwards");
-}
-
-void check_cron_field(std::string_view text, std::size_t position) {
-  const CronField& field = kCronFields[position];
-  try {
-    std::size_t start = 0;
-    while (true) {
-      const std::size_t comma = text.find(',', start);
-      const std::string_view item = text.substr(start, comma - start);
-      if (item.empty()) throw std::invalid_argument("empty item in a list");
-      check_cron_item(item, field);
-      if (comma == std::string_view::npos) return;
-      start = comma + 1;
-    }
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("field " + std::to_string(position + 1) + " (" + field.name + ") " +
-                                quote(text) + ": " + e.what());
-  }
-}
-
-void check_cron(const std::string& expression) {
-  std::istringstream in(expression);
-  std::vector<std::string> fields;
-  for (std::string field; in >> field;) fields.push_back(field);
-  if (fields.size() != kCronFields.size()) {
-    throw std::invalid_argument("must have 5 fields (minute hour day-of-month month day-of-week), got " +
-                                std::to_string(fields.size()));
-  }
-  for (std::size_t i = 0; i < fields.size(); ++i) check_cron_field(fields[i], i);
 }
 
 // ---- reading the file -------------------------------------------------------
@@ -507,7 +429,7 @@ void Parser::redis(const YAML::Node& root, Config& c) const {
 
 void Parser::host(const YAML::Node& root, Config& c) const {
   const auto node = section(
-      root, "", "host", {"id", "roles", "migrator", "lease", "reaper", "reconciler", "shutdown_grace_ms"});
+      root, "", "host", {"id", "roles", "migrator", "lease", "reaper", "reconciler", "scheduler", "shutdown_grace_ms"});
   if (!node) return;
   read_text(*node, "host", "id", c.host_id);
   if (const YAML::Node r = (*node)["roles"]; r.IsDefined()) c.roles = roles(r, "host.roles");
@@ -523,6 +445,9 @@ void Parser::host(const YAML::Node& root, Config& c) const {
   if (const auto r = section(*node, "host", "reconciler", {"interval_ms", "stale_after_ms"})) {
     read_int(*r, "host.reconciler", "interval_ms", c.reconciler_interval_ms, kPositive);
     read_int(*r, "host.reconciler", "stale_after_ms", c.reconciler_stale_after_ms, kPositive);
+  }
+  if (const auto s = section(*node, "host", "scheduler", {"catch_up_ms"})) {
+    read_int(*s, "host.scheduler", "catch_up_ms", c.scheduler_catch_up_ms, Range{0, kNoLimit});
   }
   read_int(*node, "host", "shutdown_grace_ms", c.shutdown_grace_ms, kPositive);
 }
@@ -593,8 +518,9 @@ Schedule Parser::schedule(const YAML::Node& node, const std::string& path) const
   s.job_type = required_text(node, path, "job_type");
   s.cron = required_text(node, path, "cron");
   try {
-    check_cron(s.cron);
-  } catch (const std::invalid_argument& e) {
+    // An expression that can never fire ("0 0 30 2 *") is refused too.
+    Cron::parse(s.cron).next_after(std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()));
+  } catch (const std::exception& e) {
     fail(node["cron"], join(path, "cron"), e.what());
   }
   if (const YAML::Node payload = node["payload"]; payload.IsDefined()) {

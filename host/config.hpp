@@ -74,6 +74,9 @@ struct Config {
   int64_t reaper_interval_ms = 1000;
   int64_t reconciler_interval_ms = 5000;
   int64_t reconciler_stale_after_ms = 15000;
+  // A scheduler that starts (or gets PostgreSQL back) fires the ticks it missed
+  // in this window; older ones are skipped, never piled up.
+  int64_t scheduler_catch_up_ms = 300000;
 
   int64_t shutdown_grace_ms = 30000;
 

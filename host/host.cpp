@@ -17,6 +17,7 @@
 #include "reaper.hpp"
 #include "reconciler.hpp"
 #include "redis.hpp"
+#include "scheduler.hpp"
 #include "stop_sleep.hpp"
 #include "worker_pool.hpp"
 
@@ -162,11 +163,11 @@ int Host::run() {
     p.roles.emplace_back([r = Reaper(config_)](std::stop_token st) mutable { r.run(st); });
     p.roles.emplace_back([r = Reconciler(config_)](std::stop_token st) mutable { r.run(st); });
   }
-  for (Role r : {Role::kScheduler, Role::kApi}) {
-    if (config_.has_role(r)) {
-      spdlog::warn("role '{}' is not built yet in this version of jobhost; it does nothing here",
-                   role_name(r));
-    }
+  if (config_.has_role(Role::kScheduler)) {
+    p.roles.emplace_back([s = Scheduler(config_)](std::stop_token st) mutable { s.run(st); });
+  }
+  if (config_.has_role(Role::kApi)) {
+    spdlog::warn("role 'api' is not built yet in this version of jobhost; it does nothing here");
   }
   p.housekeeping = std::jthread([this](std::stop_token st) { housekeeping(st); });
   spdlog::info("jobhost {} ready", config_.host_id);

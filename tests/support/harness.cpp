@@ -141,6 +141,7 @@ std::string write_config(const TestDb& db, const HostOptions& o, const std::stri
     << "  reconciler: { interval_ms: " << o.reconciler_interval_ms
     << ", stale_after_ms: " << o.stale_after_ms << " }\n"
     << "  shutdown_grace_ms: " << o.shutdown_grace_ms << "\n"
+    << o.host_yaml
     << "log: { level: info }\n"
     << "plugins:\n"
     << "  - name: noop\n"

@@ -78,6 +78,7 @@ struct HostOptions {
   long shutdown_grace_ms = 5000;
   std::string library;      // default: the noop plugin
   std::string redis_url;    // default: the TestDb's
+  std::string host_yaml;    // appended verbatim inside host: (indent by 2)
   std::string extra_yaml;   // appended verbatim
 };
 

@@ -326,7 +326,8 @@ TEST_CASE("valid cron expressions are accepted") {
 TEST_CASE("invalid cron expressions are refused naming the field and the line") {
   const std::string prefix = "/etc/jobhost/test.yaml:4: schedules[0].cron: ";
   CHECK(cron_error("* * * *") ==
-        prefix + "must have 5 fields (minute hour day-of-month month day-of-week), got 4");
+        prefix + "must have 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first; got 4");
+  CHECK(cron_error("0 0 30 2 *") == prefix + "cron \"0 0 30 2 *\" has no tick within eight years");
   CHECK(cron_error("60 * * * *") == prefix + "field 1 (minute) \"60\": 60 is out of range 0-59");
   CHECK(cron_error("0 24 * * *") == prefix + "field 2 (hour) \"24\": 24 is out of range 0-23");
   CHECK(cron_error("0 0 0 * *") == prefix + "field 3 (day of month) \"0\": 0 is out of range 1-31");
