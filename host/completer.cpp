@@ -18,11 +18,15 @@ WITH o AS (
                        $6::bigint[], $7::bigint[])
       AS o(id, attempt, status, delay_ms, message, started_us, finished_us)
 ), u AS (
+  -- A job whose cancellation was requested while it ran ends 'cancelled',
+  -- whatever the attempt returned short of success.
   UPDATE jobhost.jobs j SET
-      status = o.status,
+      status = CASE WHEN j.cancel_requested_at IS NOT NULL AND o.status <> 'completed'
+                    THEN 'cancelled' ELSE o.status END,
       attempt_count = CASE WHEN o.status = 'queued' THEN j.attempt_count - 1 ELSE j.attempt_count END,
       completed_at = CASE WHEN o.status = 'completed' THEN to_timestamp(o.finished_us / 1e6::float8) END,
-      failed_at = CASE WHEN o.status = 'failed' THEN to_timestamp(o.finished_us / 1e6::float8) END,
+      failed_at = CASE WHEN o.status = 'failed' AND j.cancel_requested_at IS NULL
+                       THEN to_timestamp(o.finished_us / 1e6::float8) END,
       run_at = CASE WHEN o.status = 'retry_scheduled'
                     THEN to_timestamp(o.finished_us / 1e6::float8) + o.delay_ms * interval '1 millisecond'
                     ELSE j.run_at END,
@@ -32,7 +36,7 @@ WITH o AS (
       lease_expires_at = NULL, updated_at = now()
     FROM o
    WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = 'running'  -- see lease.cpp
-  RETURNING j.id, o.attempt, o.status, o.message, o.started_us, o.finished_us
+  RETURNING j.id, o.attempt, j.status, o.message, o.started_us, o.finished_us
 ), logged AS (
   INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
                                 finished_at, duration)

@@ -8,8 +8,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "admin.hpp"
+#include "api.hpp"
 #include "completer.hpp"
 #include "job_context.hpp"
+#include "metrics.hpp"
 #include "lease.hpp"
 #include "migrations.hpp"
 #include "migrator.hpp"
@@ -59,6 +62,7 @@ struct Host::Parts {
   std::vector<std::shared_ptr<WorkerPool>> pools;
   std::vector<std::jthread> roles;  // migrator, reaper, reconciler
   std::jthread housekeeping;
+  std::unique_ptr<ApiServer> api;
 };
 
 std::string default_host_id() {
@@ -167,7 +171,12 @@ int Host::run() {
     p.roles.emplace_back([s = Scheduler(config_)](std::stop_token st) mutable { s.run(st); });
   }
   if (config_.has_role(Role::kApi)) {
-    spdlog::warn("role 'api' is not built yet in this version of jobhost; it does nothing here");
+    p.api = std::make_unique<ApiServer>(config_, api_hooks());
+    try {
+      p.api->start();
+    } catch (const std::exception& e) {
+      throw StartupError(e.what());
+    }
   }
   p.housekeeping = std::jthread([this](std::stop_token st) { housekeeping(st); });
   spdlog::info("jobhost {} ready", config_.host_id);
@@ -195,6 +204,7 @@ int Host::run() {
 int Host::shutdown() {
   Parts& p = *parts_;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_grace_ms);
+  if (p.api) p.api->stop();
   for (auto& t : p.roles) t.request_stop();
   for (auto& pool : p.pools) pool->stop_fetching();
   for (auto& pool : p.pools) pool->drain(deadline);
@@ -215,6 +225,55 @@ int Host::shutdown() {
   return 0;
 }
 
+ApiHooks Host::api_hooks() {
+  ApiHooks hooks;
+  hooks.plugins = [this] {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& pool : parts_->pools) {
+      const LoadedPlugin& plugin = pool->plugin();
+      out.push_back({{"name", plugin.info().name},
+                     {"version", plugin.info().version},
+                     {"job_types", plugin.job_types()},
+                     {"pool_size", pool->size()},
+                     {"busy", pool->busy()}});
+    }
+    return out;
+  };
+  hooks.validate = [this](const std::string& type, const std::string& payload) -> std::optional<std::string> {
+    for (const auto& pool : parts_->pools) {
+      const auto& types = pool->plugin().job_types();
+      if (std::find(types.begin(), types.end(), type) != types.end()) return pool->plugin().validate(type, payload);
+    }
+    return std::nullopt;
+  };
+  hooks.refresh_gauges = [this] { refresh_gauges(); };
+  return hooks;
+}
+
+// Gauges are snapshots: taken when /metrics is scraped, not kept up to date.
+void Host::refresh_gauges() {
+  Metrics& m = Metrics::global();
+  for (const auto& pool : parts_->pools) {
+    const Metrics::Labels plugin{{"plugin", pool->name()}};
+    m.set("plugin_pool_size", plugin, static_cast<double>(pool->size()));
+    m.set("jobs_in_flight", plugin, static_cast<double>(pool->busy()));
+  }
+  try {
+    const nlohmann::json queues = parts_->pg_pool->with([](pqxx::connection& c) { return admin::queues(c); });
+    m.clear("queue_depth");
+    m.clear("dlq_size");
+    for (const auto& q : queues) {
+      const std::string name = q["name"];
+      for (const char* band : {"high", "normal", "low"}) {
+        m.set("queue_depth", {{"queue", name}, {"priority", band}}, q["waiting"][band].get<double>());
+      }
+      m.set("dlq_size", {{"queue", name}}, q["failed"].get<double>());
+    }
+  } catch (const std::exception& e) {
+    spdlog::warn("metrics: queue depths not refreshed: {}", e.what());
+  }
+}
+
 void Host::housekeeping(std::stop_token stop) {
   Parts& p = *parts_;
   std::unique_ptr<pqxx::connection> conn;
@@ -230,10 +289,14 @@ void Host::housekeeping(std::stop_token stop) {
       if (now >= next_heartbeat) {
         std::vector<std::pair<std::string, int>> held;
         for (auto& pool : p.pools) pool->held_leases(held);
-        const auto lost = extend_leases(*conn, held, config_.lease_duration_ms);
-        if (!lost.empty()) {
-          spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", lost.size());
-          for (auto& pool : p.pools) pool->cancel(lost);
+        const LeaseCheck check = extend_leases(*conn, held, config_.lease_duration_ms);
+        if (!check.lost.empty()) {
+          spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", check.lost.size());
+          for (auto& pool : p.pools) pool->cancel(check.lost);
+        }
+        if (!check.cancel_requested.empty()) {
+          for (const auto& id : check.cancel_requested) spdlog::info("job {}: cancellation requested; asking its handler to stop", id);
+          for (auto& pool : p.pools) pool->cancel(check.cancel_requested);
         }
         next_heartbeat = now + std::chrono::milliseconds(config_.heartbeat_ms);
       }

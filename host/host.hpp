@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "api.hpp"
 #include "config.hpp"
 
 namespace jobhost {
@@ -43,6 +44,8 @@ class Host {
   // Every 100 ms: timeouts; every heartbeat_ms: lease extension; every 10 s:
   // queue registration.
   void housekeeping(std::stop_token stop);
+  ApiHooks api_hooks();
+  void refresh_gauges();
 
   Config config_;
   std::unique_ptr<Parts> parts_;

@@ -28,7 +28,7 @@ UPDATE jobhost.jobs j
    SET lease_expires_at = now() + $3 * interval '1 millisecond'
   FROM unnest($1::uuid[], $2::int[]) AS h(id, attempt)
  WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status || '' = 'running'
-RETURNING j.id::text)sql";
+RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql";
 
 }  // namespace
 
@@ -49,10 +49,10 @@ std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std:
   return out;
 }
 
-std::vector<std::string> extend_leases(pqxx::connection& conn,
-                                       const std::vector<std::pair<std::string, int>>& held,
-                                       int64_t duration_ms) {
-  if (held.empty()) return {};
+LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<std::pair<std::string, int>>& held,
+                         int64_t duration_ms) {
+  LeaseCheck out;
+  if (held.empty()) return out;
   PgArray ids;
   PgArray attempts;
   for (const auto& [id, attempt] : held) {
@@ -62,12 +62,14 @@ std::vector<std::string> extend_leases(pqxx::connection& conn,
   pqxx::nontransaction tx(conn);
   const pqxx::result r = exec_hot(tx, "jobhost_extend", kExtendSql, ids.str(), attempts.str(), duration_ms);
   std::unordered_set<std::string> kept;
-  for (const auto& row : r) kept.insert(row[0].c_str());
-  std::vector<std::string> lost;
-  for (const auto& [id, attempt] : held) {
-    if (!kept.count(id)) lost.push_back(id);
+  for (const auto& row : r) {
+    kept.insert(row[0].c_str());
+    if (row[1].as<bool>()) out.cancel_requested.push_back(row[0].c_str());
   }
-  return lost;
+  for (const auto& [id, attempt] : held) {
+    if (!kept.count(id)) out.lost.push_back(id);
+  }
+  return out;
 }
 
 }  // namespace jobhost

@@ -27,9 +27,14 @@ struct LeasedJob {
 std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std::string>& ids,
                                   const std::string& worker_id, int64_t duration_ms);
 
-// Extends the leases still held; returns the ids whose lease is gone.
-std::vector<std::string> extend_leases(pqxx::connection& conn,
-                                       const std::vector<std::pair<std::string, int>>& held,
-                                       int64_t duration_ms);
+struct LeaseCheck {
+  std::vector<std::string> lost;              // the lease is gone (reaped, or the job moved on)
+  std::vector<std::string> cancel_requested;  // still held, but an operator cancelled the job
+};
+
+// Extends the leases still held, and reports which are gone and which jobs
+// were cancelled meanwhile (their handlers should be asked to stop).
+LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<std::pair<std::string, int>>& held,
+                         int64_t duration_ms);
 
 }  // namespace jobhost

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "dispatch.hpp"
+#include "metrics.hpp"
 #include "pg.hpp"
 #include "routing.hpp"
 
@@ -97,6 +98,7 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
   const int limit = static_cast<int>(std::min<long long>(config_.migrator_batch_size, room));
   std::vector<std::string> by_band[3];
   size_t claimed = 0;
+  const auto batch_start = std::chrono::steady_clock::now();
   {
     // A single statement commits on its own (autocommit): one round trip
     // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
@@ -132,6 +134,9 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
     }
     throw;
   }
+  Metrics::global().observe(
+      "migrator_batch_seconds", {},
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count());
   return claimed;
 }
 

@@ -22,8 +22,10 @@ WITH expired AS (
    FOR UPDATE SKIP LOCKED
 ), u AS (
   UPDATE jobhost.jobs j SET
-      status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
-      failed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() END,
+      status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                    WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+      failed_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempt_count >= j.max_attempts
+                       THEN now() END,
       last_error_message = 'lease expired during attempt ' || j.attempt_count || ' of ' ||
           j.max_attempts || ': worker ' || coalesce(j.worker_id, '?') ||
           ' stopped heartbeating (killed, crashed or stuck)',
@@ -33,7 +35,7 @@ WITH expired AS (
 ), logged AS (
   INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
                                 finished_at, duration)
-  SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'stalled' END, last_error_message,
+  SELECT id, CASE WHEN status IN ('failed', 'cancelled') THEN status ELSE 'stalled' END, last_error_message,
          attempt_count, started_at, now(), now() - started_at
     FROM u
 )

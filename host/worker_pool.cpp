@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fetcher.hpp"
+#include "metrics.hpp"
 
 namespace jobhost {
 
@@ -41,6 +42,11 @@ void WorkerPool::spawn_worker() {
   auto slot = std::make_shared<Slot>();
   slots_.push_back(slot);
   slot->thread = std::jthread([self = shared_from_this(), slot] { self->worker_loop(slot); });
+}
+
+size_t WorkerPool::busy() const {
+  std::lock_guard lock(mu_);
+  return busy_;
 }
 
 size_t WorkerPool::size() const {
@@ -79,6 +85,7 @@ void WorkerPool::hand_over(LeasedJob job) {
 
 void WorkerPool::settle_without_running(LeasedJob job, OutcomeKind kind, std::string message) {
   const int64_t now = now_us();
+  count_outcome(job.type, kind, -1);
   completer_.submit({std::move(job.id), job.attempt, kind, 0, std::move(message), now, now});
 }
 
@@ -155,6 +162,7 @@ Outcome WorkerPool::failure(const Attempt& a, std::string message, int64_t retry
 
 void WorkerPool::settle(Attempt& a, Outcome o) {
   if (a.settled.exchange(true)) return;  // someone else already wrote this attempt
+  count_outcome(a.ctx.job.type, o.kind, o.finished_us - o.started_us);
   if (o.kind != OutcomeKind::kCompleted) {
     spdlog::info("job {} type={} attempt={}/{}: {} ({})", o.job_id, a.ctx.job.type, o.attempt,
                  a.ctx.job.max_attempts, outcome_status(o.kind), o.message);
@@ -162,6 +170,18 @@ void WorkerPool::settle(Attempt& a, Outcome o) {
     spdlog::debug("job {} type={} attempt={}: completed", o.job_id, a.ctx.job.type, o.attempt);
   }
   completer_.submit(std::move(o));
+}
+
+void WorkerPool::count_outcome(const std::string& type, OutcomeKind kind, int64_t run_us) {
+  Metrics& m = Metrics::global();
+  const Metrics::Labels queue{{"queue", type}};
+  switch (kind) {
+    case OutcomeKind::kCompleted: m.inc("jobs_completed_total", queue); break;
+    case OutcomeKind::kFailed: m.inc("jobs_failed_total", queue); break;
+    case OutcomeKind::kRetry: m.inc("jobs_retried_total", queue); break;
+    case OutcomeKind::kHandBack: return;  // never ran
+  }
+  if (run_us >= 0) m.observe("job_duration_seconds", queue, static_cast<double>(run_us) / 1e6);
 }
 
 void WorkerPool::abandon(const std::shared_ptr<Slot>& slot) {

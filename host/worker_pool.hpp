@@ -61,6 +61,8 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   const std::string& name() const { return plugin_config_.name; }
   const LoadedPlugin& plugin() const { return *plugin_; }
   size_t size() const;
+  // Attempts running now.
+  size_t busy() const;
   uint64_t abandoned_threads() const { return abandoned_; }
 
   // For the fetcher: blocks until a worker is free (or stop / timeout) and
@@ -85,6 +87,8 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   // it was the last attempt.
   Outcome failure(const Attempt& a, std::string message, int64_t retry_after_ms);
   void settle(Attempt& a, Outcome o);
+  // Updates the job metrics for one settled attempt (run_us < 0: it never ran).
+  static void count_outcome(const std::string& type, OutcomeKind kind, int64_t run_us);
   void abandon(const std::shared_ptr<Slot>& slot);  // mu_ held
 
   std::shared_ptr<LoadedPlugin> plugin_;

@@ -10,6 +10,7 @@ packages=(
   libspdlog-dev libfmt-dev catch2 libcurl4-openssl-dev libcpp-httplib-dev
   libssl-dev libcli11-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
+  prometheus  # promtool, which checks the /metrics output in the tests
 )
 
 missing=()

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "admin.hpp"
 #include "bench.hpp"
 #include "config.hpp"
 #include "migrations.hpp"
@@ -183,30 +184,36 @@ int cmd_dlq_list(const Urls& u, const std::string& queue, int limit) {
   return 0;
 }
 
-// Replays exactly the job asked for (the seeds' replay reset another job):
-// back to queued with fresh attempts; its history stays in job_logs.
-constexpr const char* kReplaySql = R"sql(
-WITH r AS (
-  UPDATE jobhost.jobs SET status = 'queued', attempt_count = 0, run_at = now(),
-         failed_at = NULL, updated_at = now()
-   WHERE status = 'failed' AND (($1 <> '' AND id = NULLIF($1, '')::uuid) OR
-                               ($1 = '' AND queue_name = $2))
-  RETURNING id)
-SELECT count(*) FROM r)sql";
-
 int cmd_dlq_replay(const Urls& u, const std::string& id, const std::string& queue) {
   if (id.empty() == queue.empty()) throw std::runtime_error("dlq replay: give a job ID or --queue Q (one of them)");
   auto conn = db(u);
-  pqxx::work tx(*conn);
-  const auto n = tx.exec_params1(kReplaySql, id, queue)[0].as<long>();
-  tx.exec("SELECT pg_notify('jobhost_jobs', '')");
-  tx.commit();
+  const long n = jobhost::admin::replay(*conn, id, queue);
   if (!id.empty() && n == 0) {
     std::fprintf(stderr, "jobctl: job %s is not in the DLQ (no failed job with that id)\n", id.c_str());
     return 1;
   }
   std::printf("replayed %ld jobs\n", n);
   return 0;
+}
+
+int cmd_cancel(const Urls& u, const std::string& id) {
+  auto conn = db(u);
+  switch (jobhost::admin::cancel(*conn, id)) {
+    case jobhost::admin::CancelResult::kCancelled:
+      std::printf("job %s cancelled (it had not started)\n", id.c_str());
+      return 0;
+    case jobhost::admin::CancelResult::kRequested:
+      std::printf("job %s is running: its handler is asked to stop at the next heartbeat; it ends cancelled\n",
+                  id.c_str());
+      return 0;
+    case jobhost::admin::CancelResult::kFinished:
+      std::fprintf(stderr, "jobctl: job %s has already finished; nothing to cancel\n", id.c_str());
+      return 1;
+    case jobhost::admin::CancelResult::kNotFound:
+      break;
+  }
+  std::fprintf(stderr, "jobctl: no job %s\n", id.c_str());
+  return 1;
 }
 
 int cmd_dlq_purge(const Urls& u, const std::string& queue) {
@@ -258,6 +265,10 @@ int main(int argc, char** argv) {
   auto* st = app.add_subcommand("status", "one job: state, attempts, live Redis view");
   st->add_option("id", id, "job id")->required();
   st->callback([&] { action = [&] { return cmd_status(urls, id); }; });
+
+  auto* cn = app.add_subcommand("cancel", "cancel a job: at once if it has not started, else at its next heartbeat");
+  cn->add_option("id", id, "job id")->required();
+  cn->callback([&] { action = [&] { return cmd_cancel(urls, id); }; });
 
   app.add_subcommand("queues", "depth of every queue")->callback([&] { action = [&] { return cmd_queues(urls); }; });
 

@@ -1,0 +1,185 @@
+// admin.cpp: operator queries and state changes (see admin.hpp).
+#include "admin.hpp"
+
+#include <cctype>
+#include <stdexcept>
+
+namespace jobhost::admin {
+namespace {
+
+constexpr const char* kJobSql = R"sql(
+SELECT id::text, queue_name, status, priority, payload::text, attempt_count, max_attempts,
+       to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       last_error_message, worker_id,
+       to_char(lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       unique_key,
+       to_char(cancel_requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+  FROM jobhost.jobs WHERE id = $1::uuid)sql";
+
+// Waiting jobs per queue and band come from the partial indexes of the live
+// states; the terminal counts are estimates from the DLQ index and job_logs'
+// last minute, so the query stays cheap with millions of jobs.
+constexpr const char* kQueuesSql = R"sql(
+WITH live AS (
+  SELECT queue_name, jobhost.priority_band(priority) AS band, status, count(*) AS n
+    FROM jobhost.jobs
+   WHERE status IN ('queued', 'retry_scheduled', 'migrated_to_redis', 'running')
+   GROUP BY 1, 2, 3
+), dead AS (
+  SELECT queue_name, count(*) AS n FROM jobhost.jobs WHERE status = 'failed' GROUP BY 1
+), recent AS (
+  SELECT j.queue_name, l.status, count(*) AS n
+    FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id
+   WHERE l.created_at > now() - interval '60 seconds'
+   GROUP BY 1, 2
+)
+SELECT q.name,
+       coalesce(sum(l.n) FILTER (WHERE l.status <> 'running' AND l.band = 0), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status <> 'running' AND l.band = 1), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status <> 'running' AND l.band = 2), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status = 'running'), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status = 'retry_scheduled'), 0),
+       coalesce((SELECT n FROM dead d WHERE d.queue_name = q.name), 0),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = 'completed'), 0),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status <> 'completed'), 0),
+       q.served_at > now() - interval '30 seconds'
+  FROM jobhost.job_queues q LEFT JOIN live l ON l.queue_name = q.name
+ GROUP BY q.name, q.served_at
+ ORDER BY q.name)sql";
+
+constexpr const char* kDlqSql = R"sql(
+SELECT id::text, queue_name, attempt_count, max_attempts,
+       to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       coalesce(last_error_message, ''), payload::text
+  FROM jobhost.jobs WHERE status = 'failed' AND ($1 = '' OR queue_name = $1)
+ ORDER BY failed_at DESC LIMIT $2)sql";
+
+// Exactly the job asked for (the seeds' replay reset another one).
+constexpr const char* kReplaySql = R"sql(
+WITH r AS (
+  UPDATE jobhost.jobs SET status = 'queued', attempt_count = 0, run_at = now(),
+         failed_at = NULL, cancel_requested_at = NULL, updated_at = now()
+   WHERE status = 'failed' AND (($1 <> '' AND id = NULLIF($1, '')::uuid) OR
+                               ($1 = '' AND queue_name = $2))
+  RETURNING id)
+SELECT count(*) FROM r)sql";
+
+// Not started: cancelled now. An id still in Redis is dropped by the fetcher,
+// whose lease only takes jobs in status migrated_to_redis.
+constexpr const char* kCancelWaitingSql = R"sql(
+UPDATE jobhost.jobs SET status = 'cancelled', cancel_requested_at = now(), updated_at = now(),
+       last_error_message = 'cancelled before it started'
+ WHERE id = $1::uuid AND status IN ('queued', 'retry_scheduled', 'migrated_to_redis')
+RETURNING id)sql";
+constexpr const char* kCancelRunningSql = R"sql(
+UPDATE jobhost.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+ WHERE id = $1::uuid AND status = 'running'
+RETURNING id)sql";
+
+nlohmann::json text_or_null(const pqxx::field& f) {
+  return f.is_null() ? nlohmann::json(nullptr) : nlohmann::json(f.c_str());
+}
+
+}  // namespace
+
+bool is_uuid(const std::string& t) {
+  if (t.size() != 36) return false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? t[i] != '-' : !std::isxdigit(static_cast<unsigned char>(t[i]))) return false;
+  }
+  return true;
+}
+
+std::optional<nlohmann::json> job(pqxx::connection& conn, const std::string& id) {
+  if (!is_uuid(id)) throw std::invalid_argument("id: not a UUID: " + id);
+  pqxx::nontransaction tx(conn);
+  const pqxx::result r = tx.exec_params(kJobSql, id);
+  if (r.empty()) return std::nullopt;
+  const pqxx::row row = r[0];
+  return nlohmann::json{
+      {"id", row[0].c_str()},
+      {"type", row[1].c_str()},
+      {"status", row[2].c_str()},
+      {"priority", row[3].as<int>()},
+      {"payload", nlohmann::json::parse(row[4].c_str())},
+      {"attempts", row[5].as<int>()},
+      {"max_attempts", row[6].as<int>()},
+      {"run_at", text_or_null(row[7])},
+      {"created_at", text_or_null(row[8])},
+      {"started_at", text_or_null(row[9])},
+      {"completed_at", text_or_null(row[10])},
+      {"failed_at", text_or_null(row[11])},
+      {"last_error", text_or_null(row[12])},
+      {"worker_id", text_or_null(row[13])},
+      {"lease_expires_at", text_or_null(row[14])},
+      {"unique_key", text_or_null(row[15])},
+      {"cancel_requested_at", text_or_null(row[16])},
+  };
+}
+
+nlohmann::json queues(pqxx::connection& conn) {
+  pqxx::nontransaction tx(conn);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : tx.exec(kQueuesSql)) {
+    out.push_back({
+        {"name", row[0].c_str()},
+        {"waiting", {{"high", row[1].as<long long>()}, {"normal", row[2].as<long long>()},
+                     {"low", row[3].as<long long>()}}},
+        {"running", row[4].as<long long>()},
+        {"retry_scheduled", row[5].as<long long>()},
+        {"failed", row[6].as<long long>()},
+        {"last_minute", {{"completed", row[7].as<long long>()}, {"failed_attempts", row[8].as<long long>()}}},
+        {"served", !row[9].is_null() && row[9].as<bool>()},
+    });
+  }
+  return out;
+}
+
+nlohmann::json dlq(pqxx::connection& conn, const std::string& queue, int limit) {
+  pqxx::nontransaction tx(conn);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : tx.exec_params(kDlqSql, queue, limit)) {
+    out.push_back({
+        {"id", row[0].c_str()},
+        {"type", row[1].c_str()},
+        {"attempts", row[2].as<int>()},
+        {"max_attempts", row[3].as<int>()},
+        {"failed_at", text_or_null(row[4])},
+        {"last_error", row[5].c_str()},
+        {"payload", nlohmann::json::parse(row[6].c_str())},
+    });
+  }
+  return out;
+}
+
+long replay(pqxx::connection& conn, const std::string& id, const std::string& queue) {
+  if (id.empty() == queue.empty()) throw std::invalid_argument("give a job id or a queue (one of them)");
+  if (!id.empty() && !is_uuid(id)) throw std::invalid_argument("id: not a UUID: " + id);
+  pqxx::work tx(conn);
+  const long n = tx.exec_params1(kReplaySql, id, queue)[0].as<long>();
+  tx.exec("SELECT pg_notify('jobhost_jobs', '')");
+  tx.commit();
+  return n;
+}
+
+CancelResult cancel(pqxx::connection& conn, const std::string& id) {
+  if (!is_uuid(id)) throw std::invalid_argument("id: not a UUID: " + id);
+  pqxx::work tx(conn);
+  CancelResult result = CancelResult::kFinished;
+  if (!tx.exec_params(kCancelWaitingSql, id).empty()) {
+    result = CancelResult::kCancelled;
+  } else if (!tx.exec_params(kCancelRunningSql, id).empty()) {
+    result = CancelResult::kRequested;
+  } else if (tx.exec_params("SELECT 1 FROM jobhost.jobs WHERE id = $1::uuid", id).empty()) {
+    result = CancelResult::kNotFound;
+  }
+  tx.commit();
+  return result;
+}
+
+}  // namespace jobhost::admin

@@ -1,0 +1,351 @@
+// api.cpp: the admin HTTP API over cpp-httplib (see api.hpp).
+#include "api.hpp"
+
+#include <openssl/crypto.h>
+
+#include <limits>
+#include <stdexcept>
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include "admin.hpp"
+#include "metrics.hpp"
+#include "pg.hpp"
+#include "redis.hpp"
+#include "routing.hpp"
+
+namespace jobhost {
+namespace {
+
+constexpr size_t kMaxBody = 1 << 20;
+constexpr time_t kIoTimeoutSeconds = 5;
+constexpr const char* kJson = "application/json";
+const std::string kId = "([0-9A-Za-z-]+)";
+
+// An error the client caused: status, message, and the field at fault.
+struct HttpError : std::runtime_error {
+  HttpError(int s, const std::string& message, std::string f = {})
+      : std::runtime_error(message), status(s), field(std::move(f)) {}
+  int status;
+  std::string field;
+};
+
+void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
+  res.status = status;
+  res.set_content(body.dump(), kJson);
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message, const std::string& field = {}) {
+  nlohmann::json body{{"error", message}};
+  if (!field.empty()) body["field"] = field;
+  send_json(res, status, body);
+}
+
+std::pair<std::string, int> split_listen(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("api.listen: expected HOST:PORT, got " + listen);
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = 0;
+  try {
+    port = std::stoi(listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    throw std::runtime_error("api.listen: the port of " + listen + " is not a number");
+  }
+  if (port < 0 || port > 65535) throw std::runtime_error("api.listen: port out of range in " + listen);
+  return {host, port};
+}
+
+nlohmann::json parse_body(const httplib::Request& req) {
+  if (req.body.empty()) throw HttpError(400, "the request body is empty; expected a JSON object");
+  nlohmann::json body;
+  try {
+    body = nlohmann::json::parse(req.body);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw HttpError(400, std::string("the request body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_object()) throw HttpError(400, "the request body must be a JSON object");
+  return body;
+}
+
+int query_int(const httplib::Request& req, const std::string& key, int fallback, int lo, int hi) {
+  if (!req.has_param(key.c_str())) return fallback;
+  const std::string text = req.get_param_value(key.c_str());
+  try {
+    size_t used = 0;
+    const long v = std::stol(text, &used);
+    if (used == text.size() && v >= lo && v <= hi) return static_cast<int>(v);
+  } catch (const std::exception&) {
+  }
+  throw HttpError(400, key + ": must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi),
+                  key);
+}
+
+}  // namespace
+
+struct ApiServer::Impl {
+  Impl(const Config& c, ApiHooks h) : config(c), hooks(std::move(h)), pg(c.postgres_url, 4) {}
+
+  const Config& config;
+  ApiHooks hooks;
+  PgPool pg;
+  httplib::Server server;
+
+  // Writes need the token; compared in constant time.
+  void authorize(const httplib::Request& req) const {
+    if (config.api_token.empty()) {
+      throw HttpError(403, "writes are disabled: no api.token is configured");
+    }
+    const std::string header = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    if (header.empty()) throw HttpError(401, "missing Authorization: Bearer <token>");
+    if (header.compare(0, prefix.size(), prefix) != 0) {
+      throw HttpError(401, "the Authorization header must be \"Bearer <token>\"");
+    }
+    const std::string given = header.substr(prefix.size());
+    if (given.size() != config.api_token.size() ||
+        CRYPTO_memcmp(given.data(), config.api_token.data(), given.size()) != 0) {
+      throw HttpError(403, "wrong token");
+    }
+  }
+
+  // Runs a handler, turning exceptions into JSON errors.
+  template <typename Fn>
+  httplib::Server::Handler wrap(bool write, Fn fn) {
+    return [this, write, fn](const httplib::Request& req, httplib::Response& res) {
+      try {
+        if (write) authorize(req);
+        fn(req, res);
+      } catch (const HttpError& e) {
+        send_error(res, e.status, e.what(), e.field);
+      } catch (const std::invalid_argument& e) {
+        send_error(res, 400, e.what(), "id");
+      } catch (const pqxx::broken_connection& e) {
+        send_error(res, 503, std::string("PostgreSQL is unreachable: ") + e.what());
+      } catch (const std::exception& e) {
+        spdlog::error("api {} {}: {}", req.method, req.path, e.what());
+        send_error(res, 500, e.what());
+      }
+    };
+  }
+
+  nlohmann::json create_job(const nlohmann::json& body) {
+    for (const auto& [key, _] : body.items()) {
+      if (key != "type" && key != "payload" && key != "priority" && key != "run_at" && key != "max_attempts" &&
+          key != "unique_key") {
+        throw HttpError(400, key + ": unknown field; expected type, payload, priority, run_at, max_attempts, unique_key",
+                        key);
+      }
+    }
+    if (!body.contains("type") || !body["type"].is_string() || body["type"].get<std::string>().empty()) {
+      throw HttpError(400, "type: required, a non-empty string", "type");
+    }
+    const std::string type = body["type"];
+    if (type.size() > 200) throw HttpError(400, "type: longer than 200 characters", "type");
+    const nlohmann::json payload = body.value("payload", nlohmann::json::object());
+    if (!payload.is_object()) throw HttpError(400, "payload: must be a JSON object", "payload");
+    std::optional<int> priority, max_attempts;
+    if (body.contains("priority")) {
+      if (!body["priority"].is_number_integer() || body["priority"].get<long long>() < -1000000 ||
+          body["priority"].get<long long>() > 1000000) {
+        throw HttpError(400, "priority: must be an integer between -1000000 and 1000000 (lower runs first)",
+                        "priority");
+      }
+      priority = body["priority"].get<int>();
+    }
+    if (body.contains("max_attempts")) {
+      if (!body["max_attempts"].is_number_integer() || body["max_attempts"].get<long long>() < 1 ||
+          body["max_attempts"].get<long long>() > 1000) {
+        throw HttpError(400, "max_attempts: must be an integer between 1 and 1000", "max_attempts");
+      }
+      max_attempts = body["max_attempts"].get<int>();
+    }
+    std::optional<std::string> run_at, unique_key;
+    if (body.contains("run_at")) {
+      if (!body["run_at"].is_string()) throw HttpError(400, "run_at: must be an ISO 8601 timestamp string", "run_at");
+      run_at = body["run_at"].get<std::string>();
+    }
+    if (body.contains("unique_key")) {
+      if (!body["unique_key"].is_string() || body["unique_key"].get<std::string>().empty()) {
+        throw HttpError(400, "unique_key: must be a non-empty string", "unique_key");
+      }
+      unique_key = body["unique_key"].get<std::string>();
+    }
+    if (hooks.validate) {
+      if (const auto problem = hooks.validate(type, payload.dump()); problem && !problem->empty()) {
+        throw HttpError(400, "payload: " + *problem, "payload");
+      }
+    }
+    return pg.with([&](pqxx::connection& conn) {
+      pqxx::work tx(conn);
+      if (run_at) {
+        try {
+          pqxx::subtransaction check(tx, "run_at");
+          check.exec_params("SELECT $1::timestamptz", *run_at);
+          check.commit();
+        } catch (const pqxx::data_exception&) {
+          throw HttpError(400, "run_at: not a timestamp: " + *run_at, "run_at");
+        }
+      }
+      const pqxx::row r = tx.exec_params1(
+          "SELECT jobhost.enqueue($1, $2::jsonb, coalesce($3::int, 100), coalesce($4::timestamptz, now()), $5::int, "
+          "$6::text)::text",
+          type, payload.dump(), priority, run_at, max_attempts, unique_key);
+      tx.commit();
+      return nlohmann::json{{"id", r[0].c_str()}};
+    });
+  }
+
+  // Where the job is in Redis, if anywhere: its queue's membership set says
+  // whether the id waits in one of the lists.
+  nlohmann::json live_view(const nlohmann::json& job) {
+    nlohmann::json live{{"worker_id", job["worker_id"]},
+                        {"attempt", job["attempts"]},
+                        {"lease_expires_at", job["lease_expires_at"]}};
+    try {
+      Redis redis(config.redis_url, std::chrono::seconds(2));
+      const QueueKeys keys(config.redis_key_prefix, job["type"].get<std::string>());
+      const Reply r = redis.command({"SISMEMBER", keys.members(), job["id"].get<std::string>()});
+      live["in_redis"] = r->integer == 1;
+    } catch (const std::exception& e) {
+      live["redis_error"] = e.what();
+    }
+    return live;
+  }
+
+  void routes() {
+    server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, {{"status", "ok"}});
+    });
+    server.Get("/readyz", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
+      nlohmann::json body;
+      bool ready = true;
+      try {
+        pg.with([](pqxx::connection& c) { return pqxx::nontransaction(c).exec("SELECT 1").size(); });
+        body["postgres"] = "ok";
+      } catch (const std::exception& e) {
+        body["postgres"] = e.what();
+        ready = false;
+      }
+      try {
+        Redis redis(config.redis_url, std::chrono::seconds(2));
+        redis.command({"PING"});
+        body["redis"] = "ok";
+      } catch (const std::exception& e) {
+        body["redis"] = e.what();
+        ready = false;
+      }
+      body["status"] = ready ? "ready" : "not ready";
+      send_json(res, ready ? 200 : 503, body);
+    }));
+    server.Get("/metrics", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
+      if (hooks.refresh_gauges) hooks.refresh_gauges();
+      res.set_content(Metrics::global().render(), "text/plain; version=0.0.4; charset=utf-8");
+    }));
+
+    server.Post("/api/v1/jobs", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      send_json(res, 201, create_job(parse_body(req)));
+    }));
+    server.Get("/api/v1/jobs/" + kId, wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const std::string id = req.matches[1];
+      auto job = pg.with([&](pqxx::connection& c) { return admin::job(c, id); });
+      if (!job) throw HttpError(404, "no job " + id);
+      (*job)["live"] = live_view(*job);
+      send_json(res, 200, *job);
+    }));
+    server.Post("/api/v1/jobs/" + kId + "/cancel",
+                wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+                  const std::string id = req.matches[1];
+                  switch (pg.with([&](pqxx::connection& c) { return admin::cancel(c, id); })) {
+                    case admin::CancelResult::kCancelled:
+                      return send_json(res, 200, {{"id", id}, {"result", "cancelled"}});
+                    case admin::CancelResult::kRequested:
+                      return send_json(res, 202, {{"id", id}, {"result", "cancel_requested"}});
+                    case admin::CancelResult::kFinished:
+                      throw HttpError(409, "job " + id + " has already finished");
+                    case admin::CancelResult::kNotFound:
+                      throw HttpError(404, "no job " + id);
+                  }
+                }));
+    server.Get("/api/v1/queues", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, {{"queues", pg.with([](pqxx::connection& c) { return admin::queues(c); })},
+                           {"plugins", hooks.plugins ? hooks.plugins() : nlohmann::json::array()}});
+    }));
+    server.Get("/api/v1/dlq", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const std::string queue = req.has_param("queue") ? req.get_param_value("queue") : "";
+      const int limit = query_int(req, "limit", 100, 1, 1000);
+      send_json(res, 200, {{"jobs", pg.with([&](pqxx::connection& c) { return admin::dlq(c, queue, limit); })}});
+    }));
+    server.Post("/api/v1/dlq/replay", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      if (!req.has_param("queue") || req.get_param_value("queue").empty()) {
+        throw HttpError(400, "queue: required, as ?queue=NAME", "queue");
+      }
+      const std::string queue = req.get_param_value("queue");
+      const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, "", queue); });
+      send_json(res, 200, {{"queue", queue}, {"replayed", n}});
+    }));
+    server.Post("/api/v1/dlq/" + kId + "/replay",
+                wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+                  const std::string id = req.matches[1];
+                  const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, id, ""); });
+                  if (n == 0) throw HttpError(404, "job " + id + " is not in the DLQ");
+                  send_json(res, 200, {{"id", id}, {"replayed", n}});
+                }));
+
+    // Anything else, and the server's own errors (413, 400 from the parser):
+    // a JSON body saying what went wrong, unless a handler already wrote one.
+    server.set_error_handler(httplib::Server::HandlerWithResponse(
+        [](const httplib::Request& req, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          if (res.status == 404) send_error(res, 404, "no route " + req.method + " " + req.path);
+          else if (res.status == 413) send_error(res, 413, "the request body is larger than 1 MiB");
+          else send_error(res, res.status, "the request could not be handled (HTTP " + std::to_string(res.status) + ")");
+          return httplib::Server::HandlerResponse::Handled;
+        }));
+    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown error";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      spdlog::error("api {} {}: {}", req.method, req.path, what);
+      send_error(res, 500, what);
+    });
+  }
+};
+
+ApiServer::ApiServer(const Config& config, ApiHooks hooks) : impl_(std::make_unique<Impl>(config, std::move(hooks))) {}
+
+ApiServer::~ApiServer() { stop(); }
+
+void ApiServer::start() {
+  const auto [host, port] = split_listen(impl_->config.api_listen);
+  httplib::Server& s = impl_->server;
+  s.set_payload_max_length(kMaxBody);
+  s.set_read_timeout(kIoTimeoutSeconds, 0);
+  s.set_write_timeout(kIoTimeoutSeconds, 0);
+  s.set_keep_alive_timeout(kIoTimeoutSeconds);
+  impl_->routes();
+  if (port == 0) {
+    port_ = s.bind_to_any_port(host);
+  } else {
+    port_ = s.bind_to_port(host, port) ? port : -1;
+  }
+  if (port_ <= 0) {
+    throw std::runtime_error("api.listen: cannot listen on " + impl_->config.api_listen +
+                             " (address in use, or not an address of this machine)");
+  }
+  thread_ = std::thread([this] { impl_->server.listen_after_bind(); });
+  spdlog::info("api listening on {}:{}", host, port_);
+}
+
+void ApiServer::stop() {
+  if (!thread_.joinable()) return;
+  impl_->server.stop();
+  thread_.join();
+}
+
+}  // namespace jobhost
