@@ -80,6 +80,26 @@ UPDATE jobhost.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now(
  WHERE id = $1::uuid AND status = 'running'
 RETURNING id)sql";
 
+constexpr const char* kThroughputSql = R"sql(
+SELECT to_char(m AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"'),
+       count(l.id) FILTER (WHERE l.status = 'completed'),
+       count(l.id) FILTER (WHERE l.status = 'failed'),
+       count(l.id) FILTER (WHERE l.status IN ('retry_scheduled', 'stalled')),
+       count(l.id) FILTER (WHERE l.status = 'cancelled')
+  FROM generate_series(date_trunc('minute', now()) - ($1 - 1) * interval '1 minute',
+                       date_trunc('minute', now()), interval '1 minute') AS m
+  LEFT JOIN jobhost.job_logs l
+         ON l.created_at >= m AND l.created_at < m + interval '1 minute'
+        AND l.created_at >= date_trunc('minute', now()) - ($1 - 1) * interval '1 minute'
+ GROUP BY m ORDER BY m)sql";
+
+constexpr const char* kFailuresSql = R"sql(
+SELECT l.job_id::text, j.queue_name, l.status, l.attempt_number, coalesce(l.log_message, ''),
+       to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+  FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id
+ WHERE l.status <> 'completed'
+ ORDER BY l.id DESC LIMIT $1)sql";
+
 nlohmann::json text_or_null(const pqxx::field& f) {
   return f.is_null() ? nlohmann::json(nullptr) : nlohmann::json(f.c_str());
 }
@@ -136,6 +156,33 @@ nlohmann::json queues(pqxx::connection& conn) {
         {"last_minute", {{"completed", row[7].as<long long>()}, {"failed_attempts", row[8].as<long long>()}}},
         {"served", !row[9].is_null() && row[9].as<bool>()},
     });
+  }
+  return out;
+}
+
+nlohmann::json throughput(pqxx::connection& conn, int minutes) {
+  pqxx::nontransaction tx(conn);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : tx.exec_params(kThroughputSql, minutes)) {
+    out.push_back({{"minute", row[0].c_str()},
+                   {"completed", row[1].as<long long>()},
+                   {"failed", row[2].as<long long>()},
+                   {"retried", row[3].as<long long>()},
+                   {"cancelled", row[4].as<long long>()}});
+  }
+  return out;
+}
+
+nlohmann::json recent_failures(pqxx::connection& conn, int limit) {
+  pqxx::nontransaction tx(conn);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : tx.exec_params(kFailuresSql, limit)) {
+    out.push_back({{"id", row[0].c_str()},
+                   {"type", row[1].c_str()},
+                   {"status", row[2].c_str()},
+                   {"attempt", row[3].as<int>()},
+                   {"error", row[4].c_str()},
+                   {"at", row[5].c_str()}});
   }
   return out;
 }

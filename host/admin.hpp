@@ -19,6 +19,13 @@ std::optional<nlohmann::json> job(pqxx::connection& conn, const std::string& id)
 // finished in the last minute by outcome.
 nlohmann::json queues(pqxx::connection& conn);
 
+// Attempts finished per minute over the last `minutes`, by outcome:
+// [{"minute": ISO, "completed": n, "failed": n, "retried": n, "cancelled": n}], oldest first, gaps filled.
+nlohmann::json throughput(pqxx::connection& conn, int minutes);
+
+// The latest failed attempts (retried, dead-lettered, stalled), newest first.
+nlohmann::json recent_failures(pqxx::connection& conn, int limit);
+
 // Dead-lettered jobs, newest first (queue "" = all).
 nlohmann::json dlq(pqxx::connection& conn, const std::string& queue, int limit);
 

@@ -16,6 +16,10 @@
 #include "routing.hpp"
 
 namespace jobhost {
+
+// host/dashboard.html, embedded at build time (host/embed_text.cmake).
+extern const char* const kDashboardHtml;
+
 namespace {
 
 constexpr size_t kMaxBody = 1 << 20;
@@ -272,6 +276,17 @@ struct ApiServer::Impl {
       send_json(res, 200, {{"queues", pg.with([](pqxx::connection& c) { return admin::queues(c); })},
                            {"plugins", hooks.plugins ? hooks.plugins() : nlohmann::json::array()}});
     }));
+    server.Get("/api/v1/throughput", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int minutes = query_int(req, "minutes", 15, 1, 1440);
+      send_json(res, 200, {{"minutes", pg.with([&](pqxx::connection& c) { return admin::throughput(c, minutes); })}});
+    }));
+    server.Get("/api/v1/failures", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 20, 1, 500);
+      send_json(res, 200, {{"failures", pg.with([&](pqxx::connection& c) { return admin::recent_failures(c, limit); })}});
+    }));
+    server.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(kDashboardHtml, "text/html; charset=utf-8");
+    });
     server.Get("/api/v1/dlq", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
       const std::string queue = req.has_param("queue") ? req.get_param_value("queue") : "";
       const int limit = query_int(req, "limit", 100, 1, 1000);

@@ -11,6 +11,7 @@ packages=(
   libssl-dev libcli11-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
   prometheus  # promtool, which checks the /metrics output in the tests
+  nodejs npm chromium  # the dashboard's browser test (playwright-core from npm)
 )
 
 missing=()

@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 bash scripts/build.sh
+# The dashboard test's browser driver, pinned by tests/dashboard/package-lock.json.
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  (cd tests/dashboard && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 svc=$root/build/test-services
 rm -rf "$svc"
