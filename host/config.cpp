@@ -577,10 +577,12 @@ void Parser::concurrency(const YAML::Node& plugin, const std::string& path, Plug
 }
 
 void Parser::scaling(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const {
-  const auto node = section(plugin, path, "scaling", {"queue_depth_above", "memory_percent_above"});
+  const auto node = section(plugin, path, "scaling", {"queue_depth_above", "memory_percent_above", "idle_ms"});
   if (!node) return;
+  p.scaling = true;
   const std::string here = join(path, "scaling");
   read_int(*node, here, "queue_depth_above", p.scaling_queue_depth_above, kNonNegative);
+  read_int(*node, here, "idle_ms", p.scaling_idle_ms, kPositive);
   const YAML::Node memory = (*node)["memory_percent_above"];
   if (!memory.IsDefined()) return;
   const std::string memory_path = join(here, "memory_percent_above");

@@ -35,8 +35,14 @@ struct PluginConfig {
   std::vector<std::string> job_types;  // empty: the types the plugin declares
   int concurrency_min = 1;
   int concurrency_max = 1;
+  // A scaling: block makes the pool elastic between concurrency min and max:
+  // it grows while the queue is deeper than queue_depth_above (any waiting job
+  // when absent) and memory use is below memory_percent_above, and shrinks
+  // after idle_ms without work. Without the block it runs max workers.
+  bool scaling = false;
   std::optional<int64_t> scaling_queue_depth_above;
   std::optional<double> scaling_memory_percent_above;
+  int64_t scaling_idle_ms = 30000;
   RetryOverrides retry;
   int64_t timeout_ms = 30000;
   std::string settings_json = "{}";  // the settings: block as JSON text, untouched

@@ -10,6 +10,7 @@
 
 #include "admin.hpp"
 #include "api.hpp"
+#include "autoscaler.hpp"
 #include "completer.hpp"
 #include "job_context.hpp"
 #include "metrics.hpp"
@@ -151,7 +152,10 @@ int Host::run() {
       }
       spdlog::info("plugin {} {} loaded from {}: job types {}, {} workers, max_attempts {}",
                    plugin->info().name, plugin->info().version, pc.library.string(),
-                   fmt::join(plugin->job_types(), ","), pc.concurrency_max, plugin->retry().max_attempts);
+                   fmt::join(plugin->job_types(), ","),
+                   pc.scaling ? fmt::format("{}..{} (elastic)", pc.concurrency_min, pc.concurrency_max)
+                              : std::to_string(pc.concurrency_max),
+                   plugin->retry().max_attempts);
       p.pools.push_back(std::make_shared<WorkerPool>(plugin, pc, config_, *p.completer, *p.pg_pool));
     }
     auto conn = pg_connect(config_.postgres_url);
@@ -160,6 +164,9 @@ int Host::run() {
 
   p.completer->start();
   for (auto& pool : p.pools) pool->start();
+  if (config_.has_role(Role::kWorker)) {
+    p.roles.emplace_back([a = Autoscaler(config_, p.pools)](std::stop_token st) mutable { a.run(st); });
+  }
   if (config_.has_role(Role::kMigrator)) {
     p.roles.emplace_back([m = Migrator(config_)](std::stop_token st) mutable { m.run(st); });
   }

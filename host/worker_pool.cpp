@@ -18,7 +18,10 @@ WorkerPool::WorkerPool(std::shared_ptr<LoadedPlugin> plugin, PluginConfig plugin
       completer_(completer),
       pg_pool_(pg_pool),
       fetcher_(std::make_unique<Fetcher>(*this, config, plugin_->job_types())),
-      target_size_(static_cast<size_t>(std::max(1, plugin_config_.concurrency_max))) {}
+      // With a scaling rule the pool starts small and grows on demand; without
+      // one it runs concurrency.max workers throughout.
+      target_size_(static_cast<size_t>(std::max(
+          1, plugin_config_.scaling ? plugin_config_.concurrency_min : plugin_config_.concurrency_max))) {}
 
 WorkerPool::~WorkerPool() {
   stop_fetching();
@@ -44,6 +47,23 @@ void WorkerPool::spawn_worker() {
   slot->thread = std::jthread([self = shared_from_this(), slot] { self->worker_loop(slot); });
 }
 
+size_t WorkerPool::resize(size_t wanted) {
+  const size_t lo = static_cast<size_t>(std::max(1, plugin_config_.concurrency_min));
+  const size_t hi = static_cast<size_t>(std::max(plugin_config_.concurrency_min, plugin_config_.concurrency_max));
+  std::lock_guard lock(mu_);
+  if (stopping_) return target_size_;
+  target_size_ = std::clamp(wanted, lo, hi);
+  while (slots_.size() < target_size_) spawn_worker();
+  work_cv_.notify_all();  // idle workers beyond the target retire
+  free_cv_.notify_all();
+  return target_size_;
+}
+
+size_t WorkerPool::target_size() const {
+  std::lock_guard lock(mu_);
+  return target_size_;
+}
+
 size_t WorkerPool::busy() const {
   std::lock_guard lock(mu_);
   return busy_;
@@ -66,7 +86,8 @@ size_t WorkerPool::wait_for_capacity(std::stop_token stop, std::chrono::millisec
   std::unique_lock lock(mu_);
   auto free_now = [&] {
     const size_t taken = busy_ + local_.size();
-    return slots_.size() > taken ? slots_.size() - taken : 0;
+    const size_t workers = std::min(slots_.size(), target_size_);
+    return workers > taken ? workers - taken : 0;
   };
   free_cv_.wait_for(lock, stop, timeout, [&] { return stopping_ || free_now() > 0; });
   return stopping_ ? 0 : free_now();
@@ -94,8 +115,18 @@ void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
     std::shared_ptr<Attempt> a;
     {
       std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return !local_.empty() || stopping_ || slot->abandoned; });
-      if (slot->abandoned || local_.empty()) return;
+      work_cv_.wait(lock, [&] {
+        return !local_.empty() || stopping_ || slot->abandoned || slots_.size() > target_size_;
+      });
+      if (slot->abandoned) return;
+      if (local_.empty() && slots_.size() > target_size_ && !stopping_) {
+        // The pool shrank: this idle worker retires. Its thread cannot join
+        // itself, so it detaches; `self` in its closure keeps the plugin loaded.
+        slots_.erase(std::remove(slots_.begin(), slots_.end(), slot), slots_.end());
+        slot->thread.detach();
+        return;
+      }
+      if (local_.empty()) return;
       a = std::move(local_.front());
       local_.pop_front();
       // Stamped under mu_, before the watchdog can see the attempt: it reads

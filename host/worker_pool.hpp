@@ -63,6 +63,11 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   size_t size() const;
   // Attempts running now.
   size_t busy() const;
+  // Sets the number of workers, within concurrency {min, max}; returns the
+  // size set. Extra idle workers retire; busy ones finish their job first.
+  size_t resize(size_t wanted);
+  size_t target_size() const;
+  const PluginConfig& plugin_config() const { return plugin_config_; }
   uint64_t abandoned_threads() const { return abandoned_; }
 
   // For the fetcher: blocks until a worker is free (or stop / timeout) and

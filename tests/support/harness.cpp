@@ -151,6 +151,7 @@ std::string write_config(const TestDb& db, const HostOptions& o, const std::stri
     << "    retry: { max_attempts: " << o.max_attempts << ", base_ms: " << o.base_ms
     << ", max_ms: " << o.max_ms << " }\n"
     << "    timeout_ms: " << o.timeout_ms << "\n"
+    << o.plugin_yaml
     << o.extra_yaml;
   const auto path = temp_dir() / (db.prefix() + "-" + tag + ".yaml");
   std::ofstream(path) << y.str();

@@ -79,6 +79,7 @@ struct HostOptions {
   std::string library;      // default: the noop plugin
   std::string redis_url;    // default: the TestDb's
   std::string host_yaml;    // appended verbatim inside host: (indent by 2)
+  std::string plugin_yaml;  // appended verbatim inside the noop plugin's entry (indent by 4)
   std::string extra_yaml;   // appended verbatim
 };
 
