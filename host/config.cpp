@@ -639,6 +639,23 @@ void Parser::claim_job_types(const YAML::Node& node, const std::string& path, co
 
 }  // namespace
 
+std::set<Role> parse_roles(const std::string& csv) {
+  std::set<Role> out;
+  std::size_t start = 0;
+  while (start <= csv.size()) {
+    const std::size_t comma = std::min(csv.find(',', start), csv.size());
+    const std::string name = csv.substr(start, comma - start);
+    const auto known = std::find_if(kRoleNames.begin(), kRoleNames.end(),
+                                    [&](const auto& entry) { return name == entry.second; });
+    if (known == kRoleNames.end()) {
+      throw ConfigError("--roles: unknown role " + quote(name) + "; valid roles are " + valid_roles());
+    }
+    out.insert(known->first);
+    start = comma + 1;
+  }
+  return out;
+}
+
 const char* role_name(Role r) {
   for (const auto& [role, name] : kRoleNames) {
     if (role == r) return name;

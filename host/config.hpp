@@ -110,5 +110,7 @@ Config parse_config(const std::string& yaml_text, const std::filesystem::path& f
 std::string interpolate_env(const std::string& text);
 
 const char* role_name(Role r);
+// "migrator,worker" (jobhost --roles) → roles; throws ConfigError naming an unknown one.
+std::set<Role> parse_roles(const std::string& csv);
 
 }  // namespace jobhost

@@ -1,6 +1,7 @@
 // main.cpp: the jobhost daemon's command line.
 //   jobhost --config FILE        run
 //   jobhost --check-config FILE  validate the config and its plugin libraries, then exit
+//   jobhost --config FILE --roles worker,api   run only these roles (overrides host.roles)
 #include <unistd.h>
 
 #include <cstdio>
@@ -48,14 +49,18 @@ int main(int argc, char** argv) {
   std::string check_file;
   auto* run_opt = app.add_option("--config,-c", config_file, "run with this config file");
   auto* check_opt = app.add_option("--check-config", check_file, "validate a config file and exit");
+  std::string roles;
+  app.add_option("--roles", roles, "comma-separated roles, overriding host.roles (e.g. worker or migrator,reaper)")
+      ->needs(run_opt);
   run_opt->excludes(check_opt);
-  app.require_option(1);
+  app.require_option(1, 2);
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (!check_file.empty()) return check_config(check_file);
     jobhost::Host::block_signals();
     jobhost::Config cfg = jobhost::load_config(config_file);
+    if (!roles.empty()) cfg.roles = jobhost::parse_roles(roles);
     jobhost::setup_logging(cfg.log_format, cfg.log_level);
     jobhost::Host host(std::move(cfg));
     const int code = host.run();

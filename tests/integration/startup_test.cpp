@@ -104,3 +104,17 @@ TEST_CASE("an unset environment variable in the config is named", "[startup]") {
   CHECK(code == 2);
   CHECK_THAT(out, Catch::Contains("JOBHOST_TEST_SURELY_UNSET"));
 }
+
+TEST_CASE("the --roles option overrides host.roles, and an unknown role is refused by name", "[startup]") {
+  TestDb db;
+  const auto path = write_config(db, {});
+  const auto [code, out] = run({bin_dir() + "/jobhost", "--config", path, "--roles", "worker,bogus"});
+  CHECK(code == 2);
+  CHECK_THAT(out, Catch::Contains("--roles: unknown role \"bogus\""));
+  Process host({bin_dir() + "/jobhost", "--config", path, "--roles", "reaper,scheduler"},
+               (std::filesystem::temp_directory_path() / (db.prefix() + "-roles.log")).string());
+  REQUIRE(host.wait_for_log(" ready", 20s));
+  CHECK_THAT(host.log(), Catch::Contains("roles=reaper,scheduler"));
+  host.signal(SIGTERM);
+  CHECK(host.wait(20s) == 0);
+}
