@@ -55,7 +55,7 @@ std::optional<double> memory_used_percent() {
   return 100.0 * static_cast<double>(*total - *available) / static_cast<double>(*total);
 }
 
-Autoscaler::Autoscaler(const Config& config, std::vector<std::shared_ptr<WorkerPool>> pools)
+Autoscaler::Autoscaler(const Config& config, std::function<std::vector<std::shared_ptr<WorkerPool>>()> pools)
     : config_(config), pools_(std::move(pools)) {}
 
 long long Autoscaler::depth(Redis& redis, const WorkerPool& pool) const {
@@ -72,8 +72,8 @@ long long Autoscaler::depth(Redis& redis, const WorkerPool& pool) const {
 }
 
 void Autoscaler::tick(Redis& redis, std::chrono::steady_clock::time_point now) {
-  for (const auto& pool : pools_) {
-    const PluginConfig& pc = pool->plugin_config();
+  for (const auto& pool : pools_()) {
+    const PluginConfig pc = pool->plugin_config();
     if (!pc.scaling) continue;
     const long long waiting = depth(redis, *pool);
     const long long threshold = pc.scaling_queue_depth_above.value_or(0);
@@ -109,7 +109,6 @@ void Autoscaler::tick(Redis& redis, std::chrono::steady_clock::time_point now) {
 }
 
 void Autoscaler::run(std::stop_token stop) {
-  if (std::none_of(pools_.begin(), pools_.end(), [](const auto& p) { return p->plugin_config().scaling; })) return;
   Redis redis(config_.redis_url);
   int failures = 0;
   while (sleep_unless_stopped(stop, std::chrono::seconds(1))) {

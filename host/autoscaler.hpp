@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,7 +30,8 @@ std::optional<double> memory_used_percent();
 
 class Autoscaler {
  public:
-  Autoscaler(const Config& config, std::vector<std::shared_ptr<WorkerPool>> pools);
+  // `pools` returns the host's current pools (a reload may change them).
+  Autoscaler(const Config& config, std::function<std::vector<std::shared_ptr<WorkerPool>>()> pools);
   void run(std::stop_token stop);
   // One decision per elastic pool (public for tests of the rule).
   void tick(Redis& redis, std::chrono::steady_clock::time_point now);
@@ -38,7 +40,7 @@ class Autoscaler {
   long long depth(Redis& redis, const WorkerPool& pool) const;
 
   Config config_;
-  std::vector<std::shared_ptr<WorkerPool>> pools_;
+  std::function<std::vector<std::shared_ptr<WorkerPool>>()> pools_;
   std::map<std::string, std::chrono::steady_clock::time_point> busy_at_;  // last time each pool had work
   std::map<std::string, bool> memory_blocked_;                           // to log a block once
 };

@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -64,6 +66,23 @@ struct Host::Parts {
   std::vector<std::jthread> roles;  // migrator, reaper, reconciler
   std::jthread housekeeping;
   std::unique_ptr<ApiServer> api;
+
+  // pools changes on reload; other threads take snapshots.
+  mutable std::mutex pools_mu;
+  std::vector<std::shared_ptr<WorkerPool>> retiring;  // replaced or removed, finishing their jobs
+  std::vector<std::jthread> drainers;                 // one per retiring pool
+
+  std::vector<std::shared_ptr<WorkerPool>> active() const {
+    std::lock_guard lock(pools_mu);
+    return pools;
+  }
+  // Active and retiring: both hold leases to extend and handlers to watch.
+  std::vector<std::shared_ptr<WorkerPool>> all() const {
+    std::lock_guard lock(pools_mu);
+    auto out = pools;
+    out.insert(out.end(), retiring.begin(), retiring.end());
+    return out;
+  }
 };
 
 std::string default_host_id() {
@@ -88,7 +107,7 @@ Host::Host(Config config) : config_(std::move(config)), parts_(std::make_unique<
 Host::~Host() = default;
 
 bool Host::has_abandoned_threads() const {
-  for (const auto& p : parts_->pools) {
+  for (const auto& p : parts_->all()) {
     if (p->abandoned_threads() > 0) return true;
   }
   return false;
@@ -142,21 +161,12 @@ int Host::run() {
   p.completer = std::make_unique<Completer>(config_.postgres_url);
   if (config_.has_role(Role::kWorker)) {
     for (size_t i = 0; i < config_.plugins.size(); ++i) {
-      const PluginConfig& pc = config_.plugins[i];
-      std::shared_ptr<LoadedPlugin> plugin;
       try {
-        plugin = LoadedPlugin::load(pc, host_api());
+        p.pools.push_back(make_pool(config_.plugins[i]));
       } catch (const PluginError& e) {
-        throw StartupError(config_.file.string() + ":" + std::to_string(pc.line) + ": plugins[" +
+        throw StartupError(config_.file.string() + ":" + std::to_string(config_.plugins[i].line) + ": plugins[" +
                            std::to_string(i) + "]: " + e.what());
       }
-      spdlog::info("plugin {} {} loaded from {}: job types {}, {} workers, max_attempts {}",
-                   plugin->info().name, plugin->info().version, pc.library.string(),
-                   fmt::join(plugin->job_types(), ","),
-                   pc.scaling ? fmt::format("{}..{} (elastic)", pc.concurrency_min, pc.concurrency_max)
-                              : std::to_string(pc.concurrency_max),
-                   plugin->retry().max_attempts);
-      p.pools.push_back(std::make_shared<WorkerPool>(plugin, pc, config_, *p.completer, *p.pg_pool));
     }
     auto conn = pg_connect(config_.postgres_url);
     register_queues(*conn, p.pools);
@@ -165,7 +175,8 @@ int Host::run() {
   p.completer->start();
   for (auto& pool : p.pools) pool->start();
   if (config_.has_role(Role::kWorker)) {
-    p.roles.emplace_back([a = Autoscaler(config_, p.pools)](std::stop_token st) mutable { a.run(st); });
+    p.roles.emplace_back([a = Autoscaler(config_, [this] { return parts_->active(); })](
+                             std::stop_token st) mutable { a.run(st); });
   }
   if (config_.has_role(Role::kMigrator)) {
     p.roles.emplace_back([m = Migrator(config_)](std::stop_token st) mutable { m.run(st); });
@@ -197,8 +208,7 @@ int Host::run() {
     int sig = 0;
     sigwait(&set, &sig);
     if (sig == SIGHUP) {
-      spdlog::warn("SIGHUP: configuration reload is not built yet in this version; keeping the "
-                   "running configuration");
+      reload();
       continue;
     }
     spdlog::info("{}: shutting down, grace {} ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -213,8 +223,12 @@ int Host::shutdown() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_grace_ms);
   if (p.api) p.api->stop();
   for (auto& t : p.roles) t.request_stop();
-  for (auto& pool : p.pools) pool->stop_fetching();
-  for (auto& pool : p.pools) pool->drain(deadline);
+  const auto pools = p.all();
+  for (auto& pool : pools) pool->stop_fetching();
+  for (auto& pool : pools) pool->drain(deadline);
+  for (auto& t : p.drainers) {
+    if (t.joinable()) t.join();
+  }
   p.housekeeping.request_stop();
   if (p.housekeeping.joinable()) p.housekeeping.join();
   for (auto& t : p.roles) {
@@ -232,11 +246,168 @@ int Host::shutdown() {
   return 0;
 }
 
+std::shared_ptr<WorkerPool> Host::make_pool(const PluginConfig& pc) {
+  Parts& p = *parts_;
+  std::shared_ptr<LoadedPlugin> plugin = LoadedPlugin::load(pc, host_api());
+  spdlog::info("plugin {} {} loaded from {}: job types {}, {} workers, max_attempts {}", plugin->info().name,
+               plugin->info().version, pc.library.string(), fmt::join(plugin->job_types(), ","),
+               pc.scaling ? fmt::format("{}..{} (elastic)", pc.concurrency_min, pc.concurrency_max)
+                          : std::to_string(pc.concurrency_max),
+               plugin->retry().max_attempts);
+  return std::make_shared<WorkerPool>(plugin, pc, config_, *p.completer, *p.pg_pool);
+}
+
+namespace {
+
+// Everything of a plugin entry but its sizing: a change here needs a new
+// instance (new library, types, retry, timeout or settings).
+bool same_instance(const PluginConfig& a, const PluginConfig& b) {
+  return a.library == b.library && a.job_types == b.job_types && a.retry.max_attempts == b.retry.max_attempts &&
+         a.retry.base_ms == b.retry.base_ms && a.retry.max_ms == b.retry.max_ms && a.timeout_ms == b.timeout_ms &&
+         a.settings_json == b.settings_json;
+}
+
+bool same_sizing(const PluginConfig& a, const PluginConfig& b) {
+  return a.concurrency_min == b.concurrency_min && a.concurrency_max == b.concurrency_max && a.scaling == b.scaling &&
+         a.scaling_queue_depth_above == b.scaling_queue_depth_above &&
+         a.scaling_memory_percent_above == b.scaling_memory_percent_above && a.scaling_idle_ms == b.scaling_idle_ms;
+}
+
+// Settings a running host keeps until it restarts.
+std::vector<std::string> restart_only_changes(const Config& a, const Config& b) {
+  std::vector<std::string> out;
+  const auto check = [&](bool same, const char* what) {
+    if (!same) out.emplace_back(what);
+  };
+  check(a.postgres_url == b.postgres_url && a.postgres_pool_size == b.postgres_pool_size, "postgres");
+  check(a.redis_url == b.redis_url && a.redis_key_prefix == b.redis_key_prefix, "redis");
+  check(a.migrator_batch_size == b.migrator_batch_size && a.migrator_poll_interval_ms == b.migrator_poll_interval_ms &&
+            a.migrator_max_in_redis == b.migrator_max_in_redis,
+        "host.migrator");
+  check(a.lease_duration_ms == b.lease_duration_ms && a.heartbeat_ms == b.heartbeat_ms, "host.lease");
+  check(a.api_listen == b.api_listen && a.api_token == b.api_token, "api");
+  check(a.shutdown_grace_ms == b.shutdown_grace_ms, "host.shutdown_grace_ms");
+  bool same_schedules = a.schedules.size() == b.schedules.size();
+  for (size_t i = 0; same_schedules && i < a.schedules.size(); ++i) {
+    same_schedules = a.schedules[i].job_type == b.schedules[i].job_type && a.schedules[i].cron == b.schedules[i].cron &&
+                     a.schedules[i].payload_json == b.schedules[i].payload_json;
+  }
+  check(same_schedules, "schedules");
+  return out;
+}
+
+}  // namespace
+
+// SIGHUP (DESIGN §5): re-read the YAML; if it is invalid, or a new or changed
+// plugin cannot be loaded, nothing changes. Otherwise new plugins start,
+// removed ones drain and unload, a plugin whose library (or instance
+// settings) changed is replaced — new jobs go to the new pool at once, the
+// old pool finishes its running jobs, hands back the ones it had not started,
+// and is unloaded — and a pool whose sizing alone changed is resized in place.
+// Jobs are never lost or run twice: a pool that stops fetching hands back its
+// unstarted leases through the completer's attempt guard, as at shutdown.
+void Host::reload() {
+  Parts& p = *parts_;
+  Metrics& metrics = Metrics::global();
+  const auto reject = [&](const std::string& why) {
+    spdlog::error("SIGHUP: reload rejected, the running configuration stays: {}", why);
+    metrics.inc("config_reloads_total", {{"result", "rejected"}});
+  };
+  Config next;
+  try {
+    next = load_config(config_.file);
+  } catch (const std::exception& e) {
+    return reject(e.what());
+  }
+  if (const auto fixed = restart_only_changes(config_, next); !fixed.empty()) {
+    spdlog::warn("SIGHUP: changes to {} take effect only after a restart", fmt::join(fixed, ", "));
+  }
+  if (!config_.has_role(Role::kWorker)) {
+    spdlog::info("SIGHUP: reload applied (no worker role: no plugins to change)");
+    metrics.inc("config_reloads_total", {{"result", "applied"}});
+    return;
+  }
+
+  std::map<std::string, std::shared_ptr<WorkerPool>> running;
+  for (const auto& pool : p.active()) running[pool->name()] = pool;
+  std::vector<std::shared_ptr<WorkerPool>> next_pools, started, retire;
+  std::vector<std::pair<std::shared_ptr<WorkerPool>, PluginConfig>> resized;
+  std::vector<std::string> added, replaced, removed, resized_names;
+  try {
+    for (size_t i = 0; i < next.plugins.size(); ++i) {
+      const PluginConfig& pc = next.plugins[i];
+      const auto old = running.find(pc.name);
+      if (old != running.end() && same_instance(old->second->plugin_config(), pc) &&
+          old->second->plugin().source() == library_identity(pc.library.string())) {
+        next_pools.push_back(old->second);
+        if (!same_sizing(old->second->plugin_config(), pc)) {
+          resized.emplace_back(old->second, pc);
+          resized_names.push_back(pc.name);
+        }
+        running.erase(old);
+        continue;
+      }
+      std::shared_ptr<WorkerPool> fresh;
+      try {
+        fresh = make_pool(pc);
+      } catch (const PluginError& e) {
+        throw PluginError(next.file.string() + ":" + std::to_string(pc.line) + ": plugins[" + std::to_string(i) +
+                          "]: " + e.what());
+      }
+      next_pools.push_back(fresh);
+      started.push_back(fresh);
+      if (old != running.end()) {
+        retire.push_back(old->second);
+        replaced.push_back(pc.name);
+        running.erase(old);
+      } else {
+        added.push_back(pc.name);
+      }
+    }
+  } catch (const PluginError& e) {
+    return reject(e.what());  // the pools made so far were never started: dropping them unloads them
+  }
+  for (auto& [name, pool] : running) {
+    retire.push_back(pool);
+    removed.push_back(name);
+  }
+
+  for (auto& [pool, pc] : resized) pool->set_sizing(pc);
+  for (auto& pool : started) pool->start();
+  {
+    std::lock_guard lock(p.pools_mu);
+    p.pools = next_pools;
+    p.retiring.insert(p.retiring.end(), retire.begin(), retire.end());
+  }
+  for (auto& pool : retire) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(pool->plugin_config().timeout_ms) +
+                          std::chrono::seconds(1);
+    p.drainers.emplace_back([this, pool, deadline] {
+      pool->drain(deadline, "the plugin was replaced or removed by a reload before the attempt finished");
+      spdlog::info("plugin {} {}: drained after the reload; unloading it", pool->name(), pool->plugin().info().version);
+      std::lock_guard lock(parts_->pools_mu);
+      auto& r = parts_->retiring;
+      r.erase(std::remove(r.begin(), r.end(), pool), r.end());
+    });
+  }
+  try {
+    auto conn = pg_connect(config_.postgres_url);
+    register_queues(*conn, p.active());
+  } catch (const std::exception& e) {
+    spdlog::warn("SIGHUP: new job types will be registered at the next refresh: {}", e.what());
+  }
+  next.roles = config_.roles;  // --roles, and roles need a restart anyway
+  config_.plugins = next.plugins;
+  spdlog::info("SIGHUP: reload applied: added [{}], replaced [{}], removed [{}], resized [{}]", fmt::join(added, ", "),
+               fmt::join(replaced, ", "), fmt::join(removed, ", "), fmt::join(resized_names, ", "));
+  metrics.inc("config_reloads_total", {{"result", "applied"}});
+}
+
 ApiHooks Host::api_hooks() {
   ApiHooks hooks;
   hooks.plugins = [this] {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& pool : parts_->pools) {
+    for (const auto& pool : parts_->active()) {
       const LoadedPlugin& plugin = pool->plugin();
       out.push_back({{"name", plugin.info().name},
                      {"version", plugin.info().version},
@@ -247,7 +418,7 @@ ApiHooks Host::api_hooks() {
     return out;
   };
   hooks.validate = [this](const std::string& type, const std::string& payload) -> std::optional<std::string> {
-    for (const auto& pool : parts_->pools) {
+    for (const auto& pool : parts_->active()) {
       const auto& types = pool->plugin().job_types();
       if (std::find(types.begin(), types.end(), type) != types.end()) return pool->plugin().validate(type, payload);
     }
@@ -260,7 +431,7 @@ ApiHooks Host::api_hooks() {
 // Gauges are snapshots: taken when /metrics is scraped, not kept up to date.
 void Host::refresh_gauges() {
   Metrics& m = Metrics::global();
-  for (const auto& pool : parts_->pools) {
+  for (const auto& pool : parts_->active()) {
     const Metrics::Labels plugin{{"plugin", pool->name()}};
     m.set("plugin_pool_size", plugin, static_cast<double>(pool->size()));
     m.set("jobs_in_flight", plugin, static_cast<double>(pool->busy()));
@@ -288,27 +459,28 @@ void Host::housekeeping(std::stop_token stop) {
   auto next_register = std::chrono::steady_clock::now() + kRegisterPeriod;
   int failures = 0;
   while (sleep_unless_stopped(stop, kSupervisePeriod)) {
-    for (auto& pool : p.pools) pool->supervise();
+    const auto pools = p.all();
+    for (auto& pool : pools) pool->supervise();
     const auto now = std::chrono::steady_clock::now();
     if (now < next_heartbeat && now < next_register) continue;
     try {
       if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
       if (now >= next_heartbeat) {
         std::vector<std::pair<std::string, int>> held;
-        for (auto& pool : p.pools) pool->held_leases(held);
+        for (auto& pool : pools) pool->held_leases(held);
         const LeaseCheck check = extend_leases(*conn, held, config_.lease_duration_ms);
         if (!check.lost.empty()) {
           spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", check.lost.size());
-          for (auto& pool : p.pools) pool->cancel(check.lost);
+          for (auto& pool : pools) pool->cancel(check.lost);
         }
         if (!check.cancel_requested.empty()) {
           for (const auto& id : check.cancel_requested) spdlog::info("job {}: cancellation requested; asking its handler to stop", id);
-          for (auto& pool : p.pools) pool->cancel(check.cancel_requested);
+          for (auto& pool : pools) pool->cancel(check.cancel_requested);
         }
         next_heartbeat = now + std::chrono::milliseconds(config_.heartbeat_ms);
       }
       if (now >= next_register) {
-        register_queues(*conn, p.pools);
+        register_queues(*conn, p.active());
         next_register = now + kRegisterPeriod;
       }
       failures = 0;

@@ -45,6 +45,9 @@ class Host {
   // queue registration.
   void housekeeping(std::stop_token stop);
   ApiHooks api_hooks();
+  // Loads a plugin and builds its pool (not started). Throws PluginError.
+  std::shared_ptr<class WorkerPool> make_pool(const PluginConfig& pc);
+  void reload();
   void refresh_gauges();
 
   Config config_;

@@ -1,7 +1,11 @@
 // plugin_loader.cpp: Boost.DLL loading and the ABI check.
 #include "plugin_loader.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 
 #include <boost/dll/runtime_symbol_info.hpp>
@@ -10,15 +14,33 @@
 namespace jobhost {
 namespace {
 
-boost::dll::shared_library open_library(const std::string& path) {
+// Loads `path`, or a private copy of it. The copy lets a host load a new build
+// of a library while the old one still runs jobs (dlopen of the same path would
+// return the library already loaded), and keeps the running code safe from a
+// build that overwrites the file in place.
+boost::dll::shared_library open_library(const std::string& path, bool private_copy) {
   if (!std::filesystem::exists(path)) {
     throw PluginError("plugin library " + path + ": file not found (build it, or fix the path)");
   }
+  std::string load_path = path;
+  if (private_copy) {
+    static std::atomic<int> counter{0};
+    std::error_code ec;
+    const auto dir = std::filesystem::temp_directory_path() / ("jobhost-plugins-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir, ec);
+    const auto copy = dir / (std::to_string(counter++) + "-" + std::filesystem::path(path).filename().string());
+    if (ec || !std::filesystem::copy_file(path, copy, std::filesystem::copy_options::overwrite_existing, ec)) {
+      throw PluginError("plugin library " + path + ": cannot copy it to " + copy.string() + ": " + ec.message());
+    }
+    load_path = copy.string();
+  }
   try {
     // rtld_local: two plugins may carry symbols of the same name.
-    return boost::dll::shared_library(path, boost::dll::load_mode::rtld_now |
-                                                boost::dll::load_mode::rtld_local);
+    boost::dll::shared_library lib(load_path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    if (private_copy) std::filesystem::remove(load_path);  // mapped now; nothing else needs the file
+    return lib;
   } catch (const std::exception& e) {
+    if (private_copy) std::filesystem::remove(load_path);
     throw PluginError("plugin library " + path + ": cannot be loaded: " + e.what());
   }
 }
@@ -74,7 +96,7 @@ RetryPolicy merge_retry(const std::string& declared_json, const RetryOverrides& 
 }  // namespace
 
 PluginInfo inspect_plugin(const std::string& path) {
-  auto lib = open_library(path);
+  auto lib = open_library(path, false);
   PluginInfo info;
   read_descriptor(lib, path, info);
   return info;
@@ -86,7 +108,8 @@ std::shared_ptr<LoadedPlugin> LoadedPlugin::load(const PluginConfig& cfg,
 
   std::shared_ptr<LoadedPlugin> p(new LoadedPlugin());
   try {
-    p->library_ = open_library(path);
+    p->source_ = library_identity(path);
+    p->library_ = open_library(path, true);
     p->descriptor_ = read_descriptor(p->library_, path, p->info_);
     p->job_types_ = cfg.job_types.empty() ? p->info_.job_types : cfg.job_types;
     for (const auto& t : p->job_types_) {
@@ -107,6 +130,13 @@ std::shared_ptr<LoadedPlugin> LoadedPlugin::load(const PluginConfig& cfg,
   }
 
   return p;
+}
+
+std::string library_identity(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
 }
 
 LoadedPlugin::~LoadedPlugin() {

@@ -48,6 +48,9 @@ class LoadedPlugin {
   LoadedPlugin& operator=(const LoadedPlugin&) = delete;
 
   const PluginInfo& info() const { return info_; }
+  // The library file as it was when loaded (see library_identity): a reload
+  // compares it to tell a new build at the same path.
+  const std::string& source() const { return source_; }
   // The job types this deployment routes to the plugin.
   const std::vector<std::string>& job_types() const { return job_types_; }
   // The YAML's retry: keys over the plugin's declared default.
@@ -66,6 +69,11 @@ class LoadedPlugin {
   PluginInfo info_;
   std::vector<std::string> job_types_;
   RetryPolicy retry_;
+  std::string source_;
 };
+
+// Device, inode, size and modification time of a file, as text; "" when it
+// cannot be read. Changes whenever the file is replaced or rewritten.
+std::string library_identity(const std::string& path);
 
 }  // namespace jobhost

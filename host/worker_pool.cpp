@@ -48,15 +48,35 @@ void WorkerPool::spawn_worker() {
 }
 
 size_t WorkerPool::resize(size_t wanted) {
+  std::lock_guard lock(mu_);
   const size_t lo = static_cast<size_t>(std::max(1, plugin_config_.concurrency_min));
   const size_t hi = static_cast<size_t>(std::max(plugin_config_.concurrency_min, plugin_config_.concurrency_max));
-  std::lock_guard lock(mu_);
   if (stopping_) return target_size_;
   target_size_ = std::clamp(wanted, lo, hi);
   while (slots_.size() < target_size_) spawn_worker();
   work_cv_.notify_all();  // idle workers beyond the target retire
   free_cv_.notify_all();
   return target_size_;
+}
+
+void WorkerPool::set_sizing(const PluginConfig& pc) {
+  {
+    std::lock_guard lock(mu_);
+    plugin_config_.concurrency_min = pc.concurrency_min;
+    plugin_config_.concurrency_max = pc.concurrency_max;
+    plugin_config_.scaling = pc.scaling;
+    plugin_config_.scaling_queue_depth_above = pc.scaling_queue_depth_above;
+    plugin_config_.scaling_memory_percent_above = pc.scaling_memory_percent_above;
+    plugin_config_.scaling_idle_ms = pc.scaling_idle_ms;
+  }
+  // Without scaling the pool runs max; with it, the current size is kept
+  // within the new bounds and the autoscaler takes it from there.
+  resize(pc.scaling ? target_size() : static_cast<size_t>(pc.concurrency_max));
+}
+
+PluginConfig WorkerPool::plugin_config() const {
+  std::lock_guard lock(mu_);
+  return plugin_config_;
 }
 
 size_t WorkerPool::target_size() const {
@@ -264,7 +284,7 @@ void WorkerPool::cancel(const std::vector<std::string>& job_ids) {
   }
 }
 
-void WorkerPool::drain(std::chrono::steady_clock::time_point deadline) {
+void WorkerPool::drain(std::chrono::steady_clock::time_point deadline, const std::string& why) {
   stop_fetching();
   std::vector<std::shared_ptr<Attempt>> unstarted;
   std::vector<std::shared_ptr<Attempt>> interrupted;
@@ -290,8 +310,7 @@ void WorkerPool::drain(std::chrono::steady_clock::time_point deadline) {
     settle(*a, {a->ctx.job.id, a->ctx.job.attempt, OutcomeKind::kHandBack, 0, {}, now, now});
   }
   for (const auto& a : interrupted) {
-    settle(*a, failure(*a, "interrupted: the host shut down before the attempt finished "
-                           "(shutdown_grace_ms)", -1));
+    settle(*a, failure(*a, "interrupted: " + why, -1));
   }
   for (auto& s : finished) {
     if (s->thread.joinable()) s->thread.join();

@@ -49,7 +49,9 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   void stop_fetching();
   // Shutdown, second step: hand back leased jobs that have not started; wait
   // until `deadline` for running ones; settle the rest as interrupted.
-  void drain(std::chrono::steady_clock::time_point deadline);
+  // `why` completes "interrupted: ..." in the error of attempts cut off.
+  void drain(std::chrono::steady_clock::time_point deadline,
+             const std::string& why = "the host shut down before the attempt finished (shutdown_grace_ms)");
 
   // Enforces timeout_ms and keeps the pool at its size. Call periodically.
   void supervise();
@@ -67,7 +69,10 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   // size set. Extra idle workers retire; busy ones finish their job first.
   size_t resize(size_t wanted);
   size_t target_size() const;
-  const PluginConfig& plugin_config() const { return plugin_config_; }
+  // A copy: a reload may change the sizing fields meanwhile.
+  PluginConfig plugin_config() const;
+  // A reload changed only concurrency or scaling: apply them in place.
+  void set_sizing(const PluginConfig& pc);
   uint64_t abandoned_threads() const { return abandoned_; }
 
   // For the fetcher: blocks until a worker is free (or stop / timeout) and
