@@ -11,13 +11,17 @@ packages=(
   libssl-dev libcli11-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
   prometheus  # promtool, which checks the /metrics output in the tests
-  nodejs npm chromium  # the dashboard's browser test (playwright-core from npm)
+  chromium  # the dashboard's browser test, driven by playwright-core from npm
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# Node.js and npm may come from elsewhere than Debian (e.g. NodeSource, whose
+# nodejs conflicts with Debian's npm): only a machine without them gets Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
