@@ -85,6 +85,10 @@ CREATE TABLE app.campaigns (
     name              text NOT NULL,
     list_id           text NOT NULL,
     template_id       text NOT NULL,
+    -- campaign.process moves draft/scheduled (or failed, when replayed) to
+    -- sending, and sending to sent once every email.send job is enqueued (sent
+    -- says nothing of delivery: see app.email_messages). The application may
+    -- set cancelled at any time; the fan-out stops at its next page.
     status            text NOT NULL DEFAULT 'draft'
                       CHECK (status IN ('draft', 'scheduled', 'sending', 'sent', 'failed', 'cancelled')),
     -- Progress of the fan-out: the last contact_id whose email.send job was

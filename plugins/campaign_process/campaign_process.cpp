@@ -1,0 +1,229 @@
+// campaign_process: the job type "campaign.process". Fans a campaign out into
+// one email.send job per member of its contact list.
+//
+// Payload: {"campaign_id": "...", "tenant_id": "..."}.
+// Settings: database_url (required), db_pool_size (default 2), batch_size
+// (contacts per page, default 1000), email_priority (priority of the email.send
+// jobs, default 100: the normal band).
+//
+// Exactly-once fan-out: each page's email.send jobs are inserted in the same
+// transaction that advances app.campaigns.cursor_contact_id past them, with the
+// campaign row locked (FOR UPDATE) and the cursor re-read under that lock. A run
+// killed at any point either committed a page (jobs + cursor) or did not, and
+// two attempts running at once take turns page by page, so no contact is ever
+// enqueued twice or skipped. 'sent' means every email.send job has been
+// enqueued, not that every message has been delivered: email.send records that
+// per message.
+#include <algorithm>
+#include <string>
+
+// A fan-out is cheap to resume, and a database outage should not dead-letter a
+// campaign quickly: many attempts, backing off to five minutes.
+#define JOBHOST_PLUGIN_DEFAULT_RETRY R"({"max_attempts": 10, "base_ms": 1000, "max_ms": 300000})"
+#include <jobhost/plugin.hpp>
+#include <jobhost_plugins/payload.hpp>
+#include <jobhost_plugins/pg_pool.hpp>
+
+namespace {
+
+using jobhost::sdk::Job;
+using jobhost::sdk::Result;
+using jobhost::sdk::Settings;
+using jobhost::sdk::SettingsError;
+
+// The campaign, locked for the rest of the transaction.
+constexpr const char* kLockCampaign =
+    "SELECT status, list_id, template_id, cursor_contact_id, enqueued_count "
+    "FROM app.campaigns WHERE tenant_id = $1 AND id = $2 FOR UPDATE";
+
+// 'failed' is resumable too: replaying the dead-lettered job continues at the cursor.
+constexpr const char* kStartSending =
+    "UPDATE app.campaigns SET status = 'sending', started_at = coalesce(started_at, now()), "
+    "finished_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2";
+
+// One page: the next members after the cursor, in contact_id order (the list's
+// primary key order, so an index range scan), turned into email.send payloads
+// and enqueued server-side in one set-based insert. Returns the page size, the
+// last contact id and how many jobs were inserted.
+// $1 tenant, $2 list, $3 cursor, $4 page size, $5 template, $6 campaign, $7 priority.
+constexpr const char* kFanOutPage = R"SQL(
+WITH page AS (
+    SELECT m.contact_id, c.email, c.name, c.attributes
+      FROM app.contact_list_members m
+      JOIN app.contacts c ON c.tenant_id = m.tenant_id AND c.id = m.contact_id
+     WHERE m.tenant_id = $1 AND m.list_id = $2 AND m.contact_id > $3
+     ORDER BY m.contact_id
+     LIMIT $4
+), batch AS (
+    SELECT count(*) AS n, max(contact_id) AS last_id,
+           array_agg(jsonb_build_object(
+               'recipient', email,
+               'template_id', $5::text,
+               'variables', attributes || jsonb_build_object('name', coalesce(name, ''), 'email', email),
+               'tenant_id', $1::text,
+               'campaign_id', $6::text) ORDER BY contact_id) AS payloads
+      FROM page
+)
+SELECT b.n, coalesce(b.last_id, 0),
+       CASE WHEN b.n > 0
+            THEN (SELECT count(*) FROM jobhost.enqueue_many('email.send', b.payloads, $7::integer))
+            ELSE 0 END
+  FROM batch b
+)SQL";
+
+constexpr const char* kAdvanceCursor =
+    "UPDATE app.campaigns SET cursor_contact_id = $3, enqueued_count = enqueued_count + $4, "
+    "updated_at = now() WHERE tenant_id = $1 AND id = $2";
+
+constexpr const char* kFinish =
+    "UPDATE app.campaigns SET status = 'sent', finished_at = now(), updated_at = now() "
+    "WHERE tenant_id = $1 AND id = $2";
+
+constexpr const char* kMarkFailed =
+    "UPDATE app.campaigns SET status = 'failed', updated_at = now() "
+    "WHERE tenant_id = $1 AND id = $2 AND status = 'sending'";
+
+constexpr const char* kListSize =
+    "SELECT contact_count FROM app.contact_lists WHERE tenant_id = $1 AND id = $2";
+
+int positive_setting(const Settings& s, const std::string& key, int fallback, int max) {
+  const int v = s.get<int>(key, fallback);
+  if (v < 1 || v > max) {
+    throw SettingsError("settings." + key + ": must be between 1 and " + std::to_string(max) +
+                        ", got " + std::to_string(v));
+  }
+  return v;
+}
+
+class CampaignProcess : public jobhost::sdk::Plugin {
+ public:
+  explicit CampaignProcess(const Settings& s)
+      : pool_(s.require<std::string>("database_url"), positive_setting(s, "db_pool_size", 2, 100)),
+        batch_size_(positive_setting(s, "batch_size", 1000, 100000)),
+        email_priority_(s.get<int>("email_priority", 100)) {}
+
+  std::string validate(std::string_view, const nlohmann::json& p) override {
+    return jobhost_plugins::first_error(jobhost_plugins::need_string(p, "campaign_id", 200),
+                                        jobhost_plugins::need_string(p, "tenant_id", 200));
+  }
+
+  Result handle(Job& job) override {
+    const std::string tenant = job.payload()["tenant_id"];
+    const std::string campaign = job.payload()["campaign_id"];
+    try {
+      auto conn = pool_.acquire();
+      return fan_out(job, *conn, tenant, campaign);
+    } catch (const pqxx::in_doubt_error& e) {
+      // Harmless here: the next attempt reads the cursor, which moved only if
+      // the page's jobs went in with it.
+      return failed_attempt(job, tenant, campaign,
+                            std::string("lost the connection to PostgreSQL while committing a page: ") + e.what());
+    } catch (const pqxx::broken_connection& e) {
+      return failed_attempt(job, tenant, campaign, std::string("lost the connection to PostgreSQL: ") + e.what());
+    } catch (const std::exception& e) {
+      return failed_attempt(job, tenant, campaign, e.what());
+    }
+  }
+
+ private:
+  Result fan_out(Job& job, pqxx::connection& conn, const std::string& tenant,
+                 const std::string& campaign) {
+    std::string list_id, template_id;
+    long long total = 0;
+    // Named, so operators (and tests) can tell its sessions in pg_stat_activity.
+    pqxx::nontransaction(conn).exec("SET application_name = 'jobhost campaign_process'");
+    {
+      pqxx::work tx(conn);
+      const pqxx::result r = tx.exec_params(kLockCampaign, tenant, campaign);
+      if (r.empty()) {
+        return Result::permanent("payload.campaign_id: no campaign '" + campaign + "' for tenant '" +
+                                 tenant + "'");
+      }
+      const std::string status = r[0][0].c_str();
+      if (status == "sent" || status == "cancelled") {
+        job.log_info("campaign " + campaign + " is already " + status + "; nothing to do");
+        return Result::ok();
+      }
+      list_id = r[0][1].c_str();
+      template_id = r[0][2].c_str();
+      if (status != "sending") tx.exec_params(kStartSending, tenant, campaign);
+      const pqxx::result size = tx.exec_params(kListSize, tenant, list_id);
+      if (!size.empty()) total = size[0][0].as<long long>();
+      tx.commit();
+      job.log_info("campaign " + campaign + ": fanning out list " + list_id + " from contact " +
+                   r[0][3].c_str() + " (" + r[0][4].c_str() + " already enqueued)");
+    }
+
+    for (;;) {
+      if (job.cancelled()) {
+        return Result::retry("campaign " + campaign + ": stopped between pages as asked; "
+                             "the next attempt resumes at the cursor");
+      }
+      pqxx::work tx(conn);
+      // Re-read under the lock: another attempt may have moved the cursor, or
+      // the application may have cancelled the campaign, since our last page.
+      const pqxx::result c = tx.exec_params(kLockCampaign, tenant, campaign);
+      if (c.empty()) return Result::permanent("payload.campaign_id: campaign '" + campaign +
+                                              "' of tenant '" + tenant + "' was deleted while sending");
+      const std::string status = c[0][0].c_str();
+      if (status != "sending") {
+        job.log_info("campaign " + campaign + " became " + status + " while sending; stopping");
+        return Result::ok();
+      }
+      const long long cursor = c[0][3].as<long long>();
+      const long long before = c[0][4].as<long long>();
+
+      const pqxx::row page = tx.exec_params1(kFanOutPage, tenant, list_id, cursor, batch_size_,
+                                             template_id, campaign, email_priority_);
+      const long long n = page[0].as<long long>();
+      const long long last_id = page[1].as<long long>();
+      const long long inserted = page[2].as<long long>();
+      if (inserted != n) {
+        throw std::runtime_error("campaign " + campaign + ": enqueued " + std::to_string(inserted) +
+                                 " email.send jobs for a page of " + std::to_string(n) + " contacts");
+      }
+      if (n > 0) tx.exec_params(kAdvanceCursor, tenant, campaign, last_id, n);
+      // A short page is the last one: finish in the same transaction.
+      const bool last = n < batch_size_;
+      if (last) tx.exec_params(kFinish, tenant, campaign);
+      tx.commit();
+
+      const long long done = before + n;
+      job.heartbeat(total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : -1.0);
+      if (last) {
+        job.log_info("campaign " + campaign + " sent: " + std::to_string(done) +
+                     " email.send jobs enqueued in all");
+        return Result::ok();
+      }
+    }
+  }
+
+  // Committed pages stay committed; the next attempt resumes at the cursor.
+  Result failed_attempt(Job& job, const std::string& tenant, const std::string& campaign,
+                        const std::string& why) {
+    // On the last attempt the campaign would stay 'sending' forever; mark it
+    // failed (best effort: the database may be what failed) so the
+    // application can show it, and a DLQ replay resumes at the cursor.
+    if (job.attempt() >= job.max_attempts()) mark_failed(job, tenant, campaign);
+    return Result::retry("campaign " + campaign + ": " + why);
+  }
+
+  void mark_failed(Job& job, const std::string& tenant, const std::string& campaign) {
+    try {
+      auto conn = pool_.acquire();
+      pqxx::work tx(*conn);
+      tx.exec_params(kMarkFailed, tenant, campaign);
+      tx.commit();
+    } catch (const std::exception& e) {
+      job.log_warn("campaign " + campaign + ": could not mark it failed: " + e.what());
+    }
+  }
+
+  jobhost_plugins::PgPool pool_;
+  const int batch_size_;
+  const int email_priority_;
+};
+
+}  // namespace
+
+JOBHOST_PLUGIN(CampaignProcess, "campaign_process", "1.0.0", "campaign.process")
