@@ -12,13 +12,15 @@
 
 #include "config.hpp"
 #include "host.hpp"
+#include "job_context.hpp"
 #include "log.hpp"
 #include "plugin_loader.hpp"
 
 namespace {
 
-// Loads the config and inspects every plugin library (exists, loads, speaks
-// our ABI, serves the listed job types). Prints a summary; returns the exit code.
+// Loads the config and checks every plugin library (exists, loads, speaks our
+// ABI, serves the listed job types, accepts its settings: the instance is
+// created and destroyed again). Prints a summary; returns the exit code.
 int check_config(const std::string& file) {
   const jobhost::Config cfg = jobhost::load_config(file);
   for (size_t i = 0; i < cfg.plugins.size(); ++i) {
@@ -30,6 +32,7 @@ int check_config(const std::string& file) {
           throw jobhost::PluginError("job type '" + t + "' is not served by library " + info.path);
         }
       }
+      jobhost::LoadedPlugin::load(pc, jobhost::host_api());  // its settings, as the plugin sees them
       std::printf("plugin %s: %s %s (ABI %u) serves %zu job types\n", pc.name.c_str(),
                   info.name.c_str(), info.version.c_str(), info.abi_version, info.job_types.size());
     } catch (const jobhost::PluginError& e) {

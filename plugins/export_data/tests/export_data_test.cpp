@@ -366,6 +366,10 @@ TEST_CASE("a missing export root stops the host at start, naming the setting", "
   const auto [code, output] = run({bin_dir() + "/jobhost", "--config", config(db, missing)}, {}, 20s);
   CHECK(code != 0);
   CHECK_THAT(output, Catch::Contains("settings.export_root: '" + missing.string() + "' does not exist"));
+  // --check-config creates each plugin's instance, so it catches bad settings too.
+  const auto [check_code, check_output] = run({bin_dir() + "/jobhost", "--check-config", config(db, missing)}, {}, 20s);
+  CHECK(check_code == 2);
+  CHECK_THAT(check_output, Catch::Contains("settings.export_root: '" + missing.string() + "' does not exist"));
 }
 
 TEST_CASE("an export root that vanished or cannot hold the tenant's folder fails the job with a clear message",
