@@ -118,3 +118,30 @@ TEST_CASE("the --roles option overrides host.roles, and an unknown role is refus
   host.signal(SIGTERM);
   CHECK(host.wait(20s) == 0);
 }
+
+TEST_CASE("the default config/jobhost.yaml loads every plugin of the repository", "[startup]") {
+  // As shipped, except that library paths point at this build's plugins.
+  std::ifstream in(source_dir() + "/config/jobhost.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (size_t at = text.find("../build/plugins/"); at != std::string::npos; at = text.find("../build/plugins/", at)) {
+    text.replace(at, std::string("../build/plugins/").size(), plugin_dir() + "/");
+  }
+  TestDb db;
+  const auto dir = std::filesystem::temp_directory_path() / (db.prefix() + "-default-config");
+  std::filesystem::create_directories(dir / "imports");
+  std::filesystem::create_directories(dir / "exports");
+  const auto path = (dir / "jobhost.yaml").string();
+  std::ofstream(path) << text;
+  const auto [code, out] = run({bin_dir() + "/jobhost", "--check-config", path},
+                               {"JOBHOST_IMPORT_ROOT=" + (dir / "imports").string(),
+                                "JOBHOST_EXPORT_ROOT=" + (dir / "exports").string()});
+  INFO(out);
+  CHECK(code == 0);
+  // Every plugin folder of the repository is in the default deployment.
+  for (const auto& entry : std::filesystem::directory_iterator(source_dir() + "/plugins")) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name == "common") continue;
+    CHECK_THAT(out, Catch::Contains("plugin " + name + ": " + name + " "));
+  }
+  std::filesystem::remove_all(dir);
+}
