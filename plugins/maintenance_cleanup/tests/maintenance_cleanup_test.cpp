@@ -1,0 +1,145 @@
+// maintenance.cleanup end to end: retention in PostgreSQL, expired export
+// files, and orphaned ids in Redis, through a real host.
+#include <filesystem>
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+#include "redis.hpp"
+#include "routing.hpp"
+
+using namespace jobhost::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string config(TestDb& db, const fs::path& exports, int batch = 10, const std::string& database_url = "",
+                   const std::string& redis_url = "") {
+  HostOptions o;
+  o.extra_yaml = "  - name: maintenance_cleanup\n"
+                 "    library: " + plugin_dir() + "/libmaintenance_cleanup.so\n"
+                 "    job_types: [maintenance.cleanup]\n"
+                 "    concurrency: { min: 1, max: 1 }\n"
+                 "    retry: { max_attempts: 2, base_ms: 50, max_ms: 100 }\n"
+                 "    settings:\n"
+                 "      database_url: \"" + (database_url.empty() ? db.url() : database_url) + "\"\n"
+                 "      redis_url: \"" + (redis_url.empty() ? db.redis_url() : redis_url) + "\"\n"
+                 "      redis_key_prefix: \"" + db.prefix() + "\"\n"
+                 "      batch_size: " + std::to_string(batch) + "\n"
+                 "      export_root: \"" + exports.string() + "\"\n"
+                 "      retention: { completed_jobs_days: 7, failed_jobs_days: 30, job_logs_days: 30 }\n";
+  return write_config(db, o, "cleanup");
+}
+
+// Inserts n jobs in `status` whose relevant timestamps are `days` old.
+void old_jobs(TestDb& db, const std::string& status, int n, int days, const std::string& queue = "old.work") {
+  db.scalar("WITH j AS (INSERT INTO jobhost.jobs (queue_name, status, max_attempts, completed_at, failed_at, updated_at, "
+            "created_at) SELECT '" + queue + "', '" + status + "', 3, "
+            "CASE WHEN '" + status + "' = 'completed' THEN now() - interval '" + std::to_string(days) + " days' END, "
+            "CASE WHEN '" + status + "' = 'failed' THEN now() - interval '" + std::to_string(days) + " days' END, "
+            "now() - interval '" + std::to_string(days) + " days', now() - interval '" + std::to_string(days) + " days' "
+            "FROM generate_series(1, " + std::to_string(n) + ") RETURNING id) "
+            "INSERT INTO jobhost.job_logs (job_id, status, attempt_number, created_at) "
+            "SELECT id, 'completed', 1, now() - interval '" + std::to_string(days) + " days' FROM j RETURNING 1");
+}
+
+long long count_where(TestDb& db, const std::string& where) {
+  return db.count("SELECT count(*) FROM jobhost.jobs WHERE queue_name = 'old.work' AND " + where);
+}
+
+}  // namespace
+
+TEST_CASE("cleanup deletes finished jobs past retention in bounded batches, and never a live job", "[cleanup]") {
+  TestDb db;
+  const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
+  fs::create_directories(exports);
+  old_jobs(db, "completed", 35, 10);   // past 7 days: deleted
+  old_jobs(db, "completed", 4, 2);     // recent: kept
+  old_jobs(db, "cancelled", 3, 10);    // past 7 days: deleted
+  old_jobs(db, "failed", 5, 40);       // past 30 days: deleted
+  old_jobs(db, "failed", 6, 10);       // DLQ within 30 days: kept
+  for (const char* live : {"queued", "retry_scheduled", "migrated_to_redis", "running"}) old_jobs(db, live, 3, 400);
+  auto host = start_host(config(db, exports), "cleanup");
+  const std::string id = db.enqueue("maintenance.cleanup");
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 30s));
+  INFO(host->log());
+  CHECK(count_where(db, "status = 'completed'") == 4);
+  CHECK(count_where(db, "status = 'cancelled'") == 0);
+  CHECK(count_where(db, "status = 'failed'") == 6);
+  CHECK(count_where(db, "status IN ('queued', 'retry_scheduled', 'migrated_to_redis', 'running')") == 12);
+  // The deleted jobs' logs went with them; the kept DLQ jobs' 10-day-old logs stay (retention 30).
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id "
+                 "WHERE j.queue_name = 'old.work'") == 4 + 6 + 12);
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs l WHERE NOT EXISTS "
+                 "(SELECT 1 FROM jobhost.jobs j WHERE j.id = l.job_id)") == 0);
+  // 35 completed rows at batch_size 10 took four batches, not one statement.
+  CHECK_THAT(host->log(), Catch::Contains("cleanup: deleted 43 finished jobs"));
+  // completed: 10+10+10+5 (4 statements), cancelled 1, failed 1, job_logs 1.
+  CHECK_THAT(host->log(), Catch::Contains("(7 batches)"));
+  fs::remove_all(exports);
+}
+
+TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files, and orphaned Redis ids", "[cleanup]") {
+  TestDb db;
+  const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
+  fs::create_directories(exports / "t1");
+  db.scalar("INSERT INTO app.tenants (id, name) VALUES ('t1', 'One') RETURNING 1");
+  std::ofstream(exports / "t1" / "old.csv") << "a,b\n";
+  std::ofstream(exports / "t1" / "new.csv") << "a,b\n";
+  db.scalar("INSERT INTO app.exports (job_id, tenant_id, kind, status, path, expires_at) VALUES "
+            "(gen_random_uuid(), 't1', 'contacts', 'completed', 't1/old.csv', now() - interval '1 hour'), "
+            "(gen_random_uuid(), 't1', 'contacts', 'completed', 't1/new.csv', now() + interval '1 day') RETURNING 1");
+  // A DLQ job kept (10 days), with one 40-day-old log row and one recent one.
+  old_jobs(db, "failed", 1, 10);
+  db.scalar("INSERT INTO jobhost.job_logs (job_id, status, attempt_number, created_at) "
+            "SELECT id, 'retry_scheduled', 0, now() - interval '40 days' FROM jobhost.jobs WHERE queue_name = 'old.work' RETURNING 1");
+  // Redis: a live job's id and an id whose job is gone, in the list and the set.
+  const std::string live = db.enqueue("parked.work");
+  const std::string gone = "01a20000-0000-7000-8000-000000000001";
+  jobhost::Redis redis(db.redis_url());
+  const jobhost::QueueKeys keys(db.prefix(), "parked.work");
+  for (const auto& id : {live, gone}) {
+    redis.command({"RPUSH", keys.list(jobhost::Band::kNormal), id});
+    redis.command({"SADD", keys.members(), id});
+  }
+  auto host = start_host(config(db, exports), "cleanup");
+  const std::string id = db.enqueue("maintenance.cleanup");
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 30s));
+  INFO(host->log());
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id "
+                 "WHERE j.queue_name = 'old.work'") == 1);
+  CHECK_FALSE(fs::exists(exports / "t1" / "old.csv"));
+  CHECK(fs::exists(exports / "t1" / "new.csv"));
+  CHECK(db.scalar("SELECT string_agg(status, ',' ORDER BY path) FROM app.exports") == "completed,expired");
+  CHECK(redis.command({"SISMEMBER", keys.members(), gone})->integer == 0);
+  CHECK(redis.command({"SISMEMBER", keys.members(), live})->integer == 1);
+  CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kNormal)})->integer == 1);
+  CHECK_THAT(host->log(), Catch::Contains("removed 1 orphaned Redis ids"));
+  fs::remove_all(exports);
+}
+
+TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the cause; bad payloads are refused",
+          "[cleanup]") {
+  TestDb db;
+  const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
+  fs::create_directories(exports);
+  // The plugin's own database URL points at a closed port; the host's is fine.
+  auto host = start_host(config(db, exports, 10, "postgresql://postgres@127.0.0.1:1/none", "redis://127.0.0.1:1"),
+                         "cleanup");
+  const std::string id = db.enqueue("maintenance.cleanup");
+  REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 30s));
+  CHECK(db.field(id, "attempt_count") == "2");
+  CHECK_THAT(db.field(id, "last_error_message"), Catch::Contains("127.0.0.1") && Catch::Contains("1"));
+  const std::string bad = db.enqueue("maintenance.cleanup", R"({"days": 3})");
+  REQUIRE(eventually([&] { return db.status(bad) == "failed"; }, 30s));
+  CHECK_THAT(db.field(bad, "last_error_message"), Catch::Contains("payload.days: unknown"));
+  host.reset();
+
+  // Redis alone unreachable: PostgreSQL work is done, then the attempt fails naming Redis.
+  auto host2 = start_host(config(db, exports, 10, "", "redis://127.0.0.1:1"), "cleanup");
+  const std::string redis_down = db.enqueue("maintenance.cleanup");
+  REQUIRE(eventually([&] { return db.status(redis_down) == "failed"; }, 30s));
+  CHECK_THAT(db.field(redis_down, "last_error_message"), Catch::Contains("Redis at 127.0.0.1 unreachable"));
+  fs::remove_all(exports);
+}
