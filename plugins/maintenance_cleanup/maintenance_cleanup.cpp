@@ -71,34 +71,6 @@ struct ReplyFree {
 using RedisPtr = std::unique_ptr<redisContext, RedisFree>;
 using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
-// redis://[:password@]host[:port][/db]
-RedisPtr redis_connect(const std::string& url) {
-  static const std::regex form(R"(redis://(?::([^@]*)@)?([^:/]+)(?::(\d+))?(?:/(\d+))?/?)");
-  std::smatch m;
-  if (!std::regex_match(url, m, form)) throw SettingsError("settings.redis_url: expected redis://[:password@]host[:port][/db]");
-  const timeval timeout{5, 0};
-  RedisPtr c(redisConnectWithTimeout(m[2].str().c_str(), m[3].matched ? std::stoi(m[3]) : 6379, timeout));
-  if (!c || c->err) {
-    throw std::runtime_error("Redis at " + m[2].str() + " unreachable: " + (c ? c->errstr : "out of memory"));
-  }
-  redisSetTimeout(c.get(), timeout);
-  const auto run = [&](std::vector<std::string> argv) {
-    std::vector<const char*> args;
-    std::vector<size_t> lens;
-    for (const auto& a : argv) {
-      args.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    ReplyPtr r(static_cast<redisReply*>(redisCommandArgv(c.get(), static_cast<int>(args.size()), args.data(), lens.data())));
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-      throw std::runtime_error("Redis: " + (r ? std::string(r->str) : std::string(c->errstr)));
-    }
-  };
-  if (m[1].matched) run({"AUTH", m[1]});
-  if (m[4].matched) run({"SELECT", m[4]});
-  return c;
-}
-
 ReplyPtr command(redisContext* c, const std::vector<std::string>& argv) {
   std::vector<const char*> args;
   std::vector<size_t> lens;
@@ -110,6 +82,22 @@ ReplyPtr command(redisContext* c, const std::vector<std::string>& argv) {
   if (!r) throw std::runtime_error(std::string("Redis: ") + c->errstr);
   if (r->type == REDIS_REPLY_ERROR) throw std::runtime_error(std::string("Redis: ") + r->str);
   return r;
+}
+
+// redis://[:password@]host[:port][/db]
+RedisPtr redis_connect(const std::string& url) {
+  static const std::regex form(R"(redis://(?::([^@]*)@)?([^:/]+)(?::(\d+))?(?:/(\d+))?/?)");
+  std::smatch m;
+  if (!std::regex_match(url, m, form)) throw SettingsError("settings.redis_url: expected redis://[:password@]host[:port][/db]");
+  const timeval timeout{5, 0};
+  RedisPtr c(redisConnectWithTimeout(m[2].str().c_str(), m[3].matched ? std::stoi(m[3]) : 6379, timeout));
+  if (!c || c->err) {
+    throw std::runtime_error("Redis at " + m[2].str() + " unreachable: " + (c ? c->errstr : "out of memory"));
+  }
+  redisSetTimeout(c.get(), timeout);
+  if (m[1].matched) command(c.get(), {"AUTH", m[1]});
+  if (m[4].matched) command(c.get(), {"SELECT", m[4]});
+  return c;
 }
 
 int setting_days(const nlohmann::json& retention, const char* key, int fallback) {
