@@ -1,0 +1,410 @@
+// import_contacts: the job type "import.contacts". Streams a CSV of contacts
+// into a tenant's list.
+//
+// Payload: {"file_url", "tenant_id", "list_id", "mapping": {"col_0": "email",
+// "col_1": "name", "col_2": "company", ...}, "has_header"?}. One column maps to
+// "email", one may map to "name", the others to attribute names.
+// Sources: file:// under settings.import_root only (symlinks resolved before the
+// check), and http(s):// streamed through libcurl.
+//
+// Memory stays flat however large the file: bytes are parsed as they arrive
+// (csv.hpp) and every batch_size accepted rows are upserted in one statement.
+// A retried attempt starts over: upserts and list membership are idempotent,
+// rejections are keyed by (import, line), the counters are reset, and the
+// list's contact_count is recounted at the end rather than incremented.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <curl/curl.h>
+
+#include <jobhost/plugin.hpp>
+#include <jobhost_plugins/email_address.hpp>
+#include <jobhost_plugins/notify.hpp>
+#include <jobhost_plugins/payload.hpp>
+#include <jobhost_plugins/pg_pool.hpp>
+
+#include "csv.hpp"
+
+namespace {
+
+using jobhost::sdk::Job;
+using jobhost::sdk::Result;
+using jobhost::sdk::Settings;
+using jobhost::sdk::SettingsError;
+namespace fs = std::filesystem;
+
+constexpr size_t kKeptRaw = 500;  // bytes of a rejected row kept for the operator
+
+// Accepted rows of one batch: contacts upserted, then added to the list. A
+// later duplicate of an address in the same batch wins (ON CONFLICT cannot
+// touch one row twice in a statement).
+constexpr const char* kUpsert = R"SQL(
+WITH input AS (
+  SELECT * FROM unnest($3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS t(email, name, attributes, n)
+), last AS (
+  SELECT DISTINCT ON (email) email, name, attributes FROM input ORDER BY email, n DESC
+), up AS (
+  INSERT INTO app.contacts AS c (tenant_id, email, name, attributes)
+  SELECT $1, email, NULLIF(name, ''), attributes FROM last
+  ON CONFLICT (tenant_id, email) DO UPDATE
+     SET name = coalesce(EXCLUDED.name, c.name), attributes = c.attributes || EXCLUDED.attributes, updated_at = now()
+  RETURNING c.id
+)
+INSERT INTO app.contact_list_members (tenant_id, list_id, contact_id)
+SELECT $1, $2, id FROM up ON CONFLICT DO NOTHING)SQL";
+
+constexpr const char* kReject = R"SQL(
+INSERT INTO app.import_rejections (tenant_id, import_id, line_number, reason, raw)
+SELECT $1, $2::uuid, * FROM unnest($3::bigint[], $4::text[], $5::text[])
+ON CONFLICT (import_id, line_number) DO NOTHING)SQL";
+
+constexpr const char* kProgress = R"SQL(
+UPDATE app.imports SET rows_total = rows_total + $3, rows_accepted = rows_accepted + $4,
+       rows_rejected = rows_rejected + $5
+ WHERE tenant_id = $1 AND job_id = $2::uuid)SQL";
+
+std::string pg_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    out += i ? ",\"" : "\"";
+    for (const char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+std::string percent_decode(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// A failure of the source that a later attempt may not have.
+struct Transient : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// One it will (404, a path outside the root): dead-letter now.
+struct Permanent : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// One attempt's state: the mapping, the batch being filled, the counters.
+class Import {
+ public:
+  Import(Job& job, pqxx::connection& conn, const nlohmann::json& p, size_t batch_size, size_t max_row)
+      : job_(job),
+        conn_(conn),
+        tenant_(p["tenant_id"]),
+        list_(p["list_id"]),
+        has_header_(p.value("has_header", false)),
+        batch_size_(batch_size),
+        reader_([this](csv::Row& row) { take(row); }, max_row) {
+    for (const auto& [key, target] : p["mapping"].items()) {
+      const size_t column = std::stoul(key.substr(4));
+      const std::string t = target;
+      if (t == "email") email_col_ = column;
+      else if (t == "name") name_col_ = column;
+      else attributes_.emplace_back(column, t);
+    }
+  }
+
+  void feed(std::string_view bytes) {
+    reader_.feed(bytes);
+    if (job_.cancelled()) throw Transient("cancelled; the next attempt starts over");
+  }
+  void finish() {
+    reader_.finish();
+    flush();
+  }
+  long long total() const { return total_; }
+  long long accepted() const { return accepted_; }
+  long long rejected() const { return rejected_; }
+
+ private:
+  void take(csv::Row& row) {
+    if (has_header_ && !header_skipped_) {
+      header_skipped_ = true;
+      return;
+    }
+    ++pending_total_;
+    if (!row.problem.empty()) return reject(row, row.problem);
+    if (row.fields.size() <= email_col_) {
+      return reject(row, "no column col_" + std::to_string(email_col_) + " (email): the row has " +
+                             std::to_string(row.fields.size()) + " columns");
+    }
+    const std::string email = jobhost_plugins::normalize_email(row.fields[email_col_]);
+    if (const auto why = jobhost_plugins::email_problem(email)) {
+      return reject(row, "email '" + row.fields[email_col_] + "' " + *why);
+    }
+    emails_.push_back(email);
+    names_.push_back(name_col_ < row.fields.size() ? row.fields[name_col_] : "");
+    nlohmann::json attrs = nlohmann::json::object();
+    for (const auto& [column, name] : attributes_) {
+      if (column < row.fields.size()) attrs[name] = row.fields[column];
+    }
+    attributes_json_.push_back(attrs.dump());
+    if (emails_.size() + lines_.size() >= batch_size_) flush();
+  }
+
+  void reject(const csv::Row& row, const std::string& reason) {
+    std::string raw;
+    for (size_t i = 0; i < row.fields.size() && raw.size() < kKeptRaw; ++i) raw += (i ? "," : "") + row.fields[i];
+    if (raw.size() > kKeptRaw) raw.resize(kKeptRaw);
+    lines_.push_back(std::to_string(row.line));
+    reasons_.push_back(reason);
+    raws_.push_back(raw);
+    if (emails_.size() + lines_.size() >= batch_size_) flush();
+  }
+
+  void flush() {
+    if (pending_total_ == 0) return;
+    pqxx::work tx(conn_);
+    if (!emails_.empty()) {
+      // An empty name is stored as NULL, so an import without names keeps the known ones.
+      tx.exec_params(kUpsert, tenant_, list_, pg_array(emails_), pg_array(names_), pg_array(attributes_json_));
+    }
+    if (!lines_.empty()) tx.exec_params(kReject, tenant_, std::string(job_.id()), pg_array(lines_), pg_array(reasons_), pg_array(raws_));
+    tx.exec_params(kProgress, tenant_, std::string(job_.id()), pending_total_, static_cast<long long>(emails_.size()),
+                   static_cast<long long>(lines_.size()));
+    tx.commit();
+    total_ += pending_total_;
+    accepted_ += static_cast<long long>(emails_.size());
+    rejected_ += static_cast<long long>(lines_.size());
+    pending_total_ = 0;
+    emails_.clear();
+    names_.clear();
+    attributes_json_.clear();
+    lines_.clear();
+    reasons_.clear();
+    raws_.clear();
+    job_.heartbeat();
+  }
+
+  Job& job_;
+  pqxx::connection& conn_;
+  std::string tenant_, list_;
+  bool has_header_, header_skipped_ = false;
+  size_t batch_size_;
+  csv::Reader reader_;
+  size_t email_col_ = 0, name_col_ = SIZE_MAX;
+  std::vector<std::pair<size_t, std::string>> attributes_;
+  std::vector<std::string> emails_, names_, attributes_json_, lines_, reasons_, raws_;
+  long long pending_total_ = 0, total_ = 0, accepted_ = 0, rejected_ = 0;
+};
+
+struct Download {
+  Import* import;
+  CURL* curl;
+  std::string error;  // why on_body aborted the transfer
+};
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  auto* d = static_cast<Download*>(user);
+  long status = 0;
+  curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status >= 300) return size * n;  // an error page (or a redirect's body) is not CSV
+  try {
+    d->import->feed(std::string_view(data, size * n));
+  } catch (const std::exception& e) {
+    d->error = e.what();
+    return 0;  // aborts the transfer
+  }
+  return size * n;
+}
+
+class ImportContacts : public jobhost::sdk::Plugin {
+ public:
+  explicit ImportContacts(const Settings& s)
+      : pool_(s.require<std::string>("database_url"), s.get<int>("db_pool_size", 2)),
+        batch_size_(s.get<int>("batch_size", 1000)),
+        max_row_bytes_(s.get<int>("max_row_bytes", 65536)),
+        http_timeout_ms_(s.get<long>("http_timeout_ms", 600000)),
+        connect_timeout_ms_(s.get<long>("connect_timeout_ms", 10000)),
+        low_speed_seconds_(s.get<long>("stall_seconds", 30)) {
+    const std::string root = s.require<std::string>("import_root");
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) throw SettingsError("settings.import_root: '" + root + "' is not a directory");
+    root_ = fs::canonical(root);
+    if (batch_size_ < 1 || batch_size_ > 100000) throw SettingsError("settings.batch_size: must be between 1 and 100000");
+    if (max_row_bytes_ < 64) throw SettingsError("settings.max_row_bytes: must be at least 64");
+    static std::once_flag once;
+    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  }
+
+  std::string validate(std::string_view, const nlohmann::json& p) override {
+    using namespace jobhost_plugins;
+    if (auto e = first_error(need_string(p, "file_url", 4000), need_string(p, "tenant_id", 200),
+                             need_string(p, "list_id", 200), need_object(p, "mapping"), opt_bool(p, "has_header"));
+        !e.empty()) {
+      return e;
+    }
+    const std::string url = p["file_url"];
+    if (url.rfind("file://", 0) != 0 && url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+      return "payload.file_url: must start with file://, http:// or https://";
+    }
+    static const std::regex col("col_(0|[1-9][0-9]{0,3})");
+    static const std::regex attribute("[a-z_][a-z0-9_]{0,62}");
+    int emails = 0, names = 0;
+    for (const auto& [key, target] : p["mapping"].items()) {
+      if (!std::regex_match(key, col)) return "payload.mapping." + key + ": keys are col_0, col_1, ... (col_N, N < 10000)";
+      if (!target.is_string()) return "payload.mapping." + key + ": must be a string";
+      const std::string t = target;
+      if (t == "email") ++emails;
+      else if (t == "name") ++names;
+      else if (!std::regex_match(t, attribute)) {
+        return "payload.mapping." + key + ": '" + t + "' is not email, name, or an attribute name ([a-z_][a-z0-9_]*)";
+      }
+    }
+    if (emails != 1) return "payload.mapping: exactly one column must map to \"email\" (found " + std::to_string(emails) + ")";
+    if (names > 1) return "payload.mapping: at most one column may map to \"name\"";
+    return {};
+  }
+
+  Result handle(Job& job) override {
+    const nlohmann::json& p = job.payload();
+    const std::string tenant = p["tenant_id"], list = p["list_id"], url = p["file_url"];
+    auto conn = pool_.acquire();
+    {
+      pqxx::work tx(*conn);
+      if (tx.exec_params("SELECT 1 FROM app.contact_lists WHERE tenant_id = $1 AND id = $2", tenant, list).empty()) {
+        return Result::permanent("payload.list_id: no list '" + list + "' for tenant '" + tenant + "'");
+      }
+      // A new attempt starts over: the counters too.
+      tx.exec_params(
+          "INSERT INTO app.imports (job_id, tenant_id, list_id, file_url) VALUES ($1::uuid, $2, $3, $4) "
+          "ON CONFLICT (job_id) DO UPDATE SET status = 'running', rows_total = 0, rows_accepted = 0, "
+          "rows_rejected = 0, error = NULL, started_at = now(), finished_at = NULL",
+          std::string(job.id()), tenant, list, url);
+      tx.commit();
+    }
+    Import import(job, *conn, p, static_cast<size_t>(batch_size_), static_cast<size_t>(max_row_bytes_));
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      if (url.rfind("file://", 0) == 0) {
+        read_file(url, import);
+      } else {
+        read_http(url, import);
+      }
+      import.finish();
+    } catch (const Permanent& e) {
+      return fail(*conn, job, tenant, e.what(), true);
+    } catch (const Transient& e) {
+      return fail(*conn, job, tenant, e.what(), job.attempt() >= job.max_attempts());
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const nlohmann::json summary{{"list_id", list},
+                                 {"file_url", url},
+                                 {"rows", import.total()},
+                                 {"accepted", import.accepted()},
+                                 {"rejected", import.rejected()}};
+    {
+      pqxx::work tx(*conn);
+      tx.exec_params(
+          "UPDATE app.contact_lists SET contact_count = (SELECT count(*) FROM app.contact_list_members "
+          "WHERE tenant_id = $1 AND list_id = $2), updated_at = now() WHERE tenant_id = $1 AND id = $2",
+          tenant, list);
+      tx.exec_params("UPDATE app.imports SET status = 'completed', finished_at = now() WHERE tenant_id = $1 AND job_id = $2::uuid",
+                     tenant, std::string(job.id()));
+      jobhost_plugins::notify(tx, tenant, "import.completed", std::string(job.id()), summary);
+      tx.commit();
+    }
+    job.log_info("import into list " + list + ": " + std::to_string(import.total()) + " rows, " +
+                 std::to_string(import.accepted()) + " accepted, " + std::to_string(import.rejected()) +
+                 " rejected, in " + std::to_string(seconds) + " s");
+    return Result::ok();
+  }
+
+ private:
+  Result fail(pqxx::connection& conn, Job& job, const std::string& tenant, const std::string& why, bool last) {
+    if (last) {
+      pqxx::work tx(conn);
+      tx.exec_params("UPDATE app.imports SET status = 'failed', error = $3, finished_at = now() "
+                     "WHERE tenant_id = $1 AND job_id = $2::uuid",
+                     tenant, std::string(job.id()), why);
+      tx.commit();
+    }
+    return last ? Result::permanent("import: " + why) : Result::retry("import: " + why);
+  }
+
+  void read_file(const std::string& url, Import& import) const {
+    std::string path = percent_decode(url.substr(7));
+    if (path.rfind("localhost/", 0) == 0) path = path.substr(9);
+    if (path.empty() || path[0] != '/') throw Permanent("payload.file_url: a file:// URL needs an absolute path");
+    std::error_code ec;
+    // canonical() resolves every symlink, so a link inside the root cannot
+    // lead outside it.
+    const fs::path real = fs::canonical(path, ec);
+    if (ec) throw Permanent("payload.file_url: cannot open " + path + ": " + ec.message());
+    const auto [end, _] = std::mismatch(root_.begin(), root_.end(), real.begin(), real.end());
+    if (end != root_.end()) {
+      throw Permanent("payload.file_url: " + path + " is outside the import root (settings.import_root)");
+    }
+    std::ifstream in(real, std::ios::binary);
+    if (!in) throw Transient("cannot read " + real.string());
+    std::vector<char> buffer(1 << 16);
+    while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
+      import.feed(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
+    }
+    if (in.bad()) throw Transient("read error on " + real.string());
+  }
+
+  void read_http(const std::string& url, Import& import) const {
+    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+    CURL* c = curl.get();
+    Download download{&import, c, {}};
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, 0L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, http_timeout_ms_);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms_);
+    // A server that stops sending for stall_seconds is given up on.
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, low_speed_seconds_);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &download);
+    const CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 400) {
+      const std::string what = "GET " + url + " answered HTTP " + std::to_string(status);
+      if (status >= 500 || status == 408 || status == 429) throw Transient(what);
+      throw Permanent(what);
+    }
+    if (rc != CURLE_OK) {
+      if (!download.error.empty()) throw Transient(download.error);
+      throw Transient("GET " + url + " failed: " + curl_easy_strerror(rc));
+    }
+  }
+
+  jobhost_plugins::PgPool pool_;
+  int batch_size_;
+  int max_row_bytes_;
+  long http_timeout_ms_;
+  long connect_timeout_ms_;
+  long low_speed_seconds_;
+  fs::path root_;
+};
+
+}  // namespace
+
+JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.0.0", "import.contacts")
