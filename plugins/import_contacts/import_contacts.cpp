@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include <curl/curl.h>
 
 #include <jobhost/plugin.hpp>
+#include <jobhost_plugins/address_policy.hpp>
 #include <jobhost_plugins/email_address.hpp>
 #include <jobhost_plugins/notify.hpp>
 #include <jobhost_plugins/payload.hpp>
@@ -243,6 +245,11 @@ class ImportContacts : public jobhost::sdk::Plugin {
     root_ = fs::canonical(root);
     if (batch_size_ < 1 || batch_size_ > 100000) throw SettingsError("settings.batch_size: must be between 1 and 100000");
     if (max_row_bytes_ < 64) throw SettingsError("settings.max_row_bytes: must be at least 64");
+    try {
+      allow_ = jobhost_plugins::net::parse_allow_list(s.get<std::vector<std::string>>("allow_cidrs", {}), "allow_cidrs");
+    } catch (const std::invalid_argument& e) {
+      throw SettingsError(e.what());
+    }
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
@@ -365,14 +372,25 @@ class ImportContacts : public jobhost::sdk::Plugin {
   }
 
   void read_http(const std::string& url, Import& import) const {
+    // The URL is the tenant's: it must not reach inside the platform's network.
+    std::string resolve;
+    std::optional<std::string> refused;
+    try {
+      refused = jobhost_plugins::net::pin_target(url, allow_, "allow_cidrs", resolve);
+    } catch (const std::runtime_error& e) {
+      throw Transient(e.what());  // DNS: may pass
+    }
+    if (refused) throw Permanent("payload.file_url: " + *refused);
+    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> pins(curl_slist_append(nullptr, resolve.c_str()),
+                                                                     curl_slist_free_all);
     std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
     CURL* c = curl.get();
     Download download{&import, c, {}};
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_RESOLVE, pins.get());
+    // A redirect's target was never checked: not followed.
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_FAILONERROR, 0L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, http_timeout_ms_);
@@ -385,6 +403,10 @@ class ImportContacts : public jobhost::sdk::Plugin {
     const CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 300 && status < 400) {
+      throw Permanent("GET " + url + " answered HTTP " + std::to_string(status) +
+                      ": redirects are not followed (give the final URL)");
+    }
     if (status >= 400) {
       const std::string what = "GET " + url + " answered HTTP " + std::to_string(status);
       if (status >= 500 || status == 408 || status == 429) throw Transient(what);
@@ -403,6 +425,7 @@ class ImportContacts : public jobhost::sdk::Plugin {
   long connect_timeout_ms_;
   long low_speed_seconds_;
   fs::path root_;
+  std::vector<jobhost_plugins::net::Cidr> allow_;
 };
 
 }  // namespace

@@ -16,9 +16,6 @@
 // The target's addresses are resolved here and each must be public unless
 // inside settings.allow_cidrs; the connection is then pinned to the checked
 // address (CURLOPT_RESOLVE), so DNS cannot answer differently a second time.
-#include <netdb.h>
-#include <sys/socket.h>
-
 #include <chrono>
 #include <ctime>
 #include <memory>
@@ -31,10 +28,10 @@
 #include <openssl/hmac.h>
 
 #include <jobhost/plugin.hpp>
+#include <jobhost_plugins/address_policy.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
 
-#include "address_policy.hpp"
 
 namespace {
 
@@ -127,10 +124,10 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
     if (timeout_ms_ < 1) throw SettingsError("settings.timeout_ms: must be > 0");
     if (connect_timeout_ms_ < 1) throw SettingsError("settings.connect_timeout_ms: must be > 0");
     if (max_retry_after_ms_ < 0) throw SettingsError("settings.max_retry_after_ms: must be >= 0");
-    for (const auto& c : s.get<std::vector<std::string>>("allow_cidrs", {})) {
-      const auto cidr = webhook::parse_cidr(c);
-      if (!cidr) throw SettingsError("settings.allow_cidrs: \"" + c + "\" is not an address or CIDR network");
-      allow_.push_back(*cidr);
+    try {
+      allow_ = jobhost_plugins::net::parse_allow_list(s.get<std::vector<std::string>>("allow_cidrs", {}), "allow_cidrs");
+    } catch (const std::invalid_argument& e) {
+      throw SettingsError(e.what());
     }
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -168,8 +165,10 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
       return Result::ok();
     }
 
-    std::string host, port, resolve;
-    if (auto refused = check_target(url, host, port, resolve)) return Result::permanent(*refused);
+    std::string resolve;
+    if (auto refused = jobhost_plugins::net::pin_target(url, allow_, "allow_cidrs", resolve)) {
+      return Result::permanent("webhook: " + *refused);
+    }
 
     const std::string timestamp = std::to_string(std::time(nullptr));
     const std::string body = nlohmann::json{{"event", p["event"]},
@@ -246,62 +245,11 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
   }
 
  private:
-  // Resolves the URL's host and checks every address; on success fills the
-  // CURLOPT_RESOLVE entry that pins the connection to the first one.
-  std::optional<std::string> check_target(const std::string& url, std::string& host, std::string& port,
-                                          std::string& resolve) const {
-    std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
-    char* part = nullptr;
-    if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
-      return "webhook: the endpoint URL '" + url + "' is not a valid URL";
-    }
-    std::string scheme;
-    if (curl_url_get(u.get(), CURLUPART_SCHEME, &part, 0) == CURLUE_OK) {
-      scheme = part;
-      curl_free(part);
-    }
-    if (scheme != "http" && scheme != "https") return "webhook: the endpoint URL must be http or https: " + url;
-    if (curl_url_get(u.get(), CURLUPART_HOST, &part, 0) != CURLUE_OK) return "webhook: no host in " + url;
-    host = part;
-    curl_free(part);
-    if (curl_url_get(u.get(), CURLUPART_PORT, &part, CURLU_DEFAULT_PORT) != CURLUE_OK) return "webhook: no port in " + url;
-    port = part;
-    curl_free(part);
-    const std::string bare = host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    if (const int err = getaddrinfo(bare.c_str(), port.c_str(), &hints, &found); err != 0) {
-      // A DNS failure may be passing: retried by the caller's exception path.
-      throw std::runtime_error("webhook: cannot resolve " + bare + ": " + gai_strerror(err));
-    }
-    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> list(found, freeaddrinfo);
-    std::string first;
-    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
-      char text[INET6_ADDRSTRLEN] = {0};
-      const void* raw = a->ai_family == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
-                                                 : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
-      inet_ntop(a->ai_family, raw, text, sizeof text);
-      const auto addr = webhook::parse_address(text);
-      if (!addr) continue;
-      if (const auto why = webhook::non_public_reason(*addr); why && !webhook::allowed_by(allow_, *addr)) {
-        return "webhook: refused to deliver to " + bare + " (" + text + "): " + *why +
-               " (allow it with the plugin's settings.allow_cidrs)";
-      }
-      if (first.empty()) first = a->ai_family == AF_INET6 ? "[" + std::string(text) + "]" : std::string(text);
-    }
-    if (first.empty()) return "webhook: " + bare + " has no usable address";
-    resolve = bare + ":" + port + ":" + first;
-    return std::nullopt;
-  }
-
   jobhost_plugins::PgPool pool_;
   long timeout_ms_;
   long connect_timeout_ms_;
   long long max_retry_after_ms_;
-  std::vector<webhook::Cidr> allow_;
+  std::vector<jobhost_plugins::net::Cidr> allow_;
 };
 
 }  // namespace

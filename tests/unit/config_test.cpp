@@ -2,6 +2,7 @@
 // mistake is refused with a message naming the file, the line and the key.
 #include "config.hpp"
 
+#include <algorithm>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -230,18 +231,31 @@ TEST_CASE("a relative library path is resolved against the YAML file's folder") 
         (std::filesystem::current_path() / "build/plugins/libp.so").lexically_normal());
 }
 
-TEST_CASE("the shipped config/jobhost.yaml is valid and names the noop plugin") {
+TEST_CASE("the shipped config/jobhost.yaml is valid, with every role and the seeds' concurrency") {
   const ScopedEnv db("DATABASE_URL", "postgres://localhost/jobhost");
   const ScopedEnv redis("REDIS_URL", "redis://localhost:6379");
   const auto repo = std::filesystem::absolute(std::filesystem::path(__FILE__)).parent_path() / "../..";
   const Config c = jobhost::load_config(repo / "config/jobhost.yaml");
   CHECK(c.postgres_url == "postgres://localhost/jobhost");
   CHECK(c.redis_url == "redis://localhost:6379");
-  CHECK(c.roles == std::set<Role>{Role::kMigrator, Role::kWorker, Role::kReaper});
-  REQUIRE(c.plugins.size() == 1);
+  CHECK(c.roles == std::set<Role>{Role::kMigrator, Role::kWorker, Role::kReaper, Role::kScheduler, Role::kApi});
+  REQUIRE(c.plugins.size() == 7);
   CHECK(c.plugins[0].name == "noop");
   CHECK(c.plugins[0].library == (repo / "build/plugins/libnoop.so").lexically_normal());
   CHECK(c.plugins[0].concurrency_max == 16);
+  const auto plugin = [&](const std::string& name) {
+    const auto it = std::find_if(c.plugins.begin(), c.plugins.end(), [&](const auto& p) { return p.name == name; });
+    REQUIRE(it != c.plugins.end());
+    return *it;
+  };
+  CHECK(plugin("email_send").concurrency_min == 50);
+  CHECK(plugin("email_send").concurrency_max == 100);
+  CHECK(plugin("email_send").scaling_queue_depth_above == 1000);
+  CHECK(plugin("import_contacts").concurrency_min == 2);
+  CHECK(plugin("import_contacts").concurrency_max == 5);
+  CHECK(plugin("import_contacts").scaling_memory_percent_above == 80.0);
+  REQUIRE(c.schedules.size() == 1);
+  CHECK(c.schedules[0].job_type == "maintenance.cleanup");
 }
 
 TEST_CASE("load_config reads a file from disk and reports its lines") {

@@ -28,7 +28,7 @@ struct Root {
   }
 };
 
-std::string config(TestDb& db, const Root& root) {
+std::string config(TestDb& db, const Root& root, bool allow_loopback = true) {
   HostOptions o;
   o.extra_yaml = "  - name: import_contacts\n"
                  "    library: " + plugin_dir() + "/libimport_contacts.so\n"
@@ -40,7 +40,8 @@ std::string config(TestDb& db, const Root& root) {
                  "      database_url: \"" + db.url() + "\"\n"
                  "      import_root: \"" + root.path.string() + "\"\n"
                  "      batch_size: 3\n"
-                 "      http_timeout_ms: 1500\n";
+                 "      http_timeout_ms: 1500\n" +
+                 (allow_loopback ? "      allow_cidrs: [\"127.0.0.0/8\"]\n" : "");
   return write_config(db, o, "import");
 }
 
@@ -185,4 +186,18 @@ TEST_CASE("an import over HTTP: success, 404 for good, 500 then success, down, a
         "flaky@example.com,http1@example.com,http2@example.com");
   CHECK(db.scalar("SELECT status || ' ' || coalesce(error, '') FROM app.imports WHERE job_id = '" + missing + "'") ==
         "failed GET " + base + "/missing.csv answered HTTP 404");
+}
+
+TEST_CASE("an import from a private or loopback address is refused unless allow-listed", "[import]") {
+  TestDb db;
+  seed(db);
+  Root root(db.prefix());
+  auto host = start_host(config(db, root, false), "import");
+  const std::string id = import(db, "http://127.0.0.1:9/contacts.csv");
+  const std::string metadata = import(db, "http://169.254.169.254/latest/meta-data");
+  REQUIRE(eventually([&] { return db.status(id) == "failed" && db.status(metadata) == "failed"; }, 20s));
+  CHECK(db.field(id, "attempt_count") == "1");
+  CHECK_THAT(db.field(id, "last_error_message"),
+             Catch::Contains("payload.file_url: refused to connect to 127.0.0.1 (127.0.0.1): a loopback address"));
+  CHECK_THAT(db.field(metadata, "last_error_message"), Catch::Contains("(169.254.169.254): a link-local address"));
 }

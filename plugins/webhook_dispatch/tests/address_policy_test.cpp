@@ -1,11 +1,11 @@
 // Which addresses a webhook may reach (pure logic).
 #include <catch2/catch.hpp>
 
-#include "address_policy.hpp"
+#include <jobhost_plugins/address_policy.hpp>
 
-using webhook::non_public_reason;
-using webhook::parse_address;
-using webhook::parse_cidr;
+using jobhost_plugins::net::non_public_reason;
+using jobhost_plugins::net::parse_address;
+using jobhost_plugins::net::parse_cidr;
 
 namespace {
 

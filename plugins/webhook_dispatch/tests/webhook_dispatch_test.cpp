@@ -199,7 +199,7 @@ TEST_CASE("a loopback target is refused unless allow-listed, naming the address"
   REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 20s));
   CHECK(db.field(id, "attempt_count") == "1");
   CHECK_THAT(db.field(id, "last_error_message"),
-             Catch::Contains("refused to deliver to 127.0.0.1 (127.0.0.1): a loopback address"));
+             Catch::Contains("refused to connect to 127.0.0.1 (127.0.0.1): a loopback address"));
   CHECK(r.count() == 0);
 }
 
