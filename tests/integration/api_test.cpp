@@ -83,7 +83,7 @@ TEST_CASE("api: health, readiness, and a job created over HTTP runs and can be r
   CHECK(j["worker_id"].is_string());
 }
 
-TEST_CASE("api: writes need the bearer token; 401 without, 403 wrong", "[api]") {
+TEST_CASE("api: writes need the bearer token: 401 without, 403 wrong", "[api]") {
   TestDb db;
   ApiHost api(db);
   auto c = api.client();
@@ -203,7 +203,7 @@ TEST_CASE("api: queues, DLQ list and replay by id and by queue", "[api]") {
   CHECK(no_queue->status == 400);
 }
 
-TEST_CASE("api: a queued job is cancelled at once; a running one stops and ends cancelled", "[api][cancel]") {
+TEST_CASE("api: a queued job is cancelled at once, a running one stops and ends cancelled", "[api][cancel]") {
   TestDb db;
   HostOptions o;
   o.heartbeat_ms = 200;

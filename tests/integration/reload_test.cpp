@@ -34,7 +34,7 @@ size_t occurrences(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-TEST_CASE("reload: pool size, plugin added, library swapped, plugin removed, bad config; no job lost or run twice",
+TEST_CASE("reload: pool size, plugin added, library swapped, plugin removed, bad config: no job lost or run twice",
           "[reload]") {
   TestDb db;
   const fs::path dir = fs::temp_directory_path() / (db.prefix() + "-reload");

@@ -193,7 +193,7 @@ TEST_CASE("email.send retries a slow relay and relays that are down, then sends 
   CHECK(slow.messages().empty());
 }
 
-TEST_CASE("email.send refuses bad payloads and unknown templates naming the field; an interrupted send is not repeated",
+TEST_CASE("email.send refuses bad payloads and unknown templates naming the field, and does not repeat an interrupted send",
           "[email]") {
   TestDb db;
   seed(db);

@@ -119,7 +119,7 @@ TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files
   fs::remove_all(exports);
 }
 
-TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the cause; bad payloads are refused",
+TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the cause, and bad payloads are refused",
           "[cleanup]") {
   TestDb db;
   const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");

@@ -107,7 +107,7 @@ std::string dispatch(TestDb& db, const std::string& tenant = "t1", const std::st
 
 }  // namespace
 
-TEST_CASE("a webhook is POSTed signed, with event id and timestamp headers; 2xx completes it", "[webhook]") {
+TEST_CASE("a webhook is POSTed signed, with event id and timestamp headers, and 2xx completes it", "[webhook]") {
   TestDb db;
   Receiver r;
   seed(db, r.port);
