@@ -7,6 +7,7 @@
 // error naming it: a mail with "Hello {{name}}" in it must not go out.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <ctime>
 #include <stdexcept>
@@ -82,12 +83,29 @@ inline std::string base64(const std::string& in, size_t line = 76) {
   return out;
 }
 
-// A header value: as it is when plain ASCII, else RFC 2047 encoded-words.
-inline std::string header_text(const std::string& s) {
-  bool ascii = true;
-  for (const char c : s) ascii = ascii && static_cast<unsigned char>(c) < 128 && c != '\r' && c != '\n';
-  if (ascii) return s;
-  return "=?UTF-8?B?" + base64(s, 0) + "?=";
+// A header value. Control characters (a variable carrying CR LF must not add
+// a header) become spaces. Plain ASCII that fits a line stays as it is; the
+// rest becomes RFC 2047 encoded-words of at most 39 bytes each (64 characters
+// encoded, so "Subject: " and the word fit in 76), cut between UTF-8
+// characters and folded onto continuation lines.
+inline std::string header_text(std::string s) {
+  bool plain = s.size() <= 900;
+  for (char& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = ' ';
+    plain = plain && u < 0x80;
+  }
+  if (plain) return s;
+  std::string out;
+  for (size_t at = 0; at < s.size();) {
+    size_t end = std::min(at + 39, s.size());
+    while (end < s.size() && end > at && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+    if (end == at) end = std::min(at + 39, s.size());  // not UTF-8: cut anywhere
+    if (!out.empty()) out += "\r\n ";
+    out += "=?UTF-8?B?" + base64(s.substr(at, end - at), 0) + "?=";
+    at = end;
+  }
+  return out;
 }
 
 struct Rendered {
@@ -109,7 +127,7 @@ inline std::string mime(const std::string& from, const std::string& to, const st
   m += "Date: " + std::string(date) + "\r\n";
   m += "Message-ID: " + message_id + "\r\n";
   m += "MIME-Version: 1.0\r\n";
-  m += "Content-Type: multipart/alternative; boundary=\"" + boundary + "\"\r\n";
+  m += "Content-Type: multipart/alternative;\r\n boundary=\"" + boundary + "\"\r\n";
   m += "\r\n";
   m += "--" + boundary + "\r\n";
   m += "Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n";

@@ -1,4 +1,6 @@
-// smtp_sink.cpp: the SMTP sink (see smtp_sink.hpp).
+// smtp_sink.cpp: the SMTP sink (see smtp_sink.hpp). One thread per
+// connection; finished ones are joined on the next accept, so a long demo run
+// does not pile them up.
 #include "smtp_sink.hpp"
 
 #include <arpa/inet.h>
@@ -6,9 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 
@@ -29,19 +32,23 @@ std::string address_of(const std::string& line) {
   return open == std::string::npos || close == std::string::npos ? "" : line.substr(open + 1, close - open - 1);
 }
 
+constexpr size_t kMaxLine = 64 * 1024;  // far above SMTP's 1000; a peer sending more is dropped
+
 }  // namespace
 
 Sink::Sink(uint16_t port, std::filesystem::path maildir) : maildir_(std::move(maildir)) {
-  listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) throw std::runtime_error(std::string("smtp sink: socket: ") + std::strerror(errno));
   const int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(listen_fd_, 64) != 0) {
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(listen_fd_, 128) != 0) {
+    const std::string why = std::strerror(errno);
     close(listen_fd_);
-    throw std::runtime_error("smtp sink: cannot listen on 127.0.0.1:" + std::to_string(port));
+    throw std::runtime_error("smtp sink: cannot listen on 127.0.0.1:" + std::to_string(port) + ": " + why);
   }
   socklen_t len = sizeof addr;
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -52,18 +59,25 @@ Sink::Sink(uint16_t port, std::filesystem::path maildir) : maildir_(std::move(ma
 
 Sink::~Sink() { stop(); }
 
+void Sink::refuse_with(int code, Stage stage) { refuse_[static_cast<int>(stage)] = code; }
+
 void Sink::stop() {
   if (stopping_.exchange(true)) return;
   shutdown(listen_fd_, SHUT_RDWR);
-  close(listen_fd_);
   if (acceptor_.joinable()) acceptor_.join();
-  std::vector<std::thread> threads;
+  close(listen_fd_);
+  std::list<std::unique_ptr<Client>> clients;
   {
     std::lock_guard lock(mu_);
-    for (const int fd : clients_) shutdown(fd, SHUT_RDWR);
-    threads.swap(threads_);
+    // A client's fd stays open until its thread is joined, so this cannot
+    // hit a descriptor number that was reused meanwhile.
+    for (const auto& c : clients_) shutdown(c->fd, SHUT_RDWR);
+    clients.swap(clients_);
   }
-  for (auto& t : threads) t.join();
+  for (auto& c : clients) {
+    c->thread.join();
+    close(c->fd);
+  }
 }
 
 std::vector<Message> Sink::messages() const {
@@ -71,24 +85,53 @@ std::vector<Message> Sink::messages() const {
   return messages_;
 }
 
-void Sink::accept_loop() {
-  while (!stopping_) {
-    const int fd = accept(listen_fd_, nullptr, nullptr);
-    if (fd < 0) {
-      if (stopping_) return;
-      continue;
+void Sink::reap_finished() {
+  std::lock_guard lock(mu_);
+  for (auto it = clients_.begin(); it != clients_.end();) {
+    if ((*it)->done) {
+      (*it)->thread.join();
+      close((*it)->fd);
+      it = clients_.erase(it);
+    } else {
+      ++it;
     }
-    ++connections_;
-    std::lock_guard lock(mu_);
-    clients_.push_back(fd);
-    threads_.emplace_back([this, fd] { serve(fd); });
   }
 }
 
-void Sink::serve(int fd) {
+void Sink::accept_loop() {
+  while (!stopping_) {
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (stopping_ || (errno != EINTR && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE)) return;
+      continue;
+    }
+    ++connections_;
+    reap_finished();
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      close(fd);
+      return;
+    }
+    auto client = std::make_unique<Client>();
+    client->fd = fd;
+    Client& c = *client;
+    clients_.push_back(std::move(client));
+    c.thread = std::thread([this, &c] { serve(c); });
+  }
+}
+
+void Sink::serve(Client& client) {
+  const int fd = client.fd;
   std::string buffer;
+  // Sleeps in slices so stop() is not held up by a slow reply.
+  const auto pause = [&](int ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (!stopping_ && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
   const auto reply = [&](const std::string& text) {
-    if (const int ms = delay_ms_; ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    if (const int ms = delay_ms_; ms > 0) pause(ms);
     const std::string out = text + "\r\n";
     return send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
   };
@@ -101,72 +144,94 @@ void Sink::serve(int fd) {
         buffer.erase(0, end + 2);
         return true;
       }
-      char chunk[4096];
+      if (buffer.size() > kMaxLine) return false;
+      char chunk[16384];
       const ssize_t n = recv(fd, chunk, sizeof chunk, 0);
       if (n <= 0) return false;
       buffer.append(chunk, static_cast<size_t>(n));
     }
   };
+  const auto refusal = [&](Stage s) { return refuse_[static_cast<int>(s)].load(); };
+
   Message m;
+  bool have_sender = false;
   std::string line;
   if (reply("220 jobhost-smtp-sink ready")) {
     while (read_line(line)) {
+      bool ok = true;
       if (starts_with_ci(line, "EHLO")) {
-        if (!reply("250-jobhost-smtp-sink\r\n250-8BITMIME\r\n250 SIZE 35882577")) break;
+        ok = reply("250-jobhost-smtp-sink\r\n250-8BITMIME\r\n250 SIZE 35882577");
       } else if (starts_with_ci(line, "HELO")) {
-        if (!reply("250 jobhost-smtp-sink")) break;
+        ok = reply("250 jobhost-smtp-sink");
       } else if (starts_with_ci(line, "MAIL FROM:")) {
-        if (const int code = refuse_code_; code != 0) {
-          if (!reply(std::to_string(code) + " refused by the test sink")) break;
-          continue;
+        if (const int code = refusal(Stage::kMail); code != 0) {
+          ok = reply(std::to_string(code) + " sender refused by the test sink");
+        } else {
+          m = Message{address_of(line), {}, {}};
+          have_sender = true;
+          ok = reply("250 sender ok");
         }
-        m = Message{address_of(line), {}, {}};
-        if (!reply("250 sender ok")) break;
       } else if (starts_with_ci(line, "RCPT TO:")) {
-        m.to.push_back(address_of(line));
-        if (!reply("250 recipient ok")) break;
+        if (!have_sender) {
+          ok = reply("503 need MAIL first");
+        } else if (const int code = refusal(Stage::kRcpt); code != 0) {
+          ok = reply(std::to_string(code) + " recipient refused by the test sink");
+        } else {
+          m.to.push_back(address_of(line));
+          ok = reply("250 recipient ok");
+        }
       } else if (starts_with_ci(line, "DATA")) {
         if (m.to.empty()) {
-          if (!reply("503 no recipients")) break;
-          continue;
-        }
-        if (!reply("354 end with <CRLF>.<CRLF>")) break;
-        bool complete = false;
-        while (read_line(line)) {
-          if (line == ".") {
-            complete = true;
-            break;
+          ok = reply("503 no recipients");
+        } else if (const int code = refusal(Stage::kData); code != 0) {
+          ok = reply(std::to_string(code) + " data refused by the test sink");
+        } else if (!reply("354 end with <CRLF>.<CRLF>")) {
+          break;
+        } else {
+          bool complete = false;
+          while (read_line(line)) {
+            if (line == ".") {
+              complete = true;
+              break;
+            }
+            m.data += (line.rfind('.', 0) == 0 ? line.substr(1) : line) + "\r\n";  // dot-unstuffing
           }
-          m.data += (line.rfind("..", 0) == 0 ? line.substr(1) : line) + "\r\n";  // dot-unstuffing
+          if (!complete) break;
+          if (const int code = refusal(Stage::kEndOfData); code != 0) {
+            ok = reply(std::to_string(code) + " message refused by the test sink");
+          } else {
+            size_t n = 0;
+            {
+              std::lock_guard lock(mu_);
+              messages_.push_back(m);
+              n = messages_.size();
+            }
+            if (!maildir_.empty()) {
+              std::ofstream(maildir_ / (std::to_string(n) + ".eml"), std::ios::binary) << m.data;
+            }
+            if (const int ms = delay_end_ms_; ms > 0) pause(ms);
+            ok = reply("250 queued as " + std::to_string(n));
+          }
+          m = Message{};
+          have_sender = false;
         }
-        if (!complete) break;
-        size_t n = 0;
-        {
-          std::lock_guard lock(mu_);
-          messages_.push_back(m);
-          n = messages_.size();
-        }
-        if (!maildir_.empty()) {
-          std::ofstream(maildir_ / (std::to_string(n) + ".eml"), std::ios::binary) << m.data;
-        }
-        m = Message{};
-        if (!reply("250 queued as " + std::to_string(n))) break;
       } else if (starts_with_ci(line, "RSET")) {
         m = Message{};
-        if (!reply("250 ok")) break;
+        have_sender = false;
+        ok = reply("250 ok");
       } else if (starts_with_ci(line, "NOOP")) {
-        if (!reply("250 ok")) break;
+        ok = reply("250 ok");
       } else if (starts_with_ci(line, "QUIT")) {
         reply("221 bye");
         break;
       } else {
-        if (!reply("500 unknown command")) break;
+        ok = reply("500 unknown command");
       }
+      if (!ok) break;
     }
   }
-  close(fd);
-  std::lock_guard lock(mu_);
-  clients_.erase(std::remove(clients_.begin(), clients_.end(), fd), clients_.end());
+  shutdown(fd, SHUT_RDWR);
+  client.done = true;
 }
 
 }  // namespace smtp

@@ -1,6 +1,10 @@
 // smtp-sink: the test SMTP server as a program, for the demo and for running
 // jobhost by hand: stores each message it receives as a .eml file.
-//   smtp-sink --listen 127.0.0.1:2525 --maildir DIR
+//   smtp-sink --listen 127.0.0.1:2525 --maildir DIR [--refuse CODE] [--delay-ms N]
+// --refuse answers every MAIL FROM with CODE (try a failover by hand);
+// --delay-ms waits before every reply (try the relays' timeout_ms).
+// Prints "listening on 127.0.0.1:PORT" once it accepts connections, and runs
+// until SIGTERM or SIGINT.
 #include <signal.h>
 
 #include <cstdio>
@@ -9,33 +13,63 @@
 
 #include "smtp_sink.hpp"
 
+namespace {
+
+int usage(const char* why) {
+  std::fprintf(stderr,
+               "smtp-sink: %s\nusage: smtp-sink --listen 127.0.0.1:PORT --maildir DIR [--refuse CODE] [--delay-ms N]\n",
+               why);
+  return 2;
+}
+
+// A whole non-negative number, or -1.
+long number(const std::string& s) {
+  if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stol(s);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:2525", maildir;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--listen") == 0) listen = argv[i + 1];
-    else if (std::strcmp(argv[i], "--maildir") == 0) maildir = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: smtp-sink [--listen 127.0.0.1:PORT] --maildir DIR\n");
-      return 2;
+  long refuse = 0, delay_ms = 0;
+  for (int i = 1; i < argc; i += 2) {
+    if (i + 1 >= argc) return usage((std::string(argv[i]) + " needs a value").c_str());
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--listen") {
+      listen = value;
+    } else if (flag == "--maildir") {
+      maildir = value;
+    } else if (flag == "--refuse") {
+      refuse = number(value);
+      if (refuse < 400 || refuse > 599) return usage("--refuse: give an SMTP error code, 400 to 599");
+    } else if (flag == "--delay-ms") {
+      delay_ms = number(value);
+      if (delay_ms < 0) return usage("--delay-ms: give a number of milliseconds");
+    } else {
+      return usage(("unknown option " + flag).c_str());
     }
   }
-  if (maildir.empty() || listen.rfind("127.0.0.1:", 0) != 0) {
-    std::fprintf(stderr, "smtp-sink: give --maildir DIR, and --listen 127.0.0.1:PORT (loopback only)\n");
-    return 2;
-  }
+  if (maildir.empty()) return usage("--maildir DIR is required");
+  const long port = listen.rfind("127.0.0.1:", 0) == 0 ? number(listen.substr(10)) : -1;
+  if (port < 0 || port > 65535) return usage("--listen: give 127.0.0.1:PORT (loopback only)");
+
+  // Block the signals before any thread starts, so only sigwait sees them.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   try {
-    smtp::Sink sink(static_cast<uint16_t>(std::stoi(listen.substr(10))), maildir);
+    smtp::Sink sink(static_cast<uint16_t>(port), maildir);
+    if (refuse != 0) sink.refuse_with(static_cast<int>(refuse), smtp::Stage::kMail);
+    if (delay_ms != 0) sink.delay_replies_ms(static_cast<int>(delay_ms));
     std::printf("smtp-sink: listening on 127.0.0.1:%u, messages under %s\n", sink.port(), maildir.c_str());
     std::fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);
-    std::printf("smtp-sink: %zu messages received; stopping\n", sink.messages().size());
     sink.stop();
+    std::printf("smtp-sink: %zu messages received; stopped\n", sink.messages().size());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "smtp-sink: %s\n", e.what());
     return 1;
