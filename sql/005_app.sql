@@ -152,13 +152,36 @@ CREATE TABLE app.webhook_endpoints (
     UNIQUE (tenant_id, id)
 );
 
+-- One row per webhook.dispatch attempt that reached the network (or was refused
+-- before it), for operators and for a tenant's delivery log. status_code is NULL
+-- when no HTTP answer came (timeout, refused, cancelled, target not allowed).
+-- Trimmed by maintenance.cleanup (retention.webhook_deliveries_days).
+CREATE TABLE app.webhook_deliveries (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   text NOT NULL,
+    endpoint_id text NOT NULL,
+    job_id      uuid NOT NULL,
+    event       text NOT NULL,
+    event_id    text NOT NULL,
+    attempt     integer NOT NULL,
+    status_code integer,
+    error       text,
+    duration_ms integer NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (tenant_id, endpoint_id) REFERENCES app.webhook_endpoints (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX webhook_deliveries_endpoint_idx ON app.webhook_deliveries (tenant_id, endpoint_id, id);
+-- Rows arrive in created_at order: the retention delete reads only the old end.
+CREATE INDEX webhook_deliveries_created_brin ON app.webhook_deliveries USING brin (created_at);
+
 -- One row per import.contacts job.
 CREATE TABLE app.imports (
     job_id        uuid PRIMARY KEY,
     tenant_id     text NOT NULL REFERENCES app.tenants (id) ON DELETE CASCADE,
     list_id       text NOT NULL,
     file_url      text NOT NULL,
-    status        text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed')),
+    -- retrying: an attempt failed and another will start over (error says why).
+    status        text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'retrying', 'completed', 'failed')),
     rows_total    bigint NOT NULL DEFAULT 0,
     rows_accepted bigint NOT NULL DEFAULT 0,
     rows_rejected bigint NOT NULL DEFAULT 0,

@@ -11,11 +11,19 @@
 // Outcome: 2xx done; 408 and 429 retried; other 4xx and 3xx (redirects are not
 // followed: their target was never checked) fail for good; 5xx, timeouts,
 // refused connections and DNS failures retried. Retry-After (seconds or an
-// HTTP date) sets the delay, capped by settings.max_retry_after_ms.
+// HTTP date) sets the delay, capped by settings.max_retry_after_ms. An unknown
+// endpoint (or another tenant's) fails for good; an inactive one completes the
+// job without a request, logged: the tenant switched it off on purpose.
 //
 // The target's addresses are resolved here and each must be public unless
 // inside settings.allow_cidrs; the connection is then pinned to the checked
-// address (CURLOPT_RESOLVE), so DNS cannot answer differently a second time.
+// address (CURLOPT_RESOLVE), so DNS cannot answer differently a second time,
+// and made directly (proxy variables are ignored: a proxy would connect to an
+// address nobody checked).
+//
+// Every attempt that gets as far as the target check is recorded in
+// app.webhook_deliveries (status code, error, duration); recording is best
+// effort, so a database hiccup after a delivered POST does not send it again.
 #include <chrono>
 #include <ctime>
 #include <memory>
@@ -24,14 +32,13 @@
 #include <vector>
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <jobhost/plugin.hpp>
 #include <jobhost_plugins/address_policy.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
 
+#include "webhook_http.hpp"
 
 namespace {
 
@@ -40,26 +47,13 @@ using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
 using jobhost::sdk::SettingsError;
 
-constexpr const char* kVersion = "1.0.0";
+constexpr const char* kVersion = "1.1.0";
 constexpr size_t kKeptResponse = 300;  // bytes of a failed response quoted in the error
 
-std::string hex(const unsigned char* p, size_t n) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out += digits[p[i] >> 4];
-    out += digits[p[i] & 15];
-  }
-  return out;
-}
-
-std::string hmac_sha256_hex(const std::string& key, const std::string& message) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(message.data()),
-       message.size(), mac, &len);
-  return hex(mac, len);
-}
+constexpr const char* kRecordDelivery = R"SQL(
+INSERT INTO app.webhook_deliveries
+  (tenant_id, endpoint_id, job_id, event, event_id, attempt, status_code, error, duration_ms)
+VALUES ($1, $2, $3::uuid, $4, $5, $6, nullif($7, 0), nullif($8, ''), $9))SQL";
 
 std::string iso_now() {
   const std::time_t t = std::time(nullptr);
@@ -103,17 +97,6 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return static_cast<const Job*>(user)->cancelled() ? 1 : 0;  // non-zero aborts the transfer
 }
 
-// Milliseconds a Retry-After value asks for; nullopt when absent or unreadable.
-std::optional<long long> retry_after_ms(const std::string& value) {
-  if (value.empty()) return std::nullopt;
-  if (value.find_first_not_of("0123456789") == std::string::npos && value.size() <= 9) {
-    return std::stoll(value) * 1000;
-  }
-  const time_t when = curl_getdate(value.c_str(), nullptr);
-  if (when < 0) return std::nullopt;
-  return std::max<long long>(0, (static_cast<long long>(when) - std::time(nullptr)) * 1000);
-}
-
 class WebhookDispatch : public jobhost::sdk::Plugin {
  public:
   explicit WebhookDispatch(const Settings& s)
@@ -135,9 +118,17 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
 
   std::string validate(std::string_view, const nlohmann::json& p) override {
     using namespace jobhost_plugins;
-    std::string data = p.contains("data") ? "" : "payload.data: is required";
-    return first_error(need_string(p, "tenant_id", 200), need_string(p, "endpoint_id", 200),
-                       need_string(p, "event", 200), need_string(p, "event_id", 500), data);
+    std::string error = first_error(need_string(p, "tenant_id", 200), need_string(p, "endpoint_id", 200),
+                                    need_string(p, "event", 200), need_string(p, "event_id", 500),
+                                    p.contains("data") ? "" : "payload.data: is required");
+    if (!error.empty()) return error;
+    // Both are sent as header values too.
+    for (const char* key : {"event", "event_id"}) {
+      if (!webhook::header_safe(p[key].get_ref<const std::string&>())) {
+        return std::string("payload.") + key + ": must not contain control characters (CR, LF, ...)";
+      }
+    }
+    return {};
   }
 
   Result handle(Job& job) override {
@@ -165,38 +156,59 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
       return Result::ok();
     }
 
+    const std::string event = p["event"], event_id = p["event_id"];
+    const auto started = std::chrono::steady_clock::now();
+    const auto record = [&](long status, const std::string& error) {
+      const long long ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+      try {
+        auto conn = pool_.acquire();
+        pqxx::nontransaction tx(*conn);
+        tx.exec_params(kRecordDelivery, tenant, endpoint, std::string(job.id()), event, event_id, job.attempt(),
+                       static_cast<int>(status), error, static_cast<int>(std::min<long long>(ms, 1LL << 30)));
+      } catch (const std::exception& e) {
+        job.log_warn("webhook " + event_id + ": delivery not recorded in app.webhook_deliveries: " + e.what());
+      }
+    };
+
     std::string resolve;
-    if (auto refused = jobhost_plugins::net::pin_target(url, allow_, "allow_cidrs", resolve)) {
-      return Result::permanent("webhook: " + *refused);
+    try {
+      if (auto refused = jobhost_plugins::net::pin_target(url, allow_, "allow_cidrs", resolve)) {
+        const std::string message = "webhook: " + *refused;
+        record(0, message);
+        return Result::permanent(message);
+      }
+    } catch (const std::runtime_error& e) {  // the name did not resolve: DNS may answer later
+      const std::string message = "webhook: POST " + url + ": " + e.what();
+      record(0, message);
+      return Result::retry(message);
     }
 
     const std::string timestamp = std::to_string(std::time(nullptr));
-    const std::string body = nlohmann::json{{"event", p["event"]},
-                                            {"event_id", p["event_id"]},
-                                            {"created_at", iso_now()},
-                                            {"data", p["data"]}}
-                                 .dump();
-    const std::string signature = hmac_sha256_hex(secret, timestamp + "." + body);
+    const std::string body =
+        nlohmann::json{{"event", event}, {"event_id", event_id}, {"created_at", iso_now()}, {"data", p["data"]}}
+            .dump();
 
     std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
     if (!curl) return Result::retry("webhook: curl_easy_init failed");
     curl_slist* headers = nullptr;
     for (const std::string& h : {std::string("Content-Type: application/json"),
                                  "User-Agent: jobhost-webhook/" + std::string(kVersion),
-                                 "X-Jobhost-Event: " + p["event"].get<std::string>(),
-                                 "X-Jobhost-Event-Id: " + p["event_id"].get<std::string>(),
+                                 "X-Jobhost-Event: " + event, "X-Jobhost-Event-Id: " + event_id,
                                  "X-Jobhost-Timestamp: " + timestamp,
-                                 "X-Jobhost-Signature: t=" + timestamp + ",v1=" + signature, std::string("Expect:")}) {
+                                 "X-Jobhost-Signature: " + webhook::signature_header(secret, timestamp, body),
+                                 std::string("Expect:")}) {
       headers = curl_slist_append(headers, h.c_str());
     }
     std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(headers, curl_slist_free_all);
-    curl_slist* pins = curl_slist_append(nullptr, resolve.c_str());
+    curl_slist* pins = resolve.empty() ? nullptr : curl_slist_append(nullptr, resolve.c_str());
     std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> pin_list(pins, curl_slist_free_all);
 
     Response response;
     CURL* c = curl.get();
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_RESOLVE, pins);
+    if (pins != nullptr) curl_easy_setopt(c, CURLOPT_RESOLVE, pins);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_POST, 1L);
@@ -214,29 +226,41 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &job);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 
-    const auto started = std::chrono::steady_clock::now();
+    const auto posted = std::chrono::steady_clock::now();
     const CURLcode rc = curl_easy_perform(c);
     const long ms = static_cast<long>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
-    const std::string where = "POST " + url + " (" + resolve.substr(resolve.rfind(':') + 1) + ")";
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - posted).count());
+    const std::string where =
+        "POST " + url + (resolve.empty() ? "" : " (" + resolve.substr(resolve.find(':', resolve.find(':') + 1) + 1) + ")");
     if (rc != CURLE_OK) {
-      if (rc == CURLE_ABORTED_BY_CALLBACK) return Result::retry("webhook: cancelled during " + where);
-      return Result::retry("webhook: " + where + " failed after " + std::to_string(ms) + " ms: " +
-                           curl_easy_strerror(rc));
+      const std::string message = rc == CURLE_ABORTED_BY_CALLBACK
+                                      ? "webhook: cancelled during " + where
+                                      : "webhook: " + where + " failed after " + std::to_string(ms) +
+                                            " ms: " + curl_easy_strerror(rc);
+      record(0, message);
+      return Result::retry(message);
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
     const std::string status = "HTTP " + std::to_string(response.status);
-    job.log_info("webhook " + p["event"].get<std::string>() + " " + p["event_id"].get<std::string>() + ": " + where +
-                 " -> " + status + " in " + std::to_string(ms) + " ms");
-    if (response.status >= 200 && response.status < 300) return Result::ok();
-    const std::string message = "webhook: " + where + " answered " + status +
-                                (response.body.empty() ? "" : ": " + response.body);
-    if (response.status == 408 || response.status == 429 || response.status >= 500) {
-      if (const auto delay = retry_after_ms(response.retry_after)) {
-        return Result::retry_after(std::chrono::milliseconds(std::min(*delay, max_retry_after_ms_)),
-                                   message + " (Retry-After: " + response.retry_after + ")");
-      }
-      return Result::retry(message);
+    job.log_info("webhook " + event + " " + event_id + ": " + where + " -> " + status + " in " + std::to_string(ms) +
+                 " ms");
+    const webhook::Verdict verdict = webhook::classify(response.status);
+    const std::string message = verdict == webhook::Verdict::kDelivered
+                                    ? std::string()
+                                    : "webhook: " + where + " answered " + status +
+                                          (response.body.empty() ? "" : ": " + response.body);
+    record(response.status, message);
+    switch (verdict) {
+      case webhook::Verdict::kDelivered:
+        return Result::ok();
+      case webhook::Verdict::kRetry:
+        if (const auto delay = webhook::retry_after_ms(response.retry_after, std::time(nullptr))) {
+          return Result::retry_after(std::chrono::milliseconds(std::min(*delay, max_retry_after_ms_)),
+                                     message + " (Retry-After: " + response.retry_after + ")");
+        }
+        return Result::retry(message);
+      case webhook::Verdict::kPermanent:
+        break;
     }
     if (response.status >= 300 && response.status < 400) {
       return Result::permanent(message + " (redirects are not followed: update the endpoint's URL)");
@@ -254,4 +278,4 @@ class WebhookDispatch : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(WebhookDispatch, "webhook_dispatch", "1.0.0", "webhook.dispatch")
+JOBHOST_PLUGIN(WebhookDispatch, "webhook_dispatch", kVersion, "webhook.dispatch")

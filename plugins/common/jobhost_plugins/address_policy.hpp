@@ -121,8 +121,9 @@ inline bool allowed_by(const std::vector<Cidr>& allow, const Address& a) {
 // Resolves the URL's host and checks every address it has; returns why the
 // target is refused, or nullopt and the CURLOPT_RESOLVE entry ("host:port:addr")
 // that pins the connection to the first checked address, so DNS cannot answer
-// differently when curl connects. Throws std::runtime_error when the name does
-// not resolve (a DNS failure may pass: the caller retries).
+// differently when curl connects (empty for an IPv6 literal host: nothing to
+// pin). Throws std::runtime_error when the name does not resolve (a DNS failure
+// may pass: the caller retries).
 inline std::optional<std::string> pin_target(const std::string& url, const std::vector<Cidr>& allow,
                                              const char* allow_setting, std::string& resolve) {
   std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
@@ -164,7 +165,10 @@ inline std::optional<std::string> pin_target(const std::string& url, const std::
     if (first.empty()) first = a->ai_family == AF_INET6 ? "[" + std::string(text) + "]" : std::string(text);
   }
   if (first.empty()) return bare + " has no usable address";
-  resolve = bare + ":" + *port + ":" + first;
+  // An IPv6 literal needs no pin (no DNS is asked), and libcurl 7.88 cannot
+  // parse a CURLOPT_RESOLVE entry whose host has colons: it would fail every
+  // transfer. Callers skip CURLOPT_RESOLVE when the entry is empty.
+  resolve = bare.find(':') != std::string::npos ? std::string() : bare + ":" + *port + ":" + first;
   return std::nullopt;
 }
 

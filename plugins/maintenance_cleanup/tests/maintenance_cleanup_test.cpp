@@ -75,8 +75,9 @@ TEST_CASE("cleanup deletes finished jobs past retention in bounded batches, and 
                  "(SELECT 1 FROM jobhost.jobs j WHERE j.id = l.job_id)") == 0);
   // 35 completed rows at batch_size 10 took four batches, not one statement.
   CHECK_THAT(host->log(), Catch::Contains("cleanup: deleted 43 finished jobs"));
-  // completed: 10+10+10+5 (4 statements), cancelled 1, failed 1, job_logs 1.
-  CHECK_THAT(host->log(), Catch::Contains("(7 batches)"));
+  // completed: 10+10+10+5 (4 statements), cancelled 1, failed 1, job_logs 1,
+  // webhook deliveries 1, exports 1.
+  CHECK_THAT(host->log(), Catch::Contains("(9 batches)"));
   fs::remove_all(exports);
 }
 
@@ -87,9 +88,21 @@ TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files
   db.scalar("INSERT INTO app.tenants (id, name) VALUES ('t1', 'One') RETURNING 1");
   std::ofstream(exports / "t1" / "old.csv") << "a,b\n";
   std::ofstream(exports / "t1" / "new.csv") << "a,b\n";
+  // Beside the export root, not in it: an expired row pointing there must not remove it.
+  const fs::path outside = exports.string() + "-outside.csv";
+  std::ofstream(outside) << "keep me\n";
   db.scalar("INSERT INTO app.exports (job_id, tenant_id, kind, status, path, expires_at) VALUES "
             "(gen_random_uuid(), 't1', 'contacts', 'completed', 't1/old.csv', now() - interval '1 hour'), "
-            "(gen_random_uuid(), 't1', 'contacts', 'completed', 't1/new.csv', now() + interval '1 day') RETURNING 1");
+            "(gen_random_uuid(), 't1', 'contacts', 'completed', 't1/new.csv', now() + interval '1 day'), "
+            "(gen_random_uuid(), 't1', 'contacts', 'completed', '../" + outside.filename().string() + "', "
+            " now() - interval '1 hour') RETURNING 1");
+  // Webhook deliveries: 3 past the 30 days, 2 recent.
+  db.scalar("INSERT INTO app.webhook_endpoints (id, tenant_id, url, secret) VALUES "
+            "('e1', 't1', 'https://example.com/hook', '0123456789abcdef') RETURNING 1");
+  db.scalar("INSERT INTO app.webhook_deliveries (tenant_id, endpoint_id, job_id, event, event_id, attempt, "
+            "status_code, duration_ms, created_at) SELECT 't1', 'e1', gen_random_uuid(), 'x', 'ev' || g, 1, 200, 5, "
+            "now() - CASE WHEN g <= 3 THEN interval '31 days' ELSE interval '1 day' END "
+            "FROM generate_series(1, 5) g RETURNING 1");
   // A DLQ job kept (10 days), with one 40-day-old log row and one recent one.
   old_jobs(db, "failed", 1, 10);
   db.scalar("INSERT INTO jobhost.job_logs (job_id, status, attempt_number, created_at) "
@@ -103,6 +116,10 @@ TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files
     redis.command({"RPUSH", keys.list(jobhost::Band::kNormal), id});
     redis.command({"SADD", keys.members(), id});
   }
+  // Orphans the set does not know: only in a list, and a value that is no job id.
+  const std::string list_only = "01a20000-0000-7000-8000-000000000002";
+  redis.command({"RPUSH", keys.list(jobhost::Band::kLow), list_only});
+  redis.command({"RPUSH", keys.list(jobhost::Band::kHigh), "not-a-job-id"});
   auto host = start_host(config(db, exports), "cleanup");
   const std::string id = db.enqueue("maintenance.cleanup");
   REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 30s));
@@ -111,12 +128,21 @@ TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files
                  "WHERE j.queue_name = 'old.work'") == 1);
   CHECK_FALSE(fs::exists(exports / "t1" / "old.csv"));
   CHECK(fs::exists(exports / "t1" / "new.csv"));
-  CHECK(db.scalar("SELECT string_agg(status, ',' ORDER BY path) FROM app.exports") == "completed,expired");
+  CHECK(fs::exists(outside));
+  CHECK(db.scalar("SELECT string_agg(status, ',' ORDER BY path COLLATE \"C\") FROM app.exports") == "expired,completed,expired");
+  CHECK_THAT(host->log(), Catch::Contains("is not inside the export root; file not removed"));
+  CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries") == 2);
+  CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries WHERE created_at < now() - interval '2 days'") == 0);
   CHECK(redis.command({"SISMEMBER", keys.members(), gone})->integer == 0);
   CHECK(redis.command({"SISMEMBER", keys.members(), live})->integer == 1);
   CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kNormal)})->integer == 1);
-  CHECK_THAT(host->log(), Catch::Contains("removed 1 orphaned Redis ids"));
+  CHECK(redis.command({"LINDEX", keys.list(jobhost::Band::kNormal), "0"})->str == live);
+  CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kLow)})->integer == 0);
+  CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kHigh)})->integer == 0);
+  CHECK_THAT(host->log(), Catch::Contains("deleted 0 finished jobs, 1 old job_logs rows and 3 webhook deliveries, "
+                                          "expired 2 exports, removed 3 orphaned Redis ids"));
   fs::remove_all(exports);
+  fs::remove(outside);
 }
 
 TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the cause, and bad payloads are refused",
@@ -130,7 +156,8 @@ TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the caus
   const std::string id = db.enqueue("maintenance.cleanup");
   REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 30s));
   CHECK(db.field(id, "attempt_count") == "2");
-  CHECK_THAT(db.field(id, "last_error_message"), Catch::Contains("127.0.0.1") && Catch::Contains("1"));
+  CHECK_THAT(db.field(id, "last_error_message"), Catch::Contains("cleanup: PostgreSQL at 127.0.0.1:1 unreachable"));
+  CHECK_THAT(db.field(id, "last_error_message"), !Catch::Contains("postgres@"));
   const std::string bad = db.enqueue("maintenance.cleanup", R"({"days": 3})");
   REQUIRE(eventually([&] { return db.status(bad) == "failed"; }, 30s));
   CHECK_THAT(db.field(bad, "last_error_message"), Catch::Contains("payload.days: unknown"));
@@ -140,6 +167,25 @@ TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the caus
   auto host2 = start_host(config(db, exports, 10, "", "redis://127.0.0.1:1"), "cleanup");
   const std::string redis_down = db.enqueue("maintenance.cleanup");
   REQUIRE(eventually([&] { return db.status(redis_down) == "failed"; }, 30s));
-  CHECK_THAT(db.field(redis_down, "last_error_message"), Catch::Contains("Redis at 127.0.0.1 unreachable"));
+  CHECK_THAT(db.field(redis_down, "last_error_message"), Catch::Contains("Redis at 127.0.0.1:1 unreachable"));
+  fs::remove_all(exports);
+}
+
+TEST_CASE("a cleanup run stops between batches when its job is cancelled", "[cleanup]") {
+  TestDb db;
+  const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
+  fs::create_directories(exports);
+  old_jobs(db, "completed", 20000, 10);
+  // batch_size 1: one statement per job, far longer than the heartbeat that
+  // brings the cancellation.
+  auto host = start_host(config(db, exports, 1), "cleanup");
+  const std::string id = db.enqueue("maintenance.cleanup");
+  REQUIRE(eventually([&] { return db.status(id) == "running"; }, 20s));
+  db.scalar("UPDATE jobhost.jobs SET cancel_requested_at = now() WHERE id = '" + id + "' RETURNING 1");
+  REQUIRE(eventually([&] { return db.status(id) == "cancelled"; }, 20s));
+  CHECK_THAT(db.field(id, "last_error_message"), Catch::Contains("cleanup: stopped as asked after deleted"));
+  const long long left = count_where(db, "status = 'completed'");
+  CHECK(left > 0);
+  CHECK(left < 20000);
   fs::remove_all(exports);
 }
