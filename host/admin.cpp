@@ -17,8 +17,16 @@ SELECT id::text, queue_name, status, priority, payload::text, attempt_count, max
        last_error_message, worker_id,
        to_char(lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        unique_key,
-       to_char(cancel_requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+       to_char(cancel_requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       progress
   FROM jobhost.jobs WHERE id = $1::uuid)sql";
+
+// Through the running state's partial index (the reaper's), oldest first.
+constexpr const char* kRunningSql = R"sql(
+SELECT id::text, queue_name, attempt_count, max_attempts, coalesce(worker_id, ''),
+       to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), progress
+  FROM jobhost.jobs WHERE status = 'running' AND lease_expires_at IS NOT NULL
+ ORDER BY lease_expires_at LIMIT $1)sql";
 
 // Waiting jobs per queue and band come from the partial indexes of the live
 // states; the terminal counts are estimates from the DLQ index and job_logs'
@@ -139,7 +147,23 @@ std::optional<nlohmann::json> job(pqxx::connection& conn, const std::string& id)
       {"lease_expires_at", text_or_null(row[14])},
       {"unique_key", text_or_null(row[15])},
       {"cancel_requested_at", text_or_null(row[16])},
+      {"progress", row[17].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[17].as<double>())},
   };
+}
+
+nlohmann::json running(pqxx::connection& conn, int limit) {
+  pqxx::nontransaction tx(conn);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : tx.exec_params(kRunningSql, limit)) {
+    out.push_back({{"id", row[0].c_str()},
+                   {"type", row[1].c_str()},
+                   {"attempt", row[2].as<int>()},
+                   {"max_attempts", row[3].as<int>()},
+                   {"worker_id", row[4].c_str()},
+                   {"started_at", text_or_null(row[5])},
+                   {"progress", row[6].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[6].as<double>())}});
+  }
+  return out;
 }
 
 nlohmann::json queues(pqxx::connection& conn) {

@@ -23,6 +23,10 @@ nlohmann::json queues(pqxx::connection& conn);
 // [{"minute": ISO, "completed": n, "failed": n, "retried": n, "cancelled": n}], oldest first, gaps filled.
 nlohmann::json throughput(pqxx::connection& conn, int minutes);
 
+// Running jobs, the longest-leased first: id, type, attempt, worker, start and
+// the progress their handler last reported (null: none).
+nlohmann::json running(pqxx::connection& conn, int limit);
+
 // The latest failed attempts (retried, dead-lettered, stalled), newest first.
 nlohmann::json recent_failures(pqxx::connection& conn, int limit);
 

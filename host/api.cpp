@@ -280,6 +280,10 @@ struct ApiServer::Impl {
       const int minutes = query_int(req, "minutes", 15, 1, 1440);
       send_json(res, 200, {{"minutes", pg.with([&](pqxx::connection& c) { return admin::throughput(c, minutes); })}});
     }));
+    server.Get("/api/v1/running", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 50, 1, 500);
+      send_json(res, 200, {{"jobs", pg.with([&](pqxx::connection& c) { return admin::running(c, limit); })}});
+    }));
     server.Get("/api/v1/failures", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
       const int limit = query_int(req, "limit", 20, 1, 500);
       send_json(res, 200, {{"failures", pg.with([&](pqxx::connection& c) { return admin::recent_failures(c, limit); })}});

@@ -248,7 +248,7 @@ int Host::shutdown() {
 
 std::shared_ptr<WorkerPool> Host::make_pool(const PluginConfig& pc) {
   Parts& p = *parts_;
-  std::shared_ptr<LoadedPlugin> plugin = LoadedPlugin::load(pc, host_api());
+  std::shared_ptr<LoadedPlugin> plugin = LoadedPlugin::load(pc);
   spdlog::info("plugin {} {} loaded from {}: job types {}, {} workers, max_attempts {}", plugin->info().name,
                plugin->info().version, pc.library.string(), fmt::join(plugin->job_types(), ","),
                pc.scaling ? fmt::format("{}..{} (elastic)", pc.concurrency_min, pc.concurrency_max)
@@ -466,7 +466,7 @@ void Host::housekeeping(std::stop_token stop) {
     try {
       if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
       if (now >= next_heartbeat) {
-        std::vector<std::pair<std::string, int>> held;
+        std::vector<HeldLease> held;
         for (auto& pool : pools) pool->held_leases(held);
         const LeaseCheck check = extend_leases(*conn, held, config_.lease_duration_ms);
         if (!check.lost.empty()) {

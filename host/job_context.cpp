@@ -1,69 +1,123 @@
 // job_context.cpp: the host callbacks a plugin calls during handle().
+//
+// Every callback catches everything: an exception must never unwind into plugin
+// code, which may be C or built by another compiler (abi.h).
 #include "job_context.hpp"
 
 #include <cstdio>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
 namespace jobhost {
 namespace {
 
-void api_log(jobhost_job_ctx* ctx, int32_t level, const char* message) {
-  const auto lvl = level <= JOBHOST_LOG_DEBUG ? spdlog::level::debug
-                   : level == JOBHOST_LOG_INFO ? spdlog::level::info
-                   : level == JOBHOST_LOG_WARN ? spdlog::level::warn
-                                               : spdlog::level::err;
-  if (ctx == nullptr) {
-    spdlog::log(lvl, "plugin: {}", message ? message : "");
-  } else {
-    spdlog::log(lvl, "job {} type={} attempt={}: {}", ctx->job.id, ctx->job.type, ctx->job.attempt,
-                message ? message : "");
+void copy_out(const std::string& m, char* out, size_t len) {
+  if (out != nullptr && len > 0) std::snprintf(out, len, "%s", m.c_str());
+}
+
+void api_log(jobhost_job_ctx* ctx, int32_t level, const char* message) noexcept {
+  try {
+    const auto lvl = level <= JOBHOST_LOG_DEBUG ? spdlog::level::debug
+                     : level == JOBHOST_LOG_INFO ? spdlog::level::info
+                     : level == JOBHOST_LOG_WARN ? spdlog::level::warn
+                                                 : spdlog::level::err;
+    if (ctx == nullptr) {
+      spdlog::log(lvl, "plugin: {}", message ? message : "");
+    } else {
+      spdlog::log(lvl, "job {} type={} attempt={}: {}", ctx->job.id, ctx->job.type, ctx->job.attempt,
+                  message ? message : "");
+    }
+  } catch (...) {
+    // A log line that cannot be written is dropped; the attempt goes on.
   }
 }
 
-void api_heartbeat(jobhost_job_ctx* ctx, double progress) {
-  if (ctx != nullptr) ctx->progress = progress;
-}
-
-int32_t api_cancelled(jobhost_job_ctx* ctx) { return ctx != nullptr && ctx->cancelled ? 1 : 0; }
-
-void api_set_error(jobhost_job_ctx* ctx, const char* message) {
+void api_heartbeat(jobhost_job_ctx* ctx, double progress) noexcept {
   if (ctx == nullptr) return;
-  std::lock_guard lock(ctx->error_mu);
-  ctx->error = message ? message : "";
+  // NaN and out-of-range values are "unknown" / clamped, so the row always holds [0, 1] or NULL.
+  if (!(progress >= 0.0)) progress = -1.0;
+  if (progress > 1.0) progress = 1.0;
+  ctx->progress = progress;
 }
 
-int32_t api_enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json,
-                    int32_t priority, int64_t delay_ms, char* id_out, char* err, size_t err_len) {
-  auto fail = [&](const std::string& m) {
-    if (err != nullptr && err_len > 0) std::snprintf(err, err_len, "%s", m.c_str());
-    return 1;
-  };
-  if (ctx == nullptr || ctx->pool == nullptr) return fail("enqueue is only available inside a job");
-  if (type == nullptr || *type == '\0') return fail("enqueue: job type is empty");
+int32_t api_cancelled(jobhost_job_ctx* ctx) noexcept { return ctx != nullptr && ctx->cancelled ? 1 : 0; }
+
+void api_set_error(jobhost_job_ctx* ctx, const char* message) noexcept {
+  if (ctx == nullptr) return;
   try {
+    std::lock_guard lock(ctx->error_mu);
+    ctx->error = message ? message : "";
+  } catch (...) {
+    // Out of memory: the outcome keeps its generic message.
+  }
+}
+
+int32_t enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json, std::optional<int32_t> priority,
+                int64_t delay_ms, int32_t max_attempts, const char* unique_key, char* id_out, char* err,
+                size_t err_len) noexcept {
+  try {
+    if (ctx == nullptr || ctx->pool == nullptr) {
+      copy_out("enqueue is only available inside a job", err, err_len);
+      return 1;
+    }
+    if (type == nullptr || *type == '\0') {
+      copy_out("enqueue: job type is empty", err, err_len);
+      return 1;
+    }
     const std::string id = ctx->pool->with([&](pqxx::connection& conn) {
       pqxx::work tx(conn);
       const auto row = tx.exec_params1(kEnqueueSql, std::string(type),
                                        std::string(payload_json ? payload_json : "{}"),
-                                       priority < 0 ? 100 : priority, std::string(),
-                                       delay_ms < 0 ? 0 : delay_ms, 0, std::string());
+                                       priority.value_or(100), std::string(),
+                                       delay_ms < 0 ? 0 : delay_ms, max_attempts < 0 ? 0 : max_attempts,
+                                       std::string(unique_key ? unique_key : ""));
       tx.commit();
       return std::string(row[0].c_str());
     });
     if (id_out != nullptr) std::snprintf(id_out, 37, "%s", id.c_str());
     return 0;
   } catch (const std::exception& e) {
-    return fail(std::string("enqueue of ") + type + " failed: " + e.what());
+    copy_out(std::string("enqueue of ") + (type ? type : "?") + " failed: " + e.what(), err, err_len);
+  } catch (...) {
+    copy_out("enqueue failed", err, err_len);
   }
+  return 1;
 }
 
-const jobhost_host_api kHostApi = {
-    JOBHOST_ABI_VERSION, &api_log, &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue,
+int32_t api_enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json, int32_t priority,
+                    int64_t delay_ms, char* id_out, char* err, size_t err_len) noexcept {
+  // As 1.0 defined it: any negative priority is the default.
+  return enqueue(ctx, type, payload_json, priority < 0 ? std::nullopt : std::optional(priority), delay_ms, 0, nullptr, id_out, err, err_len);
+}
+
+int32_t api_enqueue_job(jobhost_job_ctx* ctx, const jobhost_enqueue_request* r, char* id_out, char* err,
+                        size_t err_len) noexcept {
+  // The request's fields are read only as far as its struct_size says the
+  // plugin knows them: a field appended by a later minor is left at its default.
+  if (r == nullptr || r->struct_size < offsetof(jobhost_enqueue_request, unique_key) + sizeof r->unique_key) {
+    copy_out("enqueue: the request is NULL or its struct_size is too small (set it to "
+             "sizeof(jobhost_enqueue_request))",
+             err, err_len);
+    return 1;
+  }
+  return enqueue(ctx, r->type, r->payload_json, r->use_priority != 0 ? std::optional(r->priority) : std::nullopt, r->delay_ms,
+                 r->max_attempts, r->unique_key, id_out, err, err_len);
+}
+
+// ABI 1.0 plugins get the table as 1.0 defined it: abi_version is the plain 1
+// they were built with, and they know nothing past `enqueue`.
+const jobhost_host_api kHostApi_1_0 = {
+    1u, &api_log, &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue, 0, nullptr,
+};
+
+const jobhost_host_api kHostApi_1_1 = {
+    JOBHOST_ABI_MAKE(1, 1), &api_log,         &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue,
+    sizeof(jobhost_host_api), &api_enqueue_job,
 };
 
 }  // namespace
 
-const jobhost_host_api* host_api() { return &kHostApi; }
+const jobhost_host_api* host_api(uint32_t minor) { return minor == 0 ? &kHostApi_1_0 : &kHostApi_1_1; }
 
 }  // namespace jobhost

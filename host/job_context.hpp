@@ -23,13 +23,14 @@ struct jobhost_job_ctx {
 
 namespace jobhost {
 
-// The callbacks handed to every plugin at create().
-const jobhost_host_api* host_api();
+// The callbacks handed to a plugin of ABI 1.<minor> at create(): the table as
+// that minor defined it (abi_version says that minor, never a newer one).
+const jobhost_host_api* host_api(uint32_t minor);
 
 // The C view of a leased job; points into ctx, valid while ctx lives.
 inline jobhost_job c_job(const jobhost_job_ctx& ctx) {
   return {ctx.job.id.c_str(), ctx.job.type.c_str(), ctx.job.payload.c_str(), ctx.job.attempt,
-          ctx.job.max_attempts};
+          ctx.job.max_attempts, sizeof(jobhost_job), ctx.job.priority, ctx.job.created_at_ms};
 }
 
 }  // namespace jobhost

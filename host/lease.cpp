@@ -1,6 +1,7 @@
 // lease.cpp: the lease statements, one round trip per batch.
 #include "lease.hpp"
 
+#include <algorithm>
 #include <unordered_set>
 
 #include "pg.hpp"
@@ -16,17 +17,19 @@ namespace {
 // of it (measured: 13 ms instead of 0.3 ms per 64-job lease at 100k queued).
 constexpr const char* kLeaseSql = R"sql(
 UPDATE jobhost.jobs j
-   SET status = 'running', attempt_count = j.attempt_count + 1, started_at = now(),
+   SET status = 'running', attempt_count = j.attempt_count + 1, started_at = now(), progress = NULL,
        updated_at = now(), worker_id = $2,
        lease_expires_at = now() + $3 * interval '1 millisecond'
   FROM unnest($1::uuid[]) AS t(id)
  WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'
-RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts)sql";
+RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts, j.priority,
+          (extract(epoch FROM j.created_at) * 1000)::bigint)sql";
 
 constexpr const char* kExtendSql = R"sql(
 UPDATE jobhost.jobs j
-   SET lease_expires_at = now() + $3 * interval '1 millisecond'
-  FROM unnest($1::uuid[], $2::int[]) AS h(id, attempt)
+   SET lease_expires_at = now() + $3 * interval '1 millisecond',
+       progress = CASE WHEN h.progress >= 0 THEN h.progress ELSE j.progress END
+  FROM unnest($1::uuid[], $2::int[], $4::real[]) AS h(id, attempt, progress)
  WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status || '' = 'running'
 RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql";
 
@@ -43,31 +46,33 @@ std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std:
   const pqxx::result r = exec_hot(tx, "jobhost_lease", kLeaseSql, arr.str(), worker_id, duration_ms);
   out.reserve(r.size());
   for (const auto& row : r) {
-    out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(),
-                   row[4].as<int>()});
+    out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(), row[4].as<int>(),
+                   row[5].as<int>(), row[6].as<int64_t>()});
   }
   return out;
 }
 
-LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<std::pair<std::string, int>>& held,
-                         int64_t duration_ms) {
+LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<HeldLease>& held, int64_t duration_ms) {
   LeaseCheck out;
   if (held.empty()) return out;
   PgArray ids;
   PgArray attempts;
-  for (const auto& [id, attempt] : held) {
-    ids.add(id);
-    attempts.add(attempt);
+  PgArray progress;
+  for (const auto& h : held) {
+    ids.add(h.id);
+    attempts.add(h.attempt);
+    progress.add(h.progress >= 0 ? std::to_string(std::min(h.progress, 1.0)) : std::string("-1"));
   }
   pqxx::nontransaction tx(conn);
-  const pqxx::result r = exec_hot(tx, "jobhost_extend", kExtendSql, ids.str(), attempts.str(), duration_ms);
+  const pqxx::result r =
+      exec_hot(tx, "jobhost_extend", kExtendSql, ids.str(), attempts.str(), duration_ms, progress.str());
   std::unordered_set<std::string> kept;
   for (const auto& row : r) {
     kept.insert(row[0].c_str());
     if (row[1].as<bool>()) out.cancel_requested.push_back(row[0].c_str());
   }
-  for (const auto& [id, attempt] : held) {
-    if (!kept.count(id)) out.lost.push_back(id);
+  for (const auto& h : held) {
+    if (!kept.count(h.id)) out.lost.push_back(h.id);
   }
   return out;
 }

@@ -20,6 +20,8 @@ struct LeasedJob {
   std::string payload;
   int attempt = 0;
   int max_attempts = 0;
+  int priority = 100;
+  int64_t created_at_ms = 0;  // ms since the Unix epoch
 };
 
 // Leases the given jobs that are still 'migrated_to_redis' (others were taken
@@ -32,9 +34,16 @@ struct LeaseCheck {
   std::vector<std::string> cancel_requested;  // still held, but an operator cancelled the job
 };
 
-// Extends the leases still held, and reports which are gone and which jobs
-// were cancelled meanwhile (their handlers should be asked to stop).
-LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<std::pair<std::string, int>>& held,
-                         int64_t duration_ms);
+// A lease this host holds, with the progress its handler last reported.
+struct HeldLease {
+  std::string id;
+  int attempt = 0;
+  double progress = -1.0;  // < 0: none reported
+};
+
+// Extends the leases still held, writes the progress reported, and reports
+// which are gone and which jobs were cancelled meanwhile (their handlers
+// should be asked to stop).
+LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<HeldLease>& held, int64_t duration_ms);
 
 }  // namespace jobhost

@@ -32,7 +32,7 @@ int check_config(const std::string& file) {
           throw jobhost::PluginError("job type '" + t + "' is not served by library " + info.path);
         }
       }
-      jobhost::LoadedPlugin::load(pc, jobhost::host_api());  // its settings, as the plugin sees them
+      jobhost::LoadedPlugin::load(pc);  // its settings, as the plugin sees them
       std::printf("plugin %s: %s %s (ABI %u) serves %zu job types\n", pc.name.c_str(),
                   info.name.c_str(), info.version.c_str(), info.abi_version, info.job_types.size());
     } catch (const jobhost::PluginError& e) {

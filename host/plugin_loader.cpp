@@ -11,6 +11,8 @@
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <nlohmann/json.hpp>
 
+#include "job_context.hpp"
+
 namespace jobhost {
 namespace {
 
@@ -45,6 +47,27 @@ boost::dll::shared_library open_library(const std::string& path, bool private_co
   }
 }
 
+// The ABI rule (abi.h, DESIGN §4.1): this host loads its own major at any
+// minor up to its own. Nothing else of the library is read before this check.
+void check_abi(uint32_t declared, const std::string& path) {
+  const uint32_t major = JOBHOST_ABI_MAJOR_OF(declared);
+  const uint32_t minor = JOBHOST_ABI_MINOR_OF(declared);
+  const std::string host = abi_text(JOBHOST_ABI_VERSION);
+  if (major != JOBHOST_ABI_MAJOR) {
+    throw PluginError("plugin library " + path + ": built for plugin ABI " + abi_text(declared) +
+                      ", but this host speaks plugin ABI " + host + " and loads ABI " +
+                      std::to_string(JOBHOST_ABI_MAJOR) + ".0 to " + host +
+                      "; rebuild the plugin against the jobhost SDK of this host");
+  }
+  if (minor > JOBHOST_ABI_MINOR) {
+    throw PluginError("plugin library " + path + ": built for plugin ABI " + abi_text(declared) +
+                      ", newer than this host's plugin ABI " + host + " (it loads ABI " +
+                      std::to_string(JOBHOST_ABI_MAJOR) + ".0 to " + host +
+                      "); upgrade jobhost, or build the plugin against an SDK of ABI " + host +
+                      " or older");
+  }
+}
+
 const jobhost_plugin* read_descriptor(boost::dll::shared_library& lib, const std::string& path,
                                       PluginInfo& info) {
   if (!lib.has("jobhost_plugin_abi_version") || !lib.has("jobhost_plugin_entry")) {
@@ -54,15 +77,27 @@ const jobhost_plugin* read_descriptor(boost::dll::shared_library& lib, const std
   }
   info.path = path;
   info.abi_version = lib.get<uint32_t()>("jobhost_plugin_abi_version")();
-  if (info.abi_version != JOBHOST_ABI_VERSION) {
-    throw PluginError("plugin library " + path + ": built for plugin ABI version " +
-                      std::to_string(info.abi_version) + ", but this host speaks ABI version " +
-                      std::to_string(JOBHOST_ABI_VERSION) +
-                      "; rebuild the plugin against this host's jobhost SDK");
-  }
+  check_abi(info.abi_version, path);
+  info.abi_major = JOBHOST_ABI_MAJOR_OF(info.abi_version);
+  info.abi_minor = JOBHOST_ABI_MINOR_OF(info.abi_version);
   const jobhost_plugin* d = lib.get<const jobhost_plugin*()>("jobhost_plugin_entry")();
-  if (d == nullptr || d->abi_version != JOBHOST_ABI_VERSION || d->name == nullptr ||
-      d->job_types == nullptr || d->create == nullptr || d->destroy == nullptr ||
+  if (d == nullptr) {
+    throw PluginError("plugin library " + path + ": jobhost_plugin_entry() returned NULL");
+  }
+  if (d->abi_version != info.abi_version) {
+    throw PluginError("plugin library " + path + ": its descriptor says plugin ABI " + abi_text(d->abi_version) +
+                      " but jobhost_plugin_abi_version() says " + abi_text(info.abi_version) +
+                      "; both must be JOBHOST_ABI_VERSION");
+  }
+  // From 1.1 on the descriptor carries its size: it must cover every field of
+  // the minor it declares (a plugin may be newer than the fields it fills in,
+  // never older).
+  if (info.abi_minor >= 1 && d->struct_size < offsetof(jobhost_plugin, struct_size) + sizeof d->struct_size) {
+    throw PluginError("plugin library " + path + ": its descriptor's struct_size (" +
+                      std::to_string(d->struct_size) + ") is smaller than plugin ABI " +
+                      abi_text(info.abi_version) + " requires; set it to sizeof(jobhost_plugin)");
+  }
+  if (d->name == nullptr || d->job_types == nullptr || d->create == nullptr || d->destroy == nullptr ||
       d->validate == nullptr || d->handle == nullptr) {
     throw PluginError("plugin library " + path + ": its descriptor is incomplete (null entry)");
   }
@@ -95,15 +130,25 @@ RetryPolicy merge_retry(const std::string& declared_json, const RetryOverrides& 
 
 }  // namespace
 
+std::string abi_text(uint32_t packed) {
+  return std::to_string(JOBHOST_ABI_MAJOR_OF(packed)) + "." + std::to_string(JOBHOST_ABI_MINOR_OF(packed));
+}
+
 PluginInfo inspect_plugin(const std::string& path) {
   auto lib = open_library(path, false);
   PluginInfo info;
-  read_descriptor(lib, path, info);
+  try {
+    read_descriptor(lib, path, info);
+  } catch (const PluginError& e) {
+    if (info.abi_version == 0) throw;  // not a plugin: nothing to show
+    info.abi_major = JOBHOST_ABI_MAJOR_OF(info.abi_version);
+    info.abi_minor = JOBHOST_ABI_MINOR_OF(info.abi_version);
+    info.refusal = e.what();
+  }
   return info;
 }
 
-std::shared_ptr<LoadedPlugin> LoadedPlugin::load(const PluginConfig& cfg,
-                                                 const jobhost_host_api* api) {
+std::shared_ptr<LoadedPlugin> LoadedPlugin::load(const PluginConfig& cfg) {
   const std::string path = cfg.library.string();
 
   std::shared_ptr<LoadedPlugin> p(new LoadedPlugin());
@@ -121,7 +166,7 @@ std::shared_ptr<LoadedPlugin> LoadedPlugin::load(const PluginConfig& cfg,
     }
     p->retry_ = merge_retry(p->info_.default_retry_json, cfg.retry, path);
     char err[1024] = {0};
-    p->instance_ = p->descriptor_->create(api, cfg.settings_json.c_str(), err, sizeof err);
+    p->instance_ = p->descriptor_->create(host_api(p->info_.abi_minor), cfg.settings_json.c_str(), err, sizeof err);
     if (p->instance_ == nullptr) {
       throw PluginError("settings rejected by the plugin: " + std::string(err));
     }

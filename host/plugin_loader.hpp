@@ -25,14 +25,24 @@ class PluginError : public std::runtime_error {
 // What a library declares about itself, read without creating an instance.
 struct PluginInfo {
   std::string path;
-  uint32_t abi_version = 0;
+  uint32_t abi_version = 0;  // as the library declares it (JOBHOST_ABI_MAKE)
+  uint32_t abi_major = 0;
+  uint32_t abi_minor = 0;
   std::string name;
   std::string version;
   std::vector<std::string> job_types;
   std::string default_retry_json;  // empty when none
+  // inspect_plugin only: why this host would refuse the library ("" when it
+  // loads it); name, version and job types are then unknown.
+  std::string refusal;
 };
 
-// Reads a library's declaration (for `jobctl plugin inspect`). Throws PluginError.
+// "1.1" for a packed ABI version (1.0 for the plain 1 of ABI 1.0 libraries).
+std::string abi_text(uint32_t packed);
+
+// Reads a library's declaration (for `jobctl plugin inspect`). A library of an
+// ABI this host does not load comes back with its version and `refusal` set.
+// Throws PluginError when the file is no jobhost plugin at all.
 PluginInfo inspect_plugin(const std::string& path);
 
 // A loaded library and one instance of its plugin. Shared by every worker of
@@ -41,8 +51,9 @@ PluginInfo inspect_plugin(const std::string& path);
 class LoadedPlugin {
  public:
   // Loads cfg.library, checks the ABI, checks that cfg.job_types are among
-  // those the plugin declares, and creates the instance from cfg.settings_json.
-  static std::shared_ptr<LoadedPlugin> load(const PluginConfig& cfg, const jobhost_host_api* api);
+  // those the plugin declares, and creates the instance from cfg.settings_json
+  // with the host callbacks of the plugin's ABI minor (host_api(minor)).
+  static std::shared_ptr<LoadedPlugin> load(const PluginConfig& cfg);
   ~LoadedPlugin();
   LoadedPlugin(const LoadedPlugin&) = delete;
   LoadedPlugin& operator=(const LoadedPlugin&) = delete;

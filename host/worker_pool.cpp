@@ -267,11 +267,13 @@ void WorkerPool::supervise() {
   if (!timed_out.empty()) free_cv_.notify_all();
 }
 
-void WorkerPool::held_leases(std::vector<std::pair<std::string, int>>& out) const {
+void WorkerPool::held_leases(std::vector<HeldLease>& out) const {
   std::lock_guard lock(mu_);
-  for (const auto& a : local_) out.emplace_back(a->ctx.job.id, a->ctx.job.attempt);
+  for (const auto& a : local_) out.push_back({a->ctx.job.id, a->ctx.job.attempt, -1.0});
   for (const auto& s : slots_) {
-    if (s->current && !s->current->settled) out.emplace_back(s->current->ctx.job.id, s->current->ctx.job.attempt);
+    if (s->current && !s->current->settled) {
+      out.push_back({s->current->ctx.job.id, s->current->ctx.job.attempt, s->current->ctx.progress.load()});
+    }
   }
 }
 

@@ -55,8 +55,9 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
 
   // Enforces timeout_ms and keeps the pool at its size. Call periodically.
   void supervise();
-  // The (job id, attempt) of every lease this pool holds, for the heartbeat.
-  void held_leases(std::vector<std::pair<std::string, int>>& out) const;
+  // Every lease this pool holds, with its handler's last progress, for the
+  // lease extension.
+  void held_leases(std::vector<HeldLease>& out) const;
   // Flags attempts whose lease was lost so their handlers can stop early.
   void cancel(const std::vector<std::string>& job_ids);
 

@@ -88,7 +88,8 @@ constexpr const char* kStatusSql = R"sql(
 SELECT id::text, queue_name, status, priority, attempt_count, max_attempts, payload::text,
        run_at, created_at, started_at, completed_at, failed_at, updated_at,
        coalesce(last_error_message, ''), coalesce(worker_id, ''), lease_expires_at,
-       coalesce(unique_key, '')
+       coalesce(unique_key, ''),
+       CASE WHEN status = 'running' THEN coalesce(round(progress::numeric * 100, 1) || ' %', 'not reported') END
   FROM jobhost.jobs WHERE id = $1::uuid)sql";
 
 constexpr const char* kLogsSql = R"sql(
@@ -107,8 +108,8 @@ int cmd_status(const Urls& u, const std::string& id) {
   const auto& j = r[0];
   const char* labels[] = {"id", "type", "status", "priority", "attempts", "max_attempts", "payload",
                           "run_at", "created_at", "started_at", "completed_at", "failed_at",
-                          "updated_at", "last_error", "worker", "lease_expires_at", "unique_key"};
-  for (int i = 0; i < 17; ++i) {
+                          "updated_at", "last_error", "worker", "lease_expires_at", "unique_key", "progress"};
+  for (int i = 0; i < 18; ++i) {
     if (j[i].is_null() || std::string(j[i].c_str()).empty()) continue;
     std::printf("%-17s %s\n", labels[i], j[i].c_str());
   }
@@ -228,8 +229,14 @@ int cmd_dlq_purge(const Urls& u, const std::string& queue) {
 
 int cmd_inspect(const std::string& lib) {
   const jobhost::PluginInfo info = jobhost::inspect_plugin(lib);
-  std::printf("library       %s\nname          %s\nversion       %s\nabi_version   %u\n",
-              info.path.c_str(), info.name.c_str(), info.version.c_str(), info.abi_version);
+  std::printf("library       %s\nabi           %s (this host loads %u.0 to %s)\n", info.path.c_str(),
+              jobhost::abi_text(info.abi_version).c_str(), JOBHOST_ABI_MAJOR,
+              jobhost::abi_text(JOBHOST_ABI_VERSION).c_str());
+  if (!info.refusal.empty()) {
+    std::printf("loadable      no: %s\n", info.refusal.c_str());
+    return 1;
+  }
+  std::printf("loadable      yes\nname          %s\nversion       %s\n", info.name.c_str(), info.version.c_str());
   std::string types;
   for (const auto& t : info.job_types) types += (types.empty() ? "" : ", ") + t;
   std::printf("job_types     %s\ndefault_retry %s\n", types.c_str(),

@@ -1,6 +1,7 @@
 // noop: the job type "noop", for tests and benchmarks. Its payload drives it:
 //   {}                       succeed at once
-//   {"sleep_ms": N}          sleep N ms (waking early if cancelled), then succeed
+//   {"sleep_ms": N}          sleep N ms (waking early if cancelled), reporting its
+//                            progress as it goes, then succeed
 //   {"fail_attempts": N}     retryable failure while attempt <= N, then succeed
 //   {"permanent": true}      permanent failure (dead-lettered at once)
 //   {"throw": true}          throw an exception (a retryable failure)
@@ -54,11 +55,14 @@ class Noop : public jobhost::sdk::Plugin {
       return Result::retry(msg);
     }
     if (const long long ms = p.value("sleep_ms", 0LL); ms > 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-      while (std::chrono::steady_clock::now() < until) {
+      const auto start = std::chrono::steady_clock::now();
+      const auto until = start + std::chrono::milliseconds(ms);
+      for (auto now = start; now < until; now = std::chrono::steady_clock::now()) {
         if (job.cancelled()) return Result::retry("noop: cancelled while sleeping");
+        job.heartbeat(std::chrono::duration<double>(now - start) / std::chrono::milliseconds(ms));
         std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, 20LL)));
       }
+      job.heartbeat(1.0);
     }
     return Result::ok();
   }
@@ -66,4 +70,4 @@ class Noop : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(Noop, "noop", "1.0.0", "noop")
+JOBHOST_PLUGIN(Noop, "noop", "1.1.0", "noop")

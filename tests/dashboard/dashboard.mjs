@@ -56,6 +56,16 @@ try {
   await until("the first refresh", async () => (await page.textContent("#status")).startsWith("updated"));
   const before = await number(page, "total-completed");
 
+  // One long job first: its handler reports progress, which the running list shows as a bar.
+  const long = await api("/api/v1/jobs", { type: "noop", payload: { sleep_ms: 12000 } });
+  const progress = await until("the long job's progress bar", async () =>
+    page.evaluate((id) => {
+      const tr = [...document.querySelectorAll("#running tbody tr")].find((r) => r.textContent.includes(id));
+      const bar = tr && tr.querySelector("progress");
+      return bar && bar.value > 0 && bar.value < 1 ? bar.value : null;
+    }, long.id)).catch(async (e) => {
+    throw new Error(e.message + "; the running list shows: " + (await page.textContent("#running")));
+  });
   // 300 jobs of 100 ms on a pool of 4: about 8 s of work, so several refreshes
   // see jobs running and the completed count climbing.
   for (let i = 0; i < 300; i++) await api("/api/v1/jobs", { type: "noop", payload: { sleep_ms: 100 } });
@@ -87,7 +97,7 @@ try {
   await page.click(button);
   await until("the replay to be confirmed", async () => (await page.textContent("#status")).includes("replayed " + id));
   if (errors.length) throw new Error("errors in the page: " + errors.join("; "));
-  console.log(`saw ${running} running; completed counts ${[...seen].join(", ")}`);
+  console.log(`saw ${running} running, progress ${progress.toFixed(2)}; completed counts ${[...seen].join(", ")}`);
   console.log("replayed " + id);
 } finally {
   await browser.close();

@@ -260,3 +260,35 @@ TEST_CASE("api: /metrics counts jobs and passes promtool check metrics", "[api][
   INFO(out);
   CHECK(code == 0);
 }
+
+TEST_CASE("api: a running job's reported progress reaches its row, jobctl status and the running list", "[api][sdk]") {
+  TestDb db;
+  HostOptions o;
+  o.heartbeat_ms = 200;
+  ApiHost api(db, o);
+  auto c = api.client();
+  // noop reports sleep progress through heartbeat(); nothing else writes it.
+  const auto id = db.enqueue("noop", R"({"sleep_ms": 4000})");
+  REQUIRE(eventually([&] {
+    const std::string p = db.field(id, "progress");
+    return !p.empty() && std::stod(p) >= 0.2 && std::stod(p) < 1.0;
+  }, 10s));
+  const json view = body_of(c.Get("/api/v1/jobs/" + id));
+  REQUIRE(view["progress"].is_number());
+  CHECK(view["progress"].get<double>() > 0.0);
+  const json running = body_of(c.Get("/api/v1/running"));
+  INFO(running.dump());
+  REQUIRE(running["jobs"].size() == 1);
+  CHECK(running["jobs"][0]["id"] == id);
+  CHECK(running["jobs"][0]["progress"].get<double>() > 0.0);
+  const auto [code, out] = run({bin_dir() + "/jobctl", "status", id}, {"DATABASE_URL=" + db.url(), "REDIS_URL=" + db.redis_url()});
+  CHECK(code == 0);
+  CHECK_THAT(out, Catch::Matches("(.|\n)*progress +[0-9.]+ %(.|\n)*"));
+  // The value only grows while the attempt runs, and the row keeps the last one.
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 15s));
+  CHECK(std::stod(db.field(id, "progress")) >= 0.5);
+  // A job that reports nothing shows none.
+  const auto quiet = db.enqueue("noop", R"({"fail_attempts": 1, "retry_after_ms": 60000})");
+  REQUIRE(eventually([&] { return db.status(quiet) == "retry_scheduled"; }, 10s));
+  CHECK(db.field(quiet, "progress").empty());
+}

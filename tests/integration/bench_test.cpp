@@ -45,7 +45,7 @@ TEST_CASE("jobctl bench stops with the host's error when a host cannot start, an
   const auto [code, out] = bench({"--jobs", "10", "--plugin", plugin_dir() + "/libwrong_abi.so"});
   CHECK(code == 1);
   CHECK_THAT(out, Catch::Contains("jobhost exited during start-up"));
-  CHECK_THAT(out, Catch::Contains("ABI version"));
+  CHECK_THAT(out, Catch::Contains("plugin ABI 2.0"));
   CHECK(leftovers(db) == 0);
 
   const auto [code2, out2] = bench({"--plugin", "/nonexistent/libnoop.so"});

@@ -31,6 +31,12 @@ TEST_CASE("a plugin built out-of-tree against the installed SDK runs in the host
   const std::string library = build + "/libgreeter.so";
   REQUIRE(std::filesystem::exists(library));
 
+  // The team's own unit tests, on the installed <jobhost/testing.hpp>.
+  auto [tcode, tout] = run({build + "/greeter_tests"}, {}, 60s);
+  INFO(tout);
+  CHECK(tcode == 0);
+  CHECK_THAT(tout, Catch::Contains("All tests passed") && Catch::Contains("3 test cases"));
+
   auto [pcode, pout] = run({bin_dir() + "/jobctl", "plugin", "inspect", library});
   CHECK(pcode == 0);
   CHECK_THAT(pout, Catch::Contains("greeter") && Catch::Contains("0.3.0") && Catch::Contains("greet"));

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -20,8 +21,19 @@ class EnqueueError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Options of a follow-up job (Job::enqueue). Defaults: priority 100, runnable
+// at once, the queue's max_attempts, no unique key.
+struct EnqueueOptions {
+  int priority = -1;                           // < 0: the default, 100; lower runs first
+  std::chrono::milliseconds delay{0};          // runnable this long from now
+  int max_attempts = 0;                        // <= 0: the queue's default
+  std::string unique_key;                      // "" none; else a second enqueue with the
+                                               // same type and key returns the first id
+};
+
 // A view of the running attempt. Valid only inside Plugin::handle; not copyable
-// out of it. All calls are cheap and thread-safe.
+// out of it. Every call is thread-safe: a handler may share the Job with
+// threads of its own while handle() runs (and not after it returns).
 class Job {
  public:
   Job(const jobhost_host_api* host, const jobhost_job* job, jobhost_job_ctx* ctx)
@@ -34,36 +46,66 @@ class Job {
   // The attempt number, 1-based; attempt() == max_attempts() is the last try.
   int attempt() const { return job_->attempt; }
   int max_attempts() const { return job_->max_attempts; }
+  // 0..1000, lower runs first (<= 50 is the high band, 51..150 normal).
+  int priority() const { return job_->priority; }
+  // When the job was enqueued.
+  std::chrono::system_clock::time_point created_at() const {
+    return std::chrono::system_clock::time_point(std::chrono::milliseconds(job_->created_at_ms));
+  }
   std::string_view payload_text() const { return job_->payload_json; }
 
-  // The payload parsed once, on first use. Throws nlohmann::json::parse_error
-  // only if the host handed over invalid JSON, which it never stores.
+  // The payload, parsed on first use (once, whichever thread asks first).
+  // Throws nlohmann::json::parse_error only if the host handed over invalid
+  // JSON, which it never stores.
   const nlohmann::json& payload() const {
-    if (!payload_) payload_ = nlohmann::json::parse(job_->payload_json);
-    return *payload_;
+    std::call_once(payload_once_, [this] { payload_ = nlohmann::json::parse(job_->payload_json); });
+    return payload_;
   }
 
+  // Log lines attributed to the job on the host's log (not stored in PostgreSQL).
   void log_debug(const std::string& m) const { host_->log(ctx_, JOBHOST_LOG_DEBUG, m.c_str()); }
   void log_info(const std::string& m) const { host_->log(ctx_, JOBHOST_LOG_INFO, m.c_str()); }
   void log_warn(const std::string& m) const { host_->log(ctx_, JOBHOST_LOG_WARN, m.c_str()); }
   void log_error(const std::string& m) const { host_->log(ctx_, JOBHOST_LOG_ERROR, m.c_str()); }
 
-  // Extends the lease; progress in [0, 1], or negative when unknown.
+  // Records progress in [0, 1] (negative: unknown). The host writes the last
+  // value to the job's row at its next lease extension (host.lease.heartbeat_ms),
+  // where `jobctl status`, the API and the dashboard show it. It does not extend
+  // the lease: the host extends every running attempt's lease by itself.
+  // Cheap: an atomic store.
   void heartbeat(double progress = -1.0) const { host_->heartbeat(ctx_, progress); }
 
-  // True once the host wants this attempt to stop (timeout, cancel, shutdown).
+  // True once the host wants this attempt to stop (timeout, cancel, shutdown,
+  // lost lease). Return promptly (a Result::retry) when it is.
   bool cancelled() const { return host_->cancelled(ctx_) != 0; }
 
   // Enqueues a follow-up job and returns its id. Throws EnqueueError on failure.
+  // Cost: one PostgreSQL round trip in a transaction of its own, committed (the
+  // job durable) before it returns. It joins no transaction of the plugin: to
+  // enqueue atomically with your own writes, call the SQL function
+  // jobhost.enqueue(...) inside your own transaction instead.
   std::string enqueue(const std::string& type, const nlohmann::json& payload, int priority = -1,
                       std::chrono::milliseconds delay = std::chrono::milliseconds(0)) const {
+    EnqueueOptions o;
+    o.priority = priority;
+    o.delay = delay;
+    return enqueue(type, payload, o);
+  }
+  std::string enqueue(const std::string& type, const nlohmann::json& payload,
+                      const EnqueueOptions& options) const {
     char id[40] = {0};
     char err[512] = {0};
     const std::string text = payload.dump();
-    if (host_->enqueue(ctx_, type.c_str(), text.c_str(), priority,
-                       static_cast<int64_t>(delay.count()), id, err, sizeof err) != 0) {
-      throw EnqueueError(err);
-    }
+    jobhost_enqueue_request r{};
+    r.struct_size = sizeof r;
+    r.type = type.c_str();
+    r.payload_json = text.c_str();
+    r.use_priority = options.priority >= 0 ? 1 : 0;
+    r.priority = options.priority;
+    r.delay_ms = static_cast<int64_t>(options.delay.count());
+    r.max_attempts = options.max_attempts;
+    r.unique_key = options.unique_key.c_str();
+    if (host_->enqueue_job(ctx_, &r, id, err, sizeof err) != 0) throw EnqueueError(err);
     return id;
   }
 
@@ -71,7 +113,8 @@ class Job {
   const jobhost_host_api* host_;
   const jobhost_job* job_;
   jobhost_job_ctx* ctx_;
-  mutable std::optional<nlohmann::json> payload_;
+  mutable std::once_flag payload_once_;
+  mutable nlohmann::json payload_;
 };
 
 }  // namespace jobhost::sdk

@@ -8,13 +8,24 @@
 //   JOBHOST_PLUGIN(Mailer, "mailer", "1.0.0", "email.send")
 //
 // The macro exports the two C symbols of <jobhost/abi.h> and converts every
-// exception into an outcome, so nothing throws across the boundary.
+// exception into an outcome, so nothing throws across the boundary. The
+// library is built for the ABI version of the headers it was compiled with
+// (JOBHOST_ABI_VERSION) and loads in every host of the same major and an equal
+// or newer minor.
+//
+// A default retry policy (overridden key by key by the YAML's retry: block) is
+// declared by a static member of the class:
+//     static constexpr const char* kDefaultRetry =
+//         R"({"max_attempts": 10, "base_ms": 1000, "max_ms": 300000})";
+// or, as ABI 1.0 plugins did, by defining JOBHOST_PLUGIN_DEFAULT_RETRY as that
+// JSON string BEFORE the first #include of this header.
 #pragma once
 
 #include <cstdio>
 #include <exception>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -26,7 +37,9 @@
 namespace jobhost::sdk {
 
 // Base of every plugin instance. One instance serves all worker threads of the
-// plugin, so handle() and validate() must be thread-safe.
+// plugin, so handle() and validate() must be thread-safe. The constructor runs
+// once per load (at start, at `jobhost --check-config`, and for each reload that
+// replaces the plugin); the destructor runs after the last handle() returned.
 class Plugin {
  public:
   virtual ~Plugin() = default;
@@ -50,6 +63,16 @@ class Plugin {
 };
 
 namespace detail {
+
+// The class's kDefaultRetry when it declares one, else the macro's value.
+template <typename P, typename = void>
+struct DefaultRetry {
+  static const char* get(const char* fallback) { return fallback; }
+};
+template <typename P>
+struct DefaultRetry<P, std::void_t<decltype(P::kDefaultRetry)>> {
+  static const char* get(const char*) { return P::kDefaultRetry; }
+};
 
 inline void copy_error(const std::string& message, char* err, size_t err_len) {
   if (err == nullptr || err_len == 0) return;
@@ -112,8 +135,6 @@ inline int32_t handle(void* instance, const jobhost_job* job, jobhost_job_ctx* c
 }  // namespace jobhost::sdk
 
 // Exports a plugin class. Further arguments are the job types it serves.
-// Optionally define JOBHOST_PLUGIN_DEFAULT_RETRY as a JSON string before the
-// macro to declare a default retry policy.
 #ifndef JOBHOST_PLUGIN_DEFAULT_RETRY
 #define JOBHOST_PLUGIN_DEFAULT_RETRY nullptr
 #endif
@@ -131,11 +152,12 @@ inline int32_t handle(void* instance, const jobhost_job* job, jobhost_job_ctx* c
         NAME,                                                                             \
         VERSION,                                                                          \
         types,                                                                            \
-        JOBHOST_PLUGIN_DEFAULT_RETRY,                                                     \
+        ::jobhost::sdk::detail::DefaultRetry<CLASS>::get(JOBHOST_PLUGIN_DEFAULT_RETRY),   \
         &::jobhost::sdk::detail::create<CLASS>,                                           \
         &::jobhost::sdk::detail::destroy,                                                 \
         &::jobhost::sdk::detail::validate,                                                \
         &::jobhost::sdk::detail::handle,                                                  \
+        sizeof(jobhost_plugin),                                                           \
     };                                                                                    \
     return &descriptor;                                                                   \
   }
