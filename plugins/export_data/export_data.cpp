@@ -34,6 +34,7 @@
 // for a while; the file is rewritten from scratch each time.
 #define JOBHOST_PLUGIN_DEFAULT_RETRY R"({"max_attempts": 5, "base_ms": 5000, "max_ms": 600000})"
 #include <jobhost/plugin.hpp>
+#include <jobhost_plugins/hex.hpp>
 #include <jobhost_plugins/notify.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
@@ -141,13 +142,7 @@ class TempFile {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (EVP_DigestFinal_ex(md_, digest, &len) != 1) throw std::runtime_error("export: SHA-256 final failed");
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += hex[digest[i] >> 4];
-      out += hex[digest[i] & 0xf];
-    }
-    return out;
+    return jobhost_plugins::hex(digest, len);
   }
 
   void keep() { kept_ = true; }

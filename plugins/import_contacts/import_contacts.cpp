@@ -28,6 +28,7 @@
 #include <jobhost_plugins/email_address.hpp>
 #include <jobhost_plugins/notify.hpp>
 #include <jobhost_plugins/payload.hpp>
+#include <jobhost_plugins/pg_array.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
 
 #include "csv.hpp"
@@ -38,6 +39,7 @@ using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
 using jobhost::sdk::SettingsError;
+using jobhost_plugins::pg_array;
 namespace fs = std::filesystem;
 
 constexpr size_t kKeptRaw = 500;  // bytes of a rejected row kept for the operator
@@ -69,19 +71,6 @@ constexpr const char* kProgress = R"SQL(
 UPDATE app.imports SET rows_total = rows_total + $3, rows_accepted = rows_accepted + $4,
        rows_rejected = rows_rejected + $5
  WHERE tenant_id = $1 AND job_id = $2::uuid)SQL";
-
-std::string pg_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    out += i ? ",\"" : "\"";
-    for (const char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
 
 std::string percent_decode(const std::string& s) {
   std::string out;
