@@ -175,9 +175,9 @@ class Client {
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
             .count());
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
-    if (!t.callback_error.empty()) {
+    if (t.callback_error) {
       response.failure = Failure::kCallback;
-      response.error = t.callback_error;
+      response.error = *t.callback_error;
     } else if (rc == CURLE_ABORTED_BY_CALLBACK) {
       response.failure = Failure::kCancelled;
       response.error = "cancelled";
@@ -193,7 +193,7 @@ class Client {
     const Request* request;
     Response* response;
     CURL* curl;
-    std::string callback_error;  // what on_body's exception said
+    std::optional<std::string> callback_error;  // what on_body's exception said, if one was thrown
     bool stopped_reading;        // keep_body reached: the write error that follows is ours
   };
 
