@@ -4,7 +4,7 @@
 // Payload: {"campaign_id": "...", "tenant_id": "..."}.
 // Settings: database_url (required), db_pool_size (default 2), batch_size
 // (contacts per page, default 1000), email_priority (priority of the email.send
-// jobs, default 100: the normal band).
+// jobs, default 100: the normal band); any other key is refused.
 //
 // Exactly-once fan-out: each page's email.send jobs are inserted in the same
 // transaction that advances app.campaigns.cursor_contact_id past them, with the
@@ -15,6 +15,7 @@
 // enqueued, not that every message has been delivered: email.send records that
 // per message.
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 // A fan-out is cheap to resume, and a database outage should not dead-letter a
@@ -23,13 +24,13 @@
 #include <jobhost/plugin.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
+#include <jobhost_plugins/settings.hpp>
 
 namespace {
 
 using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
-using jobhost::sdk::SettingsError;
 
 // The campaign, locked for the rest of the transaction.
 constexpr const char* kLockCampaign =
@@ -86,21 +87,18 @@ constexpr const char* kMarkFailed =
 constexpr const char* kListSize =
     "SELECT contact_count FROM app.contact_lists WHERE tenant_id = $1 AND id = $2";
 
-int positive_setting(const Settings& s, const std::string& key, int fallback, int max) {
-  const int v = s.get<int>(key, fallback);
-  if (v < 1 || v > max) {
-    throw SettingsError("settings." + key + ": must be between 1 and " + std::to_string(max) +
-                        ", got " + std::to_string(v));
-  }
-  return v;
-}
+const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url", "db_pool_size", "batch_size",
+                                                     "email_priority"};
 
 class CampaignProcess : public jobhost::sdk::Plugin {
  public:
-  explicit CampaignProcess(const Settings& s)
-      : pool_(s.require<std::string>("database_url"), positive_setting(s, "db_pool_size", 2, 100)),
-        batch_size_(positive_setting(s, "batch_size", 1000, 100000)),
-        email_priority_(s.get<int>("email_priority", 100)) {}
+  explicit CampaignProcess(const Settings& settings)
+      : CampaignProcess(jobhost_plugins::SettingsReader(settings, kKeys)) {}
+
+  explicit CampaignProcess(const jobhost_plugins::SettingsReader& s)
+      : pool_(s, 2),
+        batch_size_(static_cast<int>(s.integer("batch_size", 1000, 1, 100000))),
+        email_priority_(static_cast<int>(s.integer("email_priority", 100, INT32_MIN, INT32_MAX))) {}
 
   std::string validate(std::string_view, const nlohmann::json& p) override {
     return jobhost_plugins::first_error(jobhost_plugins::need_string(p, "campaign_id", 200),
@@ -226,4 +224,4 @@ class CampaignProcess : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(CampaignProcess, "campaign_process", "1.0.0", "campaign.process")
+JOBHOST_PLUGIN(CampaignProcess, "campaign_process", "1.1.0", "campaign.process")

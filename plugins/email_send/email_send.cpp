@@ -4,7 +4,8 @@
 // Payload: {"recipient", "template_id", "variables", "tenant_id", "campaign_id"?}.
 // Settings: database_url, db_pool_size (4), providers: [{name, url, username?,
 // password?, timeout_ms?}] tried in order (primary, then fallbacks),
-// circuit_breaker: {failures: 5, open_ms: 30000}, helo (the EHLO name).
+// circuit_breaker: {failures: 5, open_ms: 30000}, helo (the EHLO name); any
+// other key, at any level, is refused naming it.
 //
 // What a relay's answer means:
 //  - MAIL, RCPT or DATA refused (4xx/5xx), unreachable, or timed out before
@@ -43,6 +44,7 @@
 #include <jobhost_plugins/email_address.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
+#include <jobhost_plugins/settings.hpp>
 
 #include "render.hpp"
 
@@ -51,7 +53,6 @@ namespace {
 using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
-using jobhost::sdk::SettingsError;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -87,35 +88,8 @@ struct Provider {
   Clock::time_point open_until{};
 };
 
-[[noreturn]] void bad(const std::string& key, const std::string& what) { throw SettingsError(key + ": " + what); }
-
-void only_keys(const json& obj, const std::string& at, std::initializer_list<const char*> keys) {
-  for (const auto& [key, value] : obj.items()) {
-    if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return key == k; })) {
-      std::string known;
-      for (const char* k : keys) known += (known.empty() ? "" : ", ") + std::string(k);
-      bad(at + "." + key, "unknown key (known: " + known + ")");
-    }
-  }
-}
-
-std::string string_at(const json& obj, const std::string& at, const char* key, bool required) {
-  if (!obj.contains(key)) {
-    if (required) bad(at + "." + key, "is required");
-    return {};
-  }
-  if (!obj[key].is_string()) bad(at + "." + key, std::string("must be a string, not ") + obj[key].type_name());
-  return obj[key].get<std::string>();
-}
-
-long positive_at(const json& obj, const std::string& at, const char* key, long fallback) {
-  if (!obj.contains(key)) return fallback;
-  const json& v = obj[key];
-  if (!v.is_number_integer() || v.get<long long>() < 1 || v.get<long long>() > 86400000) {
-    bad(at + "." + key, "must be a whole number from 1 to 86400000, got " + v.dump());
-  }
-  return v.get<long>();
-}
+const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url", "db_pool_size", "providers",
+                                                     "circuit_breaker", "helo"};
 
 // ---- one SMTP transaction ---------------------------------------------------
 
@@ -219,43 +193,37 @@ Outcome transact(const Job& job, const Provider& prov, const std::string& helo, 
 
 class EmailSend : public jobhost::sdk::Plugin {
  public:
-  explicit EmailSend(const Settings& s)
-      : pool_(s.require<std::string>("database_url"), s.get<int>("db_pool_size", 4)) {
-    only_keys(s.json(), "settings", {"database_url", "db_pool_size", "providers", "circuit_breaker", "helo"});
-    const json& list = s.json().contains("providers") ? s.json()["providers"] : json();
-    if (!list.is_array() || list.empty()) {
-      bad("settings.providers", "must be a non-empty list of relays [{name, url, username?, password?, timeout_ms?}]");
+  explicit EmailSend(const Settings& settings)
+      : EmailSend(jobhost_plugins::SettingsReader(settings, kKeys)) {}
+
+  explicit EmailSend(const jobhost_plugins::SettingsReader& s)
+      : pool_(s, 4) {
+    if (!s.has("providers") || !s.json()["providers"].is_array() || s.json()["providers"].empty()) {
+      s.fail("providers",
+             "must be a non-empty list of relays [{name, url, username?, password?, timeout_ms?}]");
     }
     std::set<std::string> names;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const std::string at = "settings.providers[" + std::to_string(i) + "]";
-      const json& p = list[i];
-      if (!p.is_object()) bad(at, "must be a mapping {name, url, username?, password?, timeout_ms?}");
-      only_keys(p, at, {"name", "url", "username", "password", "timeout_ms"});
+    for (const auto& p : s.mappings("providers", {"name", "url", "username", "password", "timeout_ms"})) {
       Provider prov;
-      prov.name = string_at(p, at, "name", true);
-      prov.url = string_at(p, at, "url", true);
-      prov.username = string_at(p, at, "username", false);
-      prov.password = string_at(p, at, "password", false);
-      prov.timeout_ms = positive_at(p, at, "timeout_ms", 30000);
-      if (prov.name.empty()) bad(at + ".name", "must not be empty");
-      if (!names.insert(prov.name).second) bad(at + ".name", "'" + prov.name + "' names two providers");
+      prov.name = p.required_string("name");
+      prov.url = p.required_string("url");
+      prov.username = p.string("username", "");
+      prov.password = p.string("password", "");
+      prov.timeout_ms = static_cast<long>(p.integer("timeout_ms", 30000, 1, 86400000));
+      if (prov.name.empty()) p.fail("name", "must not be empty");
+      if (!names.insert(prov.name).second) p.fail("name", "'" + prov.name + "' names two providers");
       if ((prov.url.rfind("smtp://", 0) != 0 && prov.url.rfind("smtps://", 0) != 0) ||
           prov.url.size() <= prov.url.find("://") + 3) {
-        bad(at + ".url", "must be smtp://HOST[:PORT] or smtps://HOST[:PORT], got '" + prov.url + "'");
+        p.fail("url", "must be smtp://HOST[:PORT] or smtps://HOST[:PORT], got '" + prov.url + "'");
       }
-      if (prov.password.size() && prov.username.empty()) bad(at + ".password", "is set without a username");
+      if (prov.password.size() && prov.username.empty()) p.fail("password", "is set without a username");
       providers_.push_back(prov);
     }
-    if (s.has("circuit_breaker")) {
-      const json& b = s.json()["circuit_breaker"];
-      if (!b.is_object()) bad("settings.circuit_breaker", "must be a mapping {failures, open_ms}");
-      only_keys(b, "settings.circuit_breaker", {"failures", "open_ms"});
-      breaker_failures_ = static_cast<int>(positive_at(b, "settings.circuit_breaker", "failures", 5));
-      breaker_open_ms_ = positive_at(b, "settings.circuit_breaker", "open_ms", 30000);
-    }
-    helo_ = s.get<std::string>("helo", "");
-    if (helo_.find_first_of("/?# \t\r\n") != std::string::npos) bad("settings.helo", "must be a host name");
+    const jobhost_plugins::SettingsReader breaker = s.mapping("circuit_breaker", {"failures", "open_ms"});
+    breaker_failures_ = static_cast<int>(breaker.integer("failures", 5, 1, 86400000));
+    breaker_open_ms_ = static_cast<long>(breaker.integer("open_ms", 30000, 1, 86400000));
+    helo_ = s.string("helo", "");
+    if (helo_.find_first_of("/?# \t\r\n") != std::string::npos) s.fail("helo", "must be a host name");
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
@@ -490,4 +458,4 @@ class EmailSend : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(EmailSend, "email_send", "1.0.0", "email.send")
+JOBHOST_PLUGIN(EmailSend, "email_send", "1.0.1", "email.send")

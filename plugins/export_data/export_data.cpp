@@ -6,7 +6,7 @@
 //           "list_id"?: "..." (contacts only), "campaign_id"?: "..." (email_events only)}.
 // Settings: export_root (required: an existing directory), expire_after_hours
 // (how long the file is kept, default 168), database_url (required),
-// db_pool_size (default 2).
+// db_pool_size (default 2); any other key is refused.
 //
 // The file appears atomically: PostgreSQL streams COPY (...) TO STDOUT into
 // <root>/<tenant>/<kind>-<job id>.csv.tmp<attempt>, which is fsynced and renamed
@@ -34,9 +34,11 @@
 // for a while; the file is rewritten from scratch each time.
 #define JOBHOST_PLUGIN_DEFAULT_RETRY R"({"max_attempts": 5, "base_ms": 5000, "max_ms": 600000})"
 #include <jobhost/plugin.hpp>
+#include <jobhost_plugins/hex.hpp>
 #include <jobhost_plugins/notify.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
+#include <jobhost_plugins/settings.hpp>
 
 namespace {
 
@@ -44,7 +46,6 @@ namespace fs = std::filesystem;
 using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
-using jobhost::sdk::SettingsError;
 
 constexpr const char* kTenantExists = "SELECT 1 FROM app.tenants WHERE id = $1";
 constexpr const char* kListExists = "SELECT 1 FROM app.contact_lists WHERE tenant_id = $1 AND id = $2";
@@ -141,13 +142,7 @@ class TempFile {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (EVP_DigestFinal_ex(md_, digest, &len) != 1) throw std::runtime_error("export: SHA-256 final failed");
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += hex[digest[i] >> 4];
-      out += hex[digest[i] & 0xf];
-    }
-    return out;
+    return jobhost_plugins::hex(digest, len);
   }
 
   void keep() { kept_ = true; }
@@ -222,32 +217,27 @@ struct ExportRequest {
   std::optional<std::string> list_id, campaign_id;
 };
 
-int setting_in_range(const Settings& s, const std::string& key, int fallback, int min, int max) {
-  const int v = s.get<int>(key, fallback);
-  if (v < min || v > max) {
-    throw SettingsError("settings." + key + ": must be between " + std::to_string(min) + " and " +
-                        std::to_string(max) + ", got " + std::to_string(v));
-  }
-  return v;
-}
+const jobhost_plugins::SettingsReader::Keys kKeys = {"export_root", "expire_after_hours", "database_url",
+                                                     "db_pool_size"};
 
-fs::path export_root(const Settings& s) {
-  const fs::path root = s.require<std::string>("export_root");
+fs::path export_root(const jobhost_plugins::SettingsReader& s) {
+  const fs::path root = s.required_string("export_root");
   std::error_code ec;
-  if (root.empty()) throw SettingsError("settings.export_root: must not be empty");
-  if (!fs::exists(root, ec)) throw SettingsError("settings.export_root: '" + root.string() + "' does not exist");
-  if (!fs::is_directory(root, ec)) {
-    throw SettingsError("settings.export_root: '" + root.string() + "' is not a directory");
-  }
+  if (root.empty()) s.fail("export_root", "must not be empty");
+  if (!fs::exists(root, ec)) s.fail("export_root", "'" + root.string() + "' does not exist");
+  if (!fs::is_directory(root, ec)) s.fail("export_root", "'" + root.string() + "' is not a directory");
   return fs::canonical(root);
 }
 
 class ExportData : public jobhost::sdk::Plugin {
  public:
-  explicit ExportData(const Settings& s)
+  explicit ExportData(const Settings& settings)
+      : ExportData(jobhost_plugins::SettingsReader(settings, kKeys)) {}
+
+  explicit ExportData(const jobhost_plugins::SettingsReader& s)
       : root_(export_root(s)),
-        expire_after_hours_(setting_in_range(s, "expire_after_hours", 168, 1, 24 * 366)),
-        pool_(s.require<std::string>("database_url"), setting_in_range(s, "db_pool_size", 2, 1, 100)) {}
+        expire_after_hours_(static_cast<int>(s.integer("expire_after_hours", 168, 1, 24 * 366))),
+        pool_(s, 2) {}
 
   std::string validate(std::string_view, const nlohmann::json& p) override {
     using namespace jobhost_plugins;
@@ -447,4 +437,4 @@ class ExportData : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(ExportData, "export_data", "1.0.0", "export.data")
+JOBHOST_PLUGIN(ExportData, "export_data", "1.1.0", "export.data")

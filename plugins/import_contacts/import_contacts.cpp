@@ -5,7 +5,8 @@
 // "col_1": "name", "col_2": "company", ...}, "has_header"?}. One column maps to
 // "email", one may map to "name", the others to attribute names.
 // Sources: file:// under settings.import_root only (symlinks resolved before the
-// check), and http(s):// streamed through libcurl.
+// check), and http(s):// streamed through the plugins' HTTP client
+// (jobhost_plugins/http_client.hpp: address guard, no proxy, no redirects).
 //
 // Memory stays flat however large the file: bytes are parsed as they arrive
 // (csv.hpp) and every batch_size accepted rows are upserted in one statement.
@@ -15,20 +16,18 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
-#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
 
-#include <curl/curl.h>
-
 #include <jobhost/plugin.hpp>
-#include <jobhost_plugins/address_policy.hpp>
 #include <jobhost_plugins/email_address.hpp>
+#include <jobhost_plugins/http_client.hpp>
 #include <jobhost_plugins/notify.hpp>
 #include <jobhost_plugins/payload.hpp>
+#include <jobhost_plugins/pg_array.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
+#include <jobhost_plugins/settings.hpp>
 
 #include "csv.hpp"
 
@@ -37,10 +36,11 @@ namespace {
 using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
-using jobhost::sdk::SettingsError;
+using jobhost_plugins::pg_array;
 namespace fs = std::filesystem;
 
 constexpr size_t kKeptRaw = 500;  // bytes of a rejected row kept for the operator
+constexpr const char* kCancelled = "cancelled; the next attempt starts over";
 
 // Accepted rows of one batch: contacts upserted, then added to the list. A
 // later duplicate of an address in the same batch wins (ON CONFLICT cannot
@@ -69,19 +69,6 @@ constexpr const char* kProgress = R"SQL(
 UPDATE app.imports SET rows_total = rows_total + $3, rows_accepted = rows_accepted + $4,
        rows_rejected = rows_rejected + $5
  WHERE tenant_id = $1 AND job_id = $2::uuid)SQL";
-
-std::string pg_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    out += i ? ",\"" : "\"";
-    for (const char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
 
 std::string percent_decode(const std::string& s) {
   std::string out;
@@ -128,8 +115,9 @@ class Import {
 
   void feed(std::string_view bytes) {
     reader_.feed(bytes);
-    if (job_.cancelled()) throw Transient("cancelled; the next attempt starts over");
+    if (job_.cancelled()) throw Transient(kCancelled);
   }
+  bool cancelled() const { return job_.cancelled(); }
   void finish() {
     reader_.finish();
     flush();
@@ -210,48 +198,31 @@ class Import {
   long long pending_total_ = 0, total_ = 0, accepted_ = 0, rejected_ = 0;
 };
 
-struct Download {
-  Import* import;
-  CURL* curl;
-  std::string error;  // why on_body aborted the transfer
-};
-
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  auto* d = static_cast<Download*>(user);
-  long status = 0;
-  curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
-  if (status >= 300) return size * n;  // an error page (or a redirect's body) is not CSV
-  try {
-    d->import->feed(std::string_view(data, size * n));
-  } catch (const std::exception& e) {
-    d->error = e.what();
-    return 0;  // aborts the transfer
-  }
-  return size * n;
+// A whole download may take long; a server silent for stall_seconds is given up on (0: never).
+jobhost_plugins::http::Limits http_limits(const jobhost_plugins::SettingsReader& s) {
+  return {static_cast<long>(s.integer("http_timeout_ms", 600000, 1, 86400000)),
+          static_cast<long>(s.integer("connect_timeout_ms", 10000, 1, 86400000)),
+          static_cast<long>(s.integer("stall_seconds", 30, 0, 86400))};
 }
+
+const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url",       "db_pool_size",  "import_root",
+                                                     "batch_size",         "max_row_bytes", "http_timeout_ms",
+                                                     "connect_timeout_ms", "stall_seconds", "allow_cidrs"};
 
 class ImportContacts : public jobhost::sdk::Plugin {
  public:
-  explicit ImportContacts(const Settings& s)
-      : pool_(s.require<std::string>("database_url"), s.get<int>("db_pool_size", 2)),
-        batch_size_(s.get<int>("batch_size", 1000)),
-        max_row_bytes_(s.get<int>("max_row_bytes", 65536)),
-        http_timeout_ms_(s.get<long>("http_timeout_ms", 600000)),
-        connect_timeout_ms_(s.get<long>("connect_timeout_ms", 10000)),
-        low_speed_seconds_(s.get<long>("stall_seconds", 30)) {
-    const std::string root = s.require<std::string>("import_root");
+  explicit ImportContacts(const Settings& settings)
+      : ImportContacts(jobhost_plugins::SettingsReader(settings, kKeys)) {}
+
+  explicit ImportContacts(const jobhost_plugins::SettingsReader& s)
+      : pool_(s, 2),
+        batch_size_(static_cast<int>(s.integer("batch_size", 1000, 1, 100000))),
+        max_row_bytes_(static_cast<int>(s.integer("max_row_bytes", 65536, 64, 1LL << 30))),
+        http_(jobhost_plugins::http::allow_list(s, "allow_cidrs"), "allow_cidrs", http_limits(s)) {
+    const std::string root = s.required_string("import_root");
     std::error_code ec;
-    if (!fs::is_directory(root, ec)) throw SettingsError("settings.import_root: '" + root + "' is not a directory");
+    if (!fs::is_directory(root, ec)) s.fail("import_root", "'" + root + "' is not a directory");
     root_ = fs::canonical(root);
-    if (batch_size_ < 1 || batch_size_ > 100000) throw SettingsError("settings.batch_size: must be between 1 and 100000");
-    if (max_row_bytes_ < 64) throw SettingsError("settings.max_row_bytes: must be at least 64");
-    try {
-      allow_ = jobhost_plugins::net::parse_allow_list(s.get<std::vector<std::string>>("allow_cidrs", {}), "allow_cidrs");
-    } catch (const std::invalid_argument& e) {
-      throw SettingsError(e.what());
-    }
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
 
   std::string validate(std::string_view, const nlohmann::json& p) override {
@@ -372,62 +343,50 @@ class ImportContacts : public jobhost::sdk::Plugin {
   }
 
   void read_http(const std::string& url, Import& import) const {
-    // The URL is the tenant's: it must not reach inside the platform's network.
-    std::string resolve;
-    std::optional<std::string> refused;
-    try {
-      refused = jobhost_plugins::net::pin_target(url, allow_, "allow_cidrs", resolve);
-    } catch (const std::runtime_error& e) {
-      throw Transient(e.what());  // DNS: may pass
+    namespace http = jobhost_plugins::http;
+    http::Request request;
+    request.url = url;
+    // An error page (or a redirect's body) is not CSV: only a 2xx body is fed.
+    request.on_body = [&](std::string_view bytes) { import.feed(bytes); };
+    request.cancelled = [&] { return import.cancelled(); };
+    const http::Response r = http_.send(request);
+    switch (r.failure) {
+      case http::Failure::kRefused:  // the URL is the tenant's: it must not reach inside the platform's
+                                     // network
+        throw Permanent("payload.file_url: " + r.error);
+      case http::Failure::kUnresolved:  // DNS: may pass
+        throw Transient(r.error);
+      default:
+        break;
     }
-    if (refused) throw Permanent("payload.file_url: " + *refused);
-    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> pins(curl_slist_append(nullptr, resolve.c_str()),
-                                                                     curl_slist_free_all);
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-    CURL* c = curl.get();
-    Download download{&import, c, {}};
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_RESOLVE, pins.get());
-    // A redirect's target was never checked: not followed.
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_FAILONERROR, 0L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, http_timeout_ms_);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms_);
-    // A server that stops sending for stall_seconds is given up on.
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, low_speed_seconds_);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &download);
-    const CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 300 && status < 400) {
-      throw Permanent("GET " + url + " answered HTTP " + std::to_string(status) +
+    if (r.redirect()) {
+      throw Permanent("GET " + url + " answered HTTP " + std::to_string(r.status) +
                       ": redirects are not followed (give the final URL)");
     }
-    if (status >= 400) {
-      const std::string what = "GET " + url + " answered HTTP " + std::to_string(status);
-      if (status >= 500 || status == 408 || status == 429) throw Transient(what);
+    if (r.status >= 400) {
+      const std::string what = "GET " + url + " answered HTTP " + std::to_string(r.status);
+      if (r.status >= 500 || r.status == 408 || r.status == 429) throw Transient(what);
       throw Permanent(what);
     }
-    if (rc != CURLE_OK) {
-      if (!download.error.empty()) throw Transient(download.error);
-      throw Transient("GET " + url + " failed: " + curl_easy_strerror(rc));
+    switch (r.failure) {
+      case http::Failure::kNone:
+        return;
+      case http::Failure::kCallback:
+        throw Transient(r.error);
+      case http::Failure::kCancelled:
+        throw Transient(kCancelled);
+      default:
+        throw Transient("GET " + url + " failed: " + r.error);
     }
   }
 
   jobhost_plugins::PgPool pool_;
   int batch_size_;
   int max_row_bytes_;
-  long http_timeout_ms_;
-  long connect_timeout_ms_;
-  long low_speed_seconds_;
+  jobhost_plugins::http::Client http_;
   fs::path root_;
-  std::vector<jobhost_plugins::net::Cidr> allow_;
 };
 
 }  // namespace
 
-JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.0.0", "import.contacts")
+JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.1.0", "import.contacts")

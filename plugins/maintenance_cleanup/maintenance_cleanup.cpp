@@ -19,30 +19,29 @@
 //   4. exports past expires_at: the file under settings.export_root is removed
 //      (never a path that resolves outside it) and the row marked 'expired'
 //      (the step is skipped when export_root is not set).
-//   5. Redis: ids in a queue's lists and membership set whose job no longer
-//      exists in PostgreSQL (SSCAN / LRANGE in chunks, one existence query per
-//      chunk, never KEYS), for every queue of jobhost.job_queues.
-// Counts go to the log line that ends the run. PostgreSQL or Redis unreachable
-// is a retryable failure naming which; what was done before stays done.
-#include <hiredis/hiredis.h>
-
+// Counts go to the log line that ends the run. PostgreSQL unreachable is a
+// retryable failure naming it; what was done before stays done.
+//
+// Redis is not this plugin's: ids whose job is gone are removed by the host's
+// reconciler, which owns the key layout. Until 1.2.0 this plugin swept them
+// itself; its settings redis_url and redis_key_prefix are still accepted, so
+// existing configs load, but ignored, with a warning when the plugin is created.
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <memory>
 #include <regex>
 #include <string>
 #include <vector>
 
 #include <jobhost/plugin.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
+#include <jobhost_plugins/settings.hpp>
 
 namespace {
 
 using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
-using jobhost::sdk::SettingsError;
 namespace fs = std::filesystem;
 
 // Each returns (rows deleted, the highest key deleted): the next batch starts
@@ -97,51 +96,6 @@ SELECT job_id::text, tenant_id, coalesce(path, '') FROM app.exports
  ORDER BY expires_at LIMIT $1
  FOR UPDATE SKIP LOCKED)SQL";
 
-struct RedisFree {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-struct ReplyFree {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using RedisPtr = std::unique_ptr<redisContext, RedisFree>;
-using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
-
-ReplyPtr command(redisContext* c, const std::vector<std::string>& argv) {
-  std::vector<const char*> args;
-  std::vector<size_t> lens;
-  for (const auto& a : argv) {
-    args.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  ReplyPtr r(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(args.size()), args.data(), lens.data())));
-  if (!r) throw std::runtime_error(std::string("Redis: ") + c->errstr);
-  if (r->type == REDIS_REPLY_ERROR) throw std::runtime_error(std::string("Redis: ") + r->str);
-  return r;
-}
-
-// redis://[:password@]host[:port][/db]; throws naming the setting otherwise.
-std::smatch parse_redis_url(const std::string& url) {
-  static const std::regex form(R"(redis://(?::([^@]*)@)?([^:/]+)(?::(\d+))?(?:/(\d+))?/?)");
-  std::smatch m;
-  if (!std::regex_match(url, m, form)) throw SettingsError("settings.redis_url: expected redis://[:password@]host[:port][/db]");
-  return m;
-}
-
-RedisPtr redis_connect(const std::string& url) {
-  const std::smatch m = parse_redis_url(url);
-  const int port = m[3].matched ? std::stoi(m[3]) : 6379;
-  const timeval timeout{5, 0};
-  RedisPtr c(redisConnectWithTimeout(m[2].str().c_str(), port, timeout));
-  if (!c || c->err) {
-    throw std::runtime_error("Redis at " + m[2].str() + ":" + std::to_string(port) +
-                             " unreachable: " + (c ? c->errstr : "out of memory"));
-  }
-  redisSetTimeout(c.get(), timeout);
-  if (m[1].matched) command(c.get(), {"AUTH", m[1]});
-  if (m[4].matched) command(c.get(), {"SELECT", m[4]});
-  return c;
-}
-
 // Where a PostgreSQL URL points, without its password, for error messages.
 std::string pg_where(const std::string& url) {
   static const std::regex at(R"(^[a-z]+://(?:[^@/]*@)?([^/?]*))");
@@ -149,51 +103,52 @@ std::string pg_where(const std::string& url) {
   return std::regex_search(url, m, at) ? m[1].str() : std::string("the configured database");
 }
 
-constexpr const char* kRetentionKeys[] = {"completed_jobs_days", "failed_jobs_days", "job_logs_days",
-                                          "webhook_deliveries_days"};
+const jobhost_plugins::SettingsReader::Keys kKeys = {
+    "database_url", "db_pool_size", "batch_size",      "export_root",
+    "retention",    "redis_url",    "redis_key_prefix"};  // the last two: ignored since 1.2.0
 
-int setting_days(const nlohmann::json& retention, const char* key, int fallback) {
-  if (!retention.contains(key)) return fallback;
-  if (!retention[key].is_number_integer() || retention[key].get<long long>() < 1 || retention[key].get<long long>() > 36500) {
-    throw SettingsError(std::string("settings.retention.") + key + ": must be a whole number of days, 1 or more");
-  }
-  return retention[key].get<int>();
-}
+constexpr const char* kVersion = "1.2.0";
 
 // Thrown out of a step when the attempt is cancelled between two batches.
 struct Stopped {};
 
 struct Counts {
-  long long jobs = 0, logs = 0, deliveries = 0, exports = 0, orphans = 0, batches = 0;
+  long long jobs = 0, logs = 0, deliveries = 0, exports = 0, batches = 0;
 };
 
 class MaintenanceCleanup : public jobhost::sdk::Plugin {
  public:
-  explicit MaintenanceCleanup(const Settings& s)
-      : pool_(s.require<std::string>("database_url"), s.get<int>("db_pool_size", 1)),
-        redis_url_(s.require<std::string>("redis_url")),
-        prefix_(s.get<std::string>("redis_key_prefix", "jobhost")),
-        batch_(s.get<int>("batch_size", 1000)),
-        export_root_(s.get<std::string>("export_root", "")) {
-    const nlohmann::json retention = s.get<nlohmann::json>("retention", nlohmann::json::object());
-    if (!retention.is_object()) throw SettingsError("settings.retention: must be a mapping");
-    for (const auto& [key, _] : retention.items()) {
-      if (std::find(std::begin(kRetentionKeys), std::end(kRetentionKeys), key) == std::end(kRetentionKeys)) {
-        throw SettingsError("settings.retention." + key +
-                            ": unknown; expected completed_jobs_days, failed_jobs_days, job_logs_days, "
-                            "webhook_deliveries_days");
+  explicit MaintenanceCleanup(const Settings& settings)
+      : MaintenanceCleanup(jobhost_plugins::SettingsReader(settings, kKeys)) {}
+
+  explicit MaintenanceCleanup(const jobhost_plugins::SettingsReader& s)
+      : pool_(s, 1),
+        batch_(static_cast<int>(s.integer("batch_size", 1000, 1, 100000))),
+        export_root_(s.string("export_root", "")) {
+    const jobhost_plugins::SettingsReader retention = s.mapping(
+        "retention", {"completed_jobs_days", "failed_jobs_days", "job_logs_days", "webhook_deliveries_days"});
+    completed_days_ = static_cast<int>(retention.integer("completed_jobs_days", 7, 1, 36500));
+    failed_days_ = static_cast<int>(retention.integer("failed_jobs_days", 30, 1, 36500));
+    logs_days_ = static_cast<int>(retention.integer("job_logs_days", 30, 1, 36500));
+    deliveries_days_ = static_cast<int>(retention.integer("webhook_deliveries_days", 30, 1, 36500));
+    if (!export_root_.empty() && !fs::is_directory(export_root_)) {
+      s.fail("export_root", "'" + export_root_ + "' is not a directory");
+    }
+    for (const char* key : {"redis_url", "redis_key_prefix"}) {
+      if (s.has(key)) {
+        ignored_.push_back(s.where(key) + " is ignored since maintenance_cleanup " + kVersion +
+                           ": the host's reconciler removes orphaned Redis ids");
       }
     }
-    completed_days_ = setting_days(retention, "completed_jobs_days", 7);
-    failed_days_ = setting_days(retention, "failed_jobs_days", 30);
-    logs_days_ = setting_days(retention, "job_logs_days", 30);
-    deliveries_days_ = setting_days(retention, "webhook_deliveries_days", 30);
-    if (batch_ < 1 || batch_ > 100000) throw SettingsError("settings.batch_size: must be between 1 and 100000");
-    if (!export_root_.empty() && !fs::is_directory(export_root_)) {
-      throw SettingsError("settings.export_root: '" + export_root_ + "' is not a directory");
-    }
-    if (prefix_.empty()) throw SettingsError("settings.redis_key_prefix: must not be empty");
-    parse_redis_url(redis_url_);
+  }
+
+  // The SDK attaches the host right after building the instance (through
+  // this class, so this hides Plugin::attach_host): the first moment a plugin
+  // can log outside a job, hence where the ignored settings are reported, once.
+  void attach_host(const jobhost_host_api* host) {
+    Plugin::attach_host(host);
+    if (host == nullptr) return;
+    for (const auto& warning : ignored_) host->log(nullptr, JOBHOST_LOG_WARN, warning.c_str());
   }
 
   std::string validate(std::string_view, const nlohmann::json& p) override {
@@ -222,7 +177,6 @@ class MaintenanceCleanup : public jobhost::sdk::Plugin {
         return tx.exec_params(kDeleteDeliveries, std::stoll(after), deliveries_days_, batch_, last_delivery);
       });
       if (!export_root_.empty()) n.exports = expire_exports(job, *conn, n);
-      n.orphans = redis_orphans(job, *conn);
     } catch (const Stopped&) {
       return Result::retry("cleanup: stopped as asked after " + summary(n) + "; the next run continues");
     } catch (const pqxx::broken_connection& e) {
@@ -238,9 +192,9 @@ class MaintenanceCleanup : public jobhost::sdk::Plugin {
 
  private:
   static std::string summary(const Counts& n) {
-    return "deleted " + std::to_string(n.jobs) + " finished jobs, " + std::to_string(n.logs) + " old job_logs rows and " +
-           std::to_string(n.deliveries) + " webhook deliveries, expired " + std::to_string(n.exports) +
-           " exports, removed " + std::to_string(n.orphans) + " orphaned Redis ids";
+    return "deleted " + std::to_string(n.jobs) + " finished jobs, " + std::to_string(n.logs) +
+           " old job_logs rows and " + std::to_string(n.deliveries) + " webhook deliveries, expired " +
+           std::to_string(n.exports) + " exports";
   }
 
   static long long scalar(pqxx::connection& conn, const char* sql, int days) {
@@ -300,88 +254,13 @@ class MaintenanceCleanup : public jobhost::sdk::Plugin {
     }
   }
 
-  // Removes from the queue's lists and membership set those of `ids` whose job
-  // is not in PostgreSQL (and any that is not a job id at all); returns how many.
-  long long drop_orphans(redisContext* redis, pqxx::connection& conn, const std::string& base,
-                         const std::vector<std::string>& candidates) {
-    static const std::regex uuid("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
-    std::vector<std::string> orphans;
-    std::string array = "{";
-    for (const auto& id : candidates) {
-      if (!std::regex_match(id, uuid)) {
-        orphans.push_back(id);
-      } else {
-        array += (array.size() > 1 ? "," : "") + id;
-      }
-    }
-    array += "}";
-    if (array.size() > 2) {
-      pqxx::nontransaction tx(conn);
-      const pqxx::result gone = tx.exec_params(
-          "SELECT t.id::text FROM unnest($1::uuid[]) AS t(id) "
-          "WHERE NOT EXISTS (SELECT 1 FROM jobhost.jobs j WHERE j.id = t.id)",
-          array);
-      for (const auto& row : gone) orphans.emplace_back(row[0].c_str());
-    }
-    for (const auto& id : orphans) {
-      for (const char* band : {"high", "normal", "low"}) command(redis, {"LREM", base + band, "0", id});
-      command(redis, {"SREM", base + "members", id});
-    }
-    return static_cast<long long>(orphans.size());
-  }
-
-  long long redis_orphans(Job& job, pqxx::connection& conn) {
-    RedisPtr redis = redis_connect(redis_url_);
-    std::vector<std::string> queues;
-    {
-      pqxx::nontransaction tx(conn);
-      for (const auto& row : tx.exec("SELECT name FROM jobhost.job_queues")) queues.emplace_back(row[0].c_str());
-    }
-    const auto strings = [](const redisReply* array) {
-      std::vector<std::string> out;
-      for (size_t i = 0; i < array->elements; ++i) out.emplace_back(array->element[i]->str, array->element[i]->len);
-      return out;
-    };
-    long long removed = 0;
-    for (const auto& queue : queues) {
-      const std::string base = prefix_ + ":{" + queue + "}:";
-      // The host adds and removes an id in a list and the set atomically, so
-      // the set finds the orphans; the lists are read too, in case they part.
-      std::string cursor = "0";
-      do {
-        if (job.cancelled()) throw Stopped{};
-        const ReplyPtr r = command(redis.get(), {"SSCAN", base + "members", cursor, "COUNT", std::to_string(batch_)});
-        cursor = std::string(r->element[0]->str, r->element[0]->len);
-        removed += drop_orphans(redis.get(), conn, base, strings(r->element[1]));
-        job.heartbeat();
-      } while (cursor != "0");
-      for (const char* band : {"high", "normal", "low"}) {
-        // A fetcher may pop from the head meanwhile, so an id can be skipped:
-        // the next run sees it. Nothing is removed unless it is an orphan.
-        for (long long start = 0;;) {
-          if (job.cancelled()) throw Stopped{};
-          const ReplyPtr r = command(redis.get(), {"LRANGE", base + band, std::to_string(start),
-                                                   std::to_string(start + batch_ - 1)});
-          const auto ids = strings(r.get());
-          const long long dropped = drop_orphans(redis.get(), conn, base, ids);
-          removed += dropped;
-          job.heartbeat();
-          if (ids.size() < static_cast<size_t>(batch_)) break;
-          start += static_cast<long long>(ids.size()) - dropped;
-        }
-      }
-    }
-    return removed;
-  }
-
   jobhost_plugins::PgPool pool_;
-  std::string redis_url_;
-  std::string prefix_;
   int batch_;
   std::string export_root_;
   int completed_days_ = 7, failed_days_ = 30, logs_days_ = 30, deliveries_days_ = 30;
+  std::vector<std::string> ignored_;  // warnings about settings no longer used
 };
 
 }  // namespace
 
-JOBHOST_PLUGIN(MaintenanceCleanup, "maintenance_cleanup", "1.1.0", "maintenance.cleanup")
+JOBHOST_PLUGIN(MaintenanceCleanup, "maintenance_cleanup", kVersion, "maintenance.cleanup")

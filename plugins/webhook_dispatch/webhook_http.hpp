@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include <jobhost_plugins/hex.hpp>
+
 namespace webhook {
 
 inline std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
@@ -20,13 +22,7 @@ inline std::string hmac_sha256_hex(std::string_view key, std::string_view messag
   unsigned int len = 0;
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(message.data()),
        message.size(), mac, &len);
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += kDigits[mac[i] >> 4];
-    out += kDigits[mac[i] & 15];
-  }
-  return out;
+  return jobhost_plugins::hex(mac, len);
 }
 
 // X-Jobhost-Signature: the timestamp is inside the signed text, so a captured

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "settings_check.hpp"
 
 using namespace jobhost::test;
 
@@ -328,4 +329,12 @@ TEST_CASE("an unreachable database makes campaign.process retry and then dead-le
   CHECK_THAT(db.field(id, "last_error_message"), Catch::Contains("campaign camp_pg: lost the connection to PostgreSQL: "));
   CHECK(campaign(db, "camp_pg", "status") == "scheduled");
   CHECK(email_jobs(db) == 0);
+}
+
+TEST_CASE("a misspelt campaign_process setting is refused by --check-config, naming it", "[campaign_process]") {
+  TestDb db;
+  check_settings_refused(with_setting(config(db), "email_priorty: 10"),
+                         "settings.email_priorty: unknown key (did you mean email_priority?)");
+  check_settings_refused(with_setting(config(db), "page_size: 10"),
+                         "settings.page_size: unknown key (known: database_url, db_pool_size, batch_size, email_priority)");
 }

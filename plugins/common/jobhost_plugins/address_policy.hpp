@@ -172,15 +172,4 @@ inline std::optional<std::string> pin_target(const std::string& url, const std::
   return std::nullopt;
 }
 
-// settings.<key>: a list of CIDR networks or addresses; throws naming a bad one.
-inline std::vector<Cidr> parse_allow_list(const std::vector<std::string>& items, const std::string& key) {
-  std::vector<Cidr> out;
-  for (const auto& c : items) {
-    const auto cidr = parse_cidr(c);
-    if (!cidr) throw std::invalid_argument("settings." + key + ": \"" + c + "\" is not an address or CIDR network");
-    out.push_back(*cidr);
-  }
-  return out;
-}
-
 }  // namespace jobhost_plugins::net

@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include <jobhost_plugins/enqueue.hpp>
+
 namespace jobhost_plugins {
 
 // kind is the event name too ("import.completed"); subject_id the job or row it
@@ -25,14 +27,19 @@ inline int notify(pqxx::work& tx, const std::string& tenant_id, const std::strin
       "ON CONFLICT (tenant_id, kind, subject_id) DO NOTHING",
       tenant_id, kind, subject_id, data.dump());
   const std::string event_id = kind + ":" + subject_id;
-  const pqxx::result r = tx.exec_params(
-      "SELECT count(jobhost.enqueue('webhook.dispatch', "
-      "         jsonb_build_object('tenant_id', e.tenant_id, 'endpoint_id', e.id, 'event', $2::text, "
-      "                            'event_id', $3::text, 'data', $4::jsonb), "
-      "         priority => 10, unique_key => $3 || '/' || e.id)) "
-      "FROM app.webhook_endpoints e WHERE e.tenant_id = $1 AND e.active",
-      tenant_id, kind, event_id, data.dump());
-  return r[0][0].as<int>();
+  const pqxx::result endpoints = tx.exec_params(
+      "SELECT id FROM app.webhook_endpoints WHERE tenant_id = $1 AND active ORDER BY id", tenant_id);
+  for (const auto& row : endpoints) {
+    const std::string endpoint = row[0].c_str();
+    enqueue(tx, "webhook.dispatch",
+            {{"tenant_id", tenant_id},
+             {"endpoint_id", endpoint},
+             {"event", kind},
+             {"event_id", event_id},
+             {"data", data}},
+            {10, event_id + "/" + endpoint});
+  }
+  return static_cast<int>(endpoints.size());
 }
 
 }  // namespace jobhost_plugins

@@ -2,7 +2,7 @@
 // plugin's worker threads. Header-only, shared by the plugins in this
 // repository; a plugin built elsewhere needs only the SDK.
 //
-//   PgPool pool(settings.require<std::string>("database_url"), settings.get("db_pool_size", 4));
+//   PgPool pool(settings, 4);            // settings.database_url, settings.db_pool_size (default 4)
 //   auto conn = pool.acquire();          // blocks while all are lent out
 //   pqxx::work tx(*conn);  ...  tx.commit();
 //
@@ -21,6 +21,8 @@
 
 #include <pqxx/pqxx>
 
+#include <jobhost_plugins/settings.hpp>
+
 namespace jobhost_plugins {
 
 class PgPool {
@@ -29,6 +31,11 @@ class PgPool {
     if (url_.empty()) throw std::invalid_argument("settings.database_url: must not be empty");
     if (size_ < 1) throw std::invalid_argument("settings.db_pool_size: must be at least 1");
   }
+  // From the plugin's settings database_url (required) and db_pool_size
+  // (default_size when absent, 1 to 1000).
+  PgPool(const SettingsReader& settings, int default_size)
+      : PgPool(settings.required_string("database_url"),
+               static_cast<int>(settings.integer("db_pool_size", default_size, 1, 1000))) {}
   PgPool(const PgPool&) = delete;
   PgPool& operator=(const PgPool&) = delete;
 

@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "harness.hpp"
+#include "settings_check.hpp"
 
 using namespace jobhost::test;
 namespace fs = std::filesystem;
@@ -370,6 +371,13 @@ TEST_CASE("a missing export root stops the host at start, naming the setting", "
   const auto [check_code, check_output] = run({bin_dir() + "/jobhost", "--check-config", config(db, missing)}, {}, 20s);
   CHECK(check_code == 2);
   CHECK_THAT(check_output, Catch::Contains("settings.export_root: '" + missing.string() + "' does not exist"));
+}
+
+TEST_CASE("a misspelt export_data setting is refused by --check-config, naming it", "[export_data]") {
+  TestDb db;
+  ExportRoot root(db);
+  check_settings_refused(with_setting(config(db, root.path), "expire_after_hour: 24"),
+                         "settings.expire_after_hour: unknown key (did you mean expire_after_hours?)");
 }
 
 TEST_CASE("an export root that vanished or cannot hold the tenant's folder fails the job with a clear message",

@@ -9,6 +9,8 @@
 #include <httplib.h>
 
 #include "harness.hpp"
+#include "proxy_trap.hpp"
+#include "settings_check.hpp"
 
 using namespace jobhost::test;
 namespace fs = std::filesystem;
@@ -200,4 +202,51 @@ TEST_CASE("an import from a private or loopback address is refused unless allow-
   CHECK_THAT(db.field(id, "last_error_message"),
              Catch::Contains("payload.file_url: refused to connect to 127.0.0.1 (127.0.0.1): a loopback address"));
   CHECK_THAT(db.field(metadata, "last_error_message"), Catch::Contains("(169.254.169.254): a link-local address"));
+}
+
+TEST_CASE("an import over HTTP ignores proxy variables: fetched directly, and the address guard still holds",
+          "[import]") {
+  TestDb db;
+  seed(db);
+  Root root(db.prefix());
+  httplib::Server server;
+  std::atomic<int> served{0};
+  server.Get("/ok.csv", [&](const httplib::Request&, httplib::Response& res) {
+    ++served;
+    res.set_content("email,name\ndirect@example.com,D\n", "text/csv");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { server.listen_after_bind(); });
+  // A proxy would reach an address nobody checked (it resolves the name
+  // itself), so a request through it routes around the guard.
+  jobhost_plugins::testing::ProxyTrap proxy("email,name\nproxied@example.com,P\n");
+  std::unique_ptr<Process> host;
+  {
+    const jobhost_plugins::testing::ProxyEnvironment env(proxy.url());
+    host = start_host(config(db, root), "import");
+  }
+  const std::string ok = import(db, "http://127.0.0.1:" + std::to_string(port) + "/ok.csv");
+  // 10.0.0.0/8 is not allow-listed: refused before any connection, proxy or not.
+  const std::string refused = import(db, "http://10.1.2.3:8080/contacts.csv");
+  REQUIRE(eventually([&] { return db.status(ok) == "completed" && db.status(refused) == "failed"; }, 20s));
+  server.stop();
+  serving.join();
+  INFO(host->log());
+  CHECK(proxy.connections() == 0);
+  CHECK(served == 1);
+  CHECK(db.scalar("SELECT string_agg(email, ',' ORDER BY email) FROM app.contacts WHERE tenant_id = 't1'") ==
+        "direct@example.com");
+  CHECK(db.field(refused, "attempt_count") == "1");
+  CHECK_THAT(db.field(refused, "last_error_message"),
+             Catch::Contains("payload.file_url: refused to connect to 10.1.2.3 (10.1.2.3): a private address"));
+}
+
+TEST_CASE("a misspelt import_contacts setting is refused by --check-config, naming it", "[import]") {
+  TestDb db;
+  Root root(db.prefix());
+  // A typo here would otherwise leave the guard's allow list silently empty.
+  check_settings_refused(with_setting(config(db, root, false), "allow_cidr: [\"10.0.0.0/8\"]"),
+                         "settings.allow_cidr: unknown key (did you mean allow_cidrs?)");
+  check_settings_refused(with_setting(config(db, root), "stall_secs: 5"),
+                         "settings.stall_secs: unknown key (did you mean stall_seconds?)");
 }

@@ -1,21 +1,21 @@
-// maintenance.cleanup end to end: retention in PostgreSQL, expired export
-// files, and orphaned ids in Redis, through a real host.
+// maintenance.cleanup end to end: retention in PostgreSQL and expired export
+// files, through a real host; and its settings, through --check-config.
 #include <filesystem>
 #include <fstream>
 
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
-#include "redis.hpp"
-#include "routing.hpp"
+#include "settings_check.hpp"
 
 using namespace jobhost::test;
 namespace fs = std::filesystem;
 
 namespace {
 
+// extra_settings: YAML lines appended inside settings: (indent by 6).
 std::string config(TestDb& db, const fs::path& exports, int batch = 10, const std::string& database_url = "",
-                   const std::string& redis_url = "") {
+                   const std::string& extra_settings = "") {
   HostOptions o;
   o.extra_yaml = "  - name: maintenance_cleanup\n"
                  "    library: " + plugin_dir() + "/libmaintenance_cleanup.so\n"
@@ -24,11 +24,10 @@ std::string config(TestDb& db, const fs::path& exports, int batch = 10, const st
                  "    retry: { max_attempts: 2, base_ms: 50, max_ms: 100 }\n"
                  "    settings:\n"
                  "      database_url: \"" + (database_url.empty() ? db.url() : database_url) + "\"\n"
-                 "      redis_url: \"" + (redis_url.empty() ? db.redis_url() : redis_url) + "\"\n"
-                 "      redis_key_prefix: \"" + db.prefix() + "\"\n"
                  "      batch_size: " + std::to_string(batch) + "\n"
                  "      export_root: \"" + exports.string() + "\"\n"
-                 "      retention: { completed_jobs_days: 7, failed_jobs_days: 30, job_logs_days: 30 }\n";
+                 "      retention: { completed_jobs_days: 7, failed_jobs_days: 30, job_logs_days: 30 }\n" +
+                 extra_settings;
   return write_config(db, o, "cleanup");
 }
 
@@ -81,7 +80,7 @@ TEST_CASE("cleanup deletes finished jobs past retention in bounded batches, and 
   fs::remove_all(exports);
 }
 
-TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files, and orphaned Redis ids", "[cleanup]") {
+TEST_CASE("cleanup trims old job_logs of kept jobs and removes expired export files", "[cleanup]") {
   TestDb db;
   const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
   fs::create_directories(exports / "t1");
@@ -107,19 +106,6 @@ TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files
   old_jobs(db, "failed", 1, 10);
   db.scalar("INSERT INTO jobhost.job_logs (job_id, status, attempt_number, created_at) "
             "SELECT id, 'retry_scheduled', 0, now() - interval '40 days' FROM jobhost.jobs WHERE queue_name = 'old.work' RETURNING 1");
-  // Redis: a live job's id and an id whose job is gone, in the list and the set.
-  const std::string live = db.enqueue("parked.work");
-  const std::string gone = "01a20000-0000-7000-8000-000000000001";
-  jobhost::Redis redis(db.redis_url());
-  const jobhost::QueueKeys keys(db.prefix(), "parked.work");
-  for (const auto& id : {live, gone}) {
-    redis.command({"RPUSH", keys.list(jobhost::Band::kNormal), id});
-    redis.command({"SADD", keys.members(), id});
-  }
-  // Orphans the set does not know: only in a list, and a value that is no job id.
-  const std::string list_only = "01a20000-0000-7000-8000-000000000002";
-  redis.command({"RPUSH", keys.list(jobhost::Band::kLow), list_only});
-  redis.command({"RPUSH", keys.list(jobhost::Band::kHigh), "not-a-job-id"});
   auto host = start_host(config(db, exports), "cleanup");
   const std::string id = db.enqueue("maintenance.cleanup");
   REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 30s));
@@ -133,26 +119,19 @@ TEST_CASE("cleanup trims old job_logs of kept jobs, removes expired export files
   CHECK_THAT(host->log(), Catch::Contains("is not inside the export root; file not removed"));
   CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries") == 2);
   CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries WHERE created_at < now() - interval '2 days'") == 0);
-  CHECK(redis.command({"SISMEMBER", keys.members(), gone})->integer == 0);
-  CHECK(redis.command({"SISMEMBER", keys.members(), live})->integer == 1);
-  CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kNormal)})->integer == 1);
-  CHECK(redis.command({"LINDEX", keys.list(jobhost::Band::kNormal), "0"})->str == live);
-  CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kLow)})->integer == 0);
-  CHECK(redis.command({"LLEN", keys.list(jobhost::Band::kHigh)})->integer == 0);
   CHECK_THAT(host->log(), Catch::Contains("deleted 0 finished jobs, 1 old job_logs rows and 3 webhook deliveries, "
-                                          "expired 2 exports, removed 3 orphaned Redis ids"));
+                                          "expired 2 exports, in "));
   fs::remove_all(exports);
   fs::remove(outside);
 }
 
-TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the cause, and bad payloads are refused",
+TEST_CASE("cleanup with PostgreSQL unreachable is retried with the cause, and bad payloads are refused",
           "[cleanup]") {
   TestDb db;
   const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
   fs::create_directories(exports);
   // The plugin's own database URL points at a closed port; the host's is fine.
-  auto host = start_host(config(db, exports, 10, "postgresql://postgres@127.0.0.1:1/none", "redis://127.0.0.1:1"),
-                         "cleanup");
+  auto host = start_host(config(db, exports, 10, "postgresql://postgres@127.0.0.1:1/none"), "cleanup");
   const std::string id = db.enqueue("maintenance.cleanup");
   REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 30s));
   CHECK(db.field(id, "attempt_count") == "2");
@@ -161,13 +140,49 @@ TEST_CASE("cleanup with PostgreSQL or Redis unreachable is retried with the caus
   const std::string bad = db.enqueue("maintenance.cleanup", R"({"days": 3})");
   REQUIRE(eventually([&] { return db.status(bad) == "failed"; }, 30s));
   CHECK_THAT(db.field(bad, "last_error_message"), Catch::Contains("payload.days: unknown"));
-  host.reset();
+  fs::remove_all(exports);
+}
 
-  // Redis alone unreachable: PostgreSQL work is done, then the attempt fails naming Redis.
-  auto host2 = start_host(config(db, exports, 10, "", "redis://127.0.0.1:1"), "cleanup");
-  const std::string redis_down = db.enqueue("maintenance.cleanup");
-  REQUIRE(eventually([&] { return db.status(redis_down) == "failed"; }, 30s));
-  CHECK_THAT(db.field(redis_down, "last_error_message"), Catch::Contains("Redis at 127.0.0.1:1 unreachable"));
+TEST_CASE("a config still giving redis_url and redis_key_prefix loads, each reported once as ignored, "
+          "and Redis is never contacted", "[cleanup]") {
+  TestDb db;
+  const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
+  fs::create_directories(exports);
+  // Nothing listens on port 1: a run that still swept Redis would fail.
+  const std::string path = config(db, exports, 10, "",
+                                  "      redis_url: \"redis://127.0.0.1:1\"\n"
+                                  "      redis_key_prefix: \"" + db.prefix() + "\"\n");
+  const auto [code, out] = run({bin_dir() + "/jobhost", "--check-config", path});
+  INFO(out);
+  CHECK(code == 0);
+  auto host = start_host(path, "cleanup");
+  const std::string warning = "settings.redis_url is ignored since maintenance_cleanup 1.2.0: "
+                              "the host's reconciler removes orphaned Redis ids";
+  CHECK_THAT(host->log(), Catch::Contains(warning));
+  CHECK_THAT(host->log(), Catch::Contains("settings.redis_key_prefix is ignored since maintenance_cleanup 1.2.0"));
+  for (int i = 0; i < 2; ++i) {
+    const std::string id = db.enqueue("maintenance.cleanup");
+    REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 30s));
+  }
+  const std::string log = host->log();
+  INFO(log);
+  size_t seen = 0;
+  for (size_t at = log.find(warning); at != std::string::npos; at = log.find(warning, at + 1)) ++seen;
+  CHECK(seen == 1);
+  CHECK_THAT(log, !Catch::Contains("Redis ids,"));
+  fs::remove_all(exports);
+}
+
+TEST_CASE("a misspelt maintenance_cleanup setting is refused by --check-config, naming it", "[cleanup]") {
+  TestDb db;
+  const fs::path exports = fs::temp_directory_path() / (db.prefix() + "-exports");
+  fs::create_directories(exports);
+  check_settings_refused(config(db, exports, 10, "", "      batch_sise: 5\n"),
+                         "settings.batch_sise: unknown key (did you mean batch_size?)");
+  check_settings_refused(edited(config(db, exports), "completed_jobs_days", "completed_job_days"),
+                         "settings.retention.completed_job_days: unknown key (did you mean completed_jobs_days?)");
+  check_settings_refused(config(db, exports, 10, "", "      keep_days: 5\n"),
+                         "settings.keep_days: unknown key (known: database_url, db_pool_size, batch_size");
   fs::remove_all(exports);
 }
 

@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "proxy_trap.hpp"
+#include "settings_check.hpp"
 #include "webhook_http.hpp"
 
 using namespace jobhost::test;
@@ -291,4 +293,62 @@ TEST_CASE("an IPv6 literal target is delivered when allow-listed", "[webhook]") 
   REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 20s));
   CHECK(r.count() == 1);
   CHECK(r.seen[0].signature_ok);
+}
+
+TEST_CASE("a webhook ignores proxy variables: delivered directly, and the address guard still holds", "[webhook]") {
+  TestDb db;
+  Receiver r;
+  seed(db, r.port);
+  db.scalar("INSERT INTO app.webhook_endpoints (id, tenant_id, url, secret) VALUES "
+            "('private', 't1', 'http://10.1.2.3:8080/hook', '" + kSecret + "') RETURNING 1");
+  // A proxy would connect to an address nobody checked.
+  jobhost_plugins::testing::ProxyTrap proxy("proxied");
+  std::unique_ptr<Process> host;
+  {
+    const jobhost_plugins::testing::ProxyEnvironment env(proxy.url());
+    host = start_host(config(db), "webhook");
+  }
+  const std::string id = dispatch(db, "ev-1");
+  const std::string refused = dispatch(db, "ev-2", json::object(), "t1", "private");
+  REQUIRE(eventually([&] { return db.status(id) == "completed" && db.status(refused) == "failed"; }, 20s));
+  INFO(host->log());
+  CHECK(proxy.connections() == 0);
+  CHECK(r.count() == 1);
+  CHECK(db.field(refused, "attempt_count") == "1");
+  CHECK_THAT(db.field(refused, "last_error_message"),
+             Catch::Contains("refused to connect to 10.1.2.3 (10.1.2.3): a private address"));
+}
+
+TEST_CASE("a webhook answer's body is read only as far as it is quoted: an endless 2xx body still completes",
+          "[webhook]") {
+  TestDb db;
+  httplib::Server server;
+  std::atomic<long long> sent{0};
+  server.Post("/hook", [&](const httplib::Request&, httplib::Response& res) {
+    // Chunks without end, until the client hangs up.
+    res.set_chunked_content_provider("text/plain", [&](size_t, httplib::DataSink& sink) {
+      const std::string chunk(4096, 'x');
+      sent += static_cast<long long>(chunk.size());
+      return sink.write(chunk.data(), chunk.size());
+    });
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { server.listen_after_bind(); });
+  seed(db, port);
+  auto host = start_host(config(db), "webhook");
+  const std::string id = dispatch(db, "ev-endless");
+  REQUIRE(eventually([&] { return db.status(id) == "completed" || db.status(id) == "failed"; }, 20s));
+  server.stop();
+  serving.join();
+  CHECK(db.status(id) == "completed");
+  CHECK(db.field(id, "attempt_count") == "1");
+  CHECK(deliveries(db, id) == "200");
+}
+
+TEST_CASE("a misspelt webhook_dispatch setting is refused by --check-config, naming it", "[webhook]") {
+  TestDb db;
+  check_settings_refused(with_setting(config(db, ""), "allowed_cidrs: [\"10.0.0.0/8\"]"),
+                         "settings.allowed_cidrs: unknown key (did you mean allow_cidrs?)");
+  check_settings_refused(with_setting(config(db), "timeout: 5000"),
+                         "settings.timeout: unknown key (did you mean timeout_ms?)");
 }
