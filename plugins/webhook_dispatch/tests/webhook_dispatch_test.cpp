@@ -21,6 +21,7 @@
 #include "proxy_trap.hpp"
 #include "settings_check.hpp"
 #include "webhook_http.hpp"
+#include <jobhost/testing.hpp>
 
 using namespace jobhost::test;
 using nlohmann::json;
@@ -351,4 +352,59 @@ TEST_CASE("a misspelt webhook_dispatch setting is refused by --check-config, nam
                          "settings.allowed_cidrs: unknown key (did you mean allow_cidrs?)");
   check_settings_refused(with_setting(config(db), "timeout: 5000"),
                          "settings.timeout: unknown key (did you mean timeout_ms?)");
+}
+
+// The plugin's handle() run in-process through the SDK's harness
+// (<jobhost/testing.hpp>): no jobhost, no Redis; the plugin's own database and
+// the receiver are real. This binary compiles webhook_dispatch.cpp itself.
+extern "C" const jobhost_plugin* jobhost_plugin_entry(void);
+
+namespace {
+
+json harness_settings(TestDb& db) {
+  return {{"database_url", db.url()}, {"db_pool_size", 1}, {"timeout_ms", 700},
+          {"max_retry_after_ms", 2500}, {"allow_cidrs", {"127.0.0.0/8"}}};
+}
+
+jobhost::sdk::testing::TestJob harness_job(const std::string& event_id, const json& data = json::object()) {
+  jobhost::sdk::testing::TestJob job;
+  job.type = "webhook.dispatch";
+  job.payload = {{"tenant_id", "t1"}, {"endpoint_id", "e1"}, {"event", "import.completed"},
+                 {"event_id", event_id}, {"data", data}};
+  return job;
+}
+
+}  // namespace
+
+TEST_CASE("webhook handle() in-process through the SDK harness: delivered, retried with the answer's delay, and never a secret in its logs",
+          "[webhook][harness]") {
+  TestDb db;
+  Receiver r;
+  seed(db, r.port);
+  jobhost::sdk::testing::Harness h(jobhost_plugin_entry(), harness_settings(db));
+
+  const auto ok = h.run(harness_job("ev-h1", {{"n", 1}}));
+  CHECK(ok.ok());
+  CHECK(ok.error.empty());
+  REQUIRE(r.count() == 1);
+  CHECK(r.seen[0].signature_ok);
+  CHECK(ok.logged("ev-h1"));
+  CHECK(ok.enqueued.empty());
+
+  const auto busy = h.run(harness_job("ev-h2", {{"answers", json::array({429})}, {"retry_after", "2"}}));
+  CHECK(busy.retried());
+  CHECK_THAT(busy.error, Catch::Contains("429"));
+  REQUIRE(busy.retry_after_ms);
+  CHECK(*busy.retry_after_ms == 2000);
+
+  for (const auto* run : {&ok, &busy}) {
+    for (const auto& line : run->logs) CHECK_THAT(line.message, !Catch::Contains(kSecret));
+  }
+  CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries WHERE event_id IN ('ev-h1', 'ev-h2')") == 2);
+
+  CHECK_THAT(h.validate("webhook.dispatch", {{"tenant_id", "t1"}}), Catch::Contains("payload."));
+  json misspelt = harness_settings(db);
+  misspelt["timeout_msec"] = 5;
+  CHECK_THROWS_WITH(jobhost::sdk::testing::Harness(jobhost_plugin_entry(), misspelt),
+                    Catch::Contains("settings.timeout_msec: unknown key"));
 }
