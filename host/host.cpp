@@ -35,9 +35,18 @@ struct Host::Parts {
   QueueRegistry registry{pools};
   std::unique_ptr<Gauges> gauges;
   std::unique_ptr<Reloader> reloader;
-  std::vector<std::jthread> roles;  // migrator, reaper, reconciler
+  // The role loops (autoscaler, migrator, reaper, reconciler, scheduler), each
+  // on a thread of its own; declared before their threads, which end first.
+  std::vector<std::unique_ptr<Service>> roles;
+  std::vector<std::jthread> role_threads;
+  std::unique_ptr<LeaseKeeper> lease_keeper;
   std::jthread housekeeping;
   std::unique_ptr<ApiServer> api;
+
+  void start_role(std::unique_ptr<Service> s) {
+    roles.push_back(std::move(s));
+    role_threads.emplace_back([s = roles.back().get()](std::stop_token st) { s->run(st); });
+  }
 };
 
 std::string default_host_id() {
@@ -133,19 +142,14 @@ int Host::run() {
   p.completer->start();
   for (auto& pool : p.pools.active()) pool->start();
   if (config_.has_role(Role::kWorker)) {
-    p.roles.emplace_back([a = Autoscaler(config_, [this] { return parts_->pools.active(); })](
-                             std::stop_token st) mutable { a.run(st); });
+    p.start_role(std::make_unique<Autoscaler>(config_, [this] { return parts_->pools.active(); }));
   }
-  if (config_.has_role(Role::kMigrator)) {
-    p.roles.emplace_back([m = Migrator(config_)](std::stop_token st) mutable { m.run(st); });
-  }
+  if (config_.has_role(Role::kMigrator)) p.start_role(std::make_unique<Migrator>(config_));
   if (config_.has_role(Role::kReaper)) {
-    p.roles.emplace_back([r = Reaper(config_)](std::stop_token st) mutable { r.run(st); });
-    p.roles.emplace_back([r = Reconciler(config_)](std::stop_token st) mutable { r.run(st); });
+    p.start_role(std::make_unique<Reaper>(config_));
+    p.start_role(std::make_unique<Reconciler>(config_));
   }
-  if (config_.has_role(Role::kScheduler)) {
-    p.roles.emplace_back([s = Scheduler(config_)](std::stop_token st) mutable { s.run(st); });
-  }
+  if (config_.has_role(Role::kScheduler)) p.start_role(std::make_unique<Scheduler>(config_));
   if (config_.has_role(Role::kApi)) {
     p.api = std::make_unique<ApiServer>(config_, api_hooks());
     try {
@@ -154,8 +158,8 @@ int Host::run() {
       throw StartupError(e.what());
     }
   }
-  p.housekeeping = std::jthread(
-      [k = LeaseKeeper(config_, p.pools, p.registry)](std::stop_token st) mutable { k.run(st); });
+  p.lease_keeper = std::make_unique<LeaseKeeper>(config_, p.pools, p.registry);
+  p.housekeeping = std::jthread([k = p.lease_keeper.get()](std::stop_token st) { k->run(st); });
   spdlog::info("jobhost {} ready", config_.host_id);
 
   sigset_t set;
@@ -181,14 +185,14 @@ int Host::shutdown() {
   Parts& p = *parts_;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_grace_ms);
   if (p.api) p.api->stop();
-  for (auto& t : p.roles) t.request_stop();
+  for (auto& t : p.role_threads) t.request_stop();
   const auto pools = p.pools.all();
   for (auto& pool : pools) pool->stop_fetching();
   for (auto& pool : pools) pool->drain(deadline);
   p.pools.join_drainers();
   p.housekeeping.request_stop();
   if (p.housekeeping.joinable()) p.housekeeping.join();
-  for (auto& t : p.roles) {
+  for (auto& t : p.role_threads) {
     if (t.joinable()) t.join();
   }
   // However short the grace, give the last writes a few seconds.

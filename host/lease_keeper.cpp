@@ -5,7 +5,6 @@
 
 #include "lease.hpp"
 #include "pg.hpp"
-#include "stop_sleep.hpp"
 #include "worker_pool.hpp"
 
 namespace jobhost {
@@ -15,42 +14,47 @@ constexpr auto kSupervisePeriod = std::chrono::milliseconds(100);
 
 }  // namespace
 
-void LeaseKeeper::run(std::stop_token stop) {
-  std::unique_ptr<pqxx::connection> conn;
-  auto next_heartbeat = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.heartbeat_ms);
-  auto next_register = std::chrono::steady_clock::now() + QueueRegistry::kRefreshPeriod;
-  int failures = 0;
-  while (sleep_unless_stopped(stop, kSupervisePeriod)) {
-    const auto pools = pools_.all();
-    for (auto& pool : pools) pool->supervise();
-    const auto now = std::chrono::steady_clock::now();
-    if (now < next_heartbeat && now < next_register) continue;
-    try {
-      if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
-      if (now >= next_heartbeat) {
-        std::vector<std::pair<std::string, int>> held;
-        for (auto& pool : pools) pool->held_leases(held);
-        const LeaseCheck check = extend_leases(*conn, held, config_.lease_duration_ms);
-        if (!check.lost.empty()) {
-          spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", check.lost.size());
-          for (auto& pool : pools) pool->cancel(check.lost);
-        }
-        if (!check.cancel_requested.empty()) {
-          for (const auto& id : check.cancel_requested) spdlog::info("job {}: cancellation requested; asking its handler to stop", id);
-          for (auto& pool : pools) pool->cancel(check.cancel_requested);
-        }
-        next_heartbeat = now + std::chrono::milliseconds(config_.heartbeat_ms);
-      }
-      if (now >= next_register) {
-        registry_.register_now(*conn);
-        next_register = now + QueueRegistry::kRefreshPeriod;
-      }
-      failures = 0;
-    } catch (const std::exception& e) {
-      if (failures++ % 25 == 0) spdlog::warn("housekeeping: {}; retrying", e.what());
-      conn.reset();
+// The watchdog must keep its cadence while PostgreSQL is down, so a failure
+// backs off no further than the next supervise.
+LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry)
+    : Service({.name = "housekeeping",
+               .postgres_url = config.postgres_url,
+               .redis_url = {},
+               .first_pass_after = kSupervisePeriod,
+               .backoff = kSupervisePeriod,
+               .max_backoff = kSupervisePeriod}),
+      pools_(pools),
+      registry_(registry),
+      heartbeat_(config.heartbeat_ms),
+      lease_ms_(config.lease_duration_ms),
+      next_heartbeat_(std::chrono::steady_clock::now() + heartbeat_),
+      next_register_(std::chrono::steady_clock::now() + QueueRegistry::kRefreshPeriod) {}
+
+std::chrono::milliseconds LeaseKeeper::run_once(std::stop_token) {
+  const auto pools = pools_.all();
+  for (auto& pool : pools) pool->supervise();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_heartbeat_ && now < next_register_) return kSupervisePeriod;
+  pqxx::connection& conn = pg();
+  if (now >= next_heartbeat_) {
+    std::vector<std::pair<std::string, int>> held;
+    for (auto& pool : pools) pool->held_leases(held);
+    const LeaseCheck check = extend_leases(conn, held, lease_ms_);
+    if (!check.lost.empty()) {
+      spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", check.lost.size());
+      for (auto& pool : pools) pool->cancel(check.lost);
     }
+    if (!check.cancel_requested.empty()) {
+      for (const auto& id : check.cancel_requested) spdlog::info("job {}: cancellation requested; asking its handler to stop", id);
+      for (auto& pool : pools) pool->cancel(check.cancel_requested);
+    }
+    next_heartbeat_ = now + heartbeat_;
   }
+  if (now >= next_register_) {
+    registry_.register_now(conn);
+    next_register_ = now + QueueRegistry::kRefreshPeriod;
+  }
+  return kSupervisePeriod;
 }
 
 }  // namespace jobhost

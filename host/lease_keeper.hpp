@@ -6,24 +6,28 @@
 // queue registration on the same connection.
 #pragma once
 
-#include <stop_token>
+#include <chrono>
 
 #include "config.hpp"
 #include "pool_set.hpp"
 #include "queue_registry.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
-class LeaseKeeper {
+class LeaseKeeper : public Service {
  public:
-  LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry)
-      : config_(config), pools_(pools), registry_(registry) {}
-  void run(std::stop_token stop);
+  LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry);
 
  private:
-  Config config_;
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+
   const PoolSet& pools_;
   const QueueRegistry& registry_;
+  std::chrono::milliseconds heartbeat_;
+  int64_t lease_ms_;
+  std::chrono::steady_clock::time_point next_heartbeat_;
+  std::chrono::steady_clock::time_point next_register_;
 };
 
 }  // namespace jobhost
