@@ -9,10 +9,11 @@
 
 #include "metrics.hpp"
 #include "routing.hpp"
-#include "stop_sleep.hpp"
 
 namespace jobhost {
 namespace {
+
+constexpr std::chrono::milliseconds kPeriod(1000);
 
 std::optional<long long> read_number(const std::string& path) {
   std::ifstream in(path);
@@ -56,7 +57,14 @@ std::optional<double> memory_used_percent() {
 }
 
 Autoscaler::Autoscaler(const Config& config, std::function<std::vector<std::shared_ptr<WorkerPool>>()> pools)
-    : config_(config), pools_(std::move(pools)) {}
+    : Service({.name = "autoscaler",
+               .postgres_url = {},
+               .redis_url = config.redis_url,
+               .first_pass_after = kPeriod,
+               .backoff = kPeriod,
+               .max_backoff = std::chrono::seconds(5)}),
+      config_(config),
+      pools_(std::move(pools)) {}
 
 long long Autoscaler::depth(Redis& redis, const WorkerPool& pool) const {
   for (const auto& type : pool.plugin().job_types()) {
@@ -108,18 +116,9 @@ void Autoscaler::tick(Redis& redis, std::chrono::steady_clock::time_point now) {
   }
 }
 
-void Autoscaler::run(std::stop_token stop) {
-  Redis redis(config_.redis_url);
-  int failures = 0;
-  while (sleep_unless_stopped(stop, std::chrono::seconds(1))) {
-    try {
-      tick(redis, std::chrono::steady_clock::now());
-      failures = 0;
-    } catch (const std::exception& e) {
-      if (failures++ % 30 == 0) spdlog::warn("autoscaler: {}; pool sizes held", e.what());
-      redis.reset();
-    }
-  }
+std::chrono::milliseconds Autoscaler::run_once(std::stop_token) {
+  tick(redis(), std::chrono::steady_clock::now());
+  return kPeriod;
 }
 
 }  // namespace jobhost

@@ -19,6 +19,7 @@
 
 #include "config.hpp"
 #include "redis.hpp"
+#include "service.hpp"
 #include "worker_pool.hpp"
 
 namespace jobhost {
@@ -28,15 +29,16 @@ namespace jobhost {
 // MemAvailable). nullopt when neither can be read.
 std::optional<double> memory_used_percent();
 
-class Autoscaler {
+class Autoscaler : public Service {
  public:
   // `pools` returns the host's current pools (a reload may change them).
   Autoscaler(const Config& config, std::function<std::vector<std::shared_ptr<WorkerPool>>()> pools);
-  void run(std::stop_token stop);
   // One decision per elastic pool (public for tests of the rule).
   void tick(Redis& redis, std::chrono::steady_clock::time_point now);
 
  private:
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+  std::string failure_context() const override { return "pool sizes held"; }
   long long depth(Redis& redis, const WorkerPool& pool) const;
 
   Config config_;

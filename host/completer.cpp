@@ -1,10 +1,7 @@
 // completer.cpp: the batched outcome writer.
 #include "completer.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include "pg.hpp"
-#include "stop_sleep.hpp"
 
 namespace jobhost {
 namespace {
@@ -49,7 +46,13 @@ SELECT count(*) FROM u)sql";
 }  // namespace
 
 Completer::Completer(std::string pg_url, size_t max_batch)
-    : pg_url_(std::move(pg_url)), max_batch_(max_batch) {}
+    : Service({.name = "completer",
+               .postgres_url = std::move(pg_url),
+               .redis_url = {},
+               .first_pass_after = std::chrono::milliseconds(0),
+               .backoff = std::chrono::milliseconds(100),
+               .max_backoff = std::chrono::milliseconds(1000)}),
+      max_batch_(max_batch) {}
 
 Completer::~Completer() {
   if (thread_.joinable()) {
@@ -83,42 +86,31 @@ size_t Completer::flush_and_stop(std::chrono::milliseconds grace) {
   return left;
 }
 
-void Completer::run(std::stop_token stop) {
-  std::unique_ptr<pqxx::connection> conn;
-  std::vector<Outcome> batch;
-  int failures = 0;
-  while (!stop.stop_requested()) {
-    if (batch.empty()) {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, stop, [&] { return !queue_.empty(); });
-      if (queue_.empty()) continue;  // stop requested
-      // Whatever piled up while the last batch was being written goes next:
-      // batches grow with load, and latency stays low when idle.
-      const size_t n = std::min(queue_.size(), max_batch_);
-      batch.assign(std::make_move_iterator(queue_.begin()),
-                   std::make_move_iterator(queue_.begin() + static_cast<long>(n)));
-      queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(n));
-      in_flight_ = batch.size();
-    }
-    try {
-      if (!conn || !conn->is_open()) conn = pg_connect(pg_url_);
-      const size_t written = write(*conn, batch);
-      if (written < batch.size()) stale_ += batch.size() - written;
-      if (failures > 0) spdlog::info("completer: PostgreSQL reachable again; outcomes written");
-      failures = 0;
-      batch.clear();
-      std::lock_guard lock(mu_);
-      in_flight_ = 0;
-      if (queue_.empty()) drained_cv_.notify_all();
-    } catch (const std::exception& e) {
-      // Keep the batch: it is written once PostgreSQL answers again.
-      if (failures++ % 50 == 0) {
-        spdlog::warn("completer: cannot write {} outcomes yet, retrying: {}", batch.size(), e.what());
-      }
-      conn.reset();
-      sleep_unless_stopped(stop, std::chrono::milliseconds(100));
-    }
+std::string Completer::failure_context() const {
+  return "cannot write " + std::to_string(batch_.size()) + " outcomes yet";
+}
+
+std::chrono::milliseconds Completer::run_once(std::stop_token stop) {
+  if (batch_.empty()) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, stop, [&] { return !queue_.empty(); });
+    if (queue_.empty()) return std::chrono::milliseconds(0);  // stop requested
+    // Whatever piled up while the last batch was being written goes next:
+    // batches grow with load, and latency stays low when idle.
+    const size_t n = std::min(queue_.size(), max_batch_);
+    batch_.assign(std::make_move_iterator(queue_.begin()),
+                  std::make_move_iterator(queue_.begin() + static_cast<long>(n)));
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(n));
+    in_flight_ = batch_.size();
   }
+  // A failure keeps the batch: it is written once PostgreSQL answers again.
+  const size_t written = write(pg(), batch_);
+  if (written < batch_.size()) stale_ += batch_.size() - written;
+  batch_.clear();
+  std::lock_guard lock(mu_);
+  in_flight_ = 0;
+  if (queue_.empty()) drained_cv_.notify_all();
+  return std::chrono::milliseconds(0);
 }
 
 size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batch) {

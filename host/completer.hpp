@@ -18,10 +18,12 @@
 #include <pqxx/pqxx>
 
 #include "outcome.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
-class Completer {
+// A service (service.hpp) on a thread of its own, started by start().
+class Completer : private Service {
  public:
   explicit Completer(std::string pg_url, size_t max_batch = 1000);
   ~Completer();
@@ -37,12 +39,14 @@ class Completer {
   uint64_t stale_outcomes() const { return stale_; }
 
  private:
-  void run(std::stop_token stop);
+  // Waits for outcomes, takes what piled up (max_batch at most) and writes it.
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+  std::string failure_context() const override;
   // Returns the number written; throws on database errors.
   size_t write(pqxx::connection& conn, const std::vector<Outcome>& batch);
 
-  std::string pg_url_;
   size_t max_batch_;
+  std::vector<Outcome> batch_;  // being written; kept across failed attempts
   std::mutex mu_;
   std::condition_variable_any cv_;
   std::deque<Outcome> queue_;

@@ -6,31 +6,31 @@
 // or PostgreSQL down) stay 'migrated_to_redis' and the reconciler recovers them.
 #pragma once
 
-#include <memory>
-#include <stop_token>
 #include <string>
 #include <vector>
 
 #include "config.hpp"
 #include "routing.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
 class WorkerPool;
 
-class Fetcher {
+class Fetcher : public Service {
  public:
   Fetcher(WorkerPool& pool, const Config& config, std::vector<std::string> queues);
-  void run(std::stop_token stop);
 
  private:
+  // Waits for a free worker, then takes, leases and hands over one batch.
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+
   WorkerPool& pool_;
-  std::string redis_url_;
-  std::string pg_url_;
   std::string worker_id_;
   int64_t lease_ms_;
   std::vector<QueueKeys> queues_;
   std::vector<std::string> queue_names_;
+  size_t next_queue_ = 0;
 };
 
 }  // namespace jobhost

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <stop_token>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -41,14 +40,9 @@ class Host {
  private:
   struct Parts;
   int shutdown();
-  // Every 100 ms: timeouts; every heartbeat_ms: lease extension; every 10 s:
-  // queue registration.
-  void housekeeping(std::stop_token stop);
   ApiHooks api_hooks();
   // Loads a plugin and builds its pool (not started). Throws PluginError.
   std::shared_ptr<class WorkerPool> make_pool(const PluginConfig& pc);
-  void reload();
-  void refresh_gauges();
 
   Config config_;
   std::unique_ptr<Parts> parts_;

@@ -2,7 +2,6 @@
 #include "migrator.hpp"
 
 #include <algorithm>
-#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -80,7 +79,16 @@ std::vector<std::string> served_queues(pqxx::connection& conn) {
   return out;
 }
 
-Migrator::Migrator(const Config& config) : config_(config) {}
+Migrator::Migrator(const Config& config)
+    : Service({.name = "migrator",
+               .postgres_url = config.postgres_url,
+               .redis_url = config.redis_url,
+               .first_pass_after = std::chrono::milliseconds(0),
+               .backoff = std::chrono::milliseconds(200),
+               .max_backoff = std::chrono::milliseconds(2000)}),
+      config_(config) {}
+
+Migrator::~Migrator() = default;
 
 size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue,
                                PassResult& res) {
@@ -155,46 +163,36 @@ Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
   return res;
 }
 
-void Migrator::run(std::stop_token stop) {
-  Redis redis(config_.redis_url);
-  int failures = 0;
-  while (!stop.stop_requested()) {
-    try {
-      auto conn = pg_connect(config_.postgres_url);
-      Wake wake(*conn);
-      while (!stop.stop_requested()) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const PassResult res = pass(*conn, redis);
-        if (res.moved > 0) {
-          spdlog::debug("migrator: moved {} jobs to Redis in {} µs", res.moved,
-                        std::chrono::duration_cast<std::chrono::microseconds>(
-                            std::chrono::steady_clock::now() - t0).count());
-        }
-        if (failures > 0) spdlog::info("migrator: PostgreSQL and Redis reachable again");
-        failures = 0;
-        if (res.full) {
-          conn->get_notifs();  // drain: we are about to look again anyway
-          continue;
-        }
-        long long wait_ms = config_.migrator_poll_interval_ms;
-        if (res.window_full) wait_ms = kFullWindowRecheckMs;
-        else if (res.next_due_ms >= 0) wait_ms = std::min(wait_ms, res.next_due_ms);
-        // Sleep in slices so a stop request is noticed within 250 ms.
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-        while (!stop.stop_requested()) {
-          const long long left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     deadline - std::chrono::steady_clock::now()).count();
-          if (left <= 0) break;
-          const long long slice = std::min(left, 250LL);
-          if (conn->await_notification(slice / 1000, (slice % 1000) * 1000) > 0) break;
-        }
-      }
-    } catch (const std::exception& e) {
-      if (failures++ % 25 == 0) spdlog::warn("migrator: {}; retrying", e.what());
-      redis.reset();
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
+void Migrator::pg_connected(pqxx::connection& conn) { wake_ = std::make_unique<Wake>(conn); }
+
+void Migrator::pg_dropping() { wake_.reset(); }
+
+std::chrono::milliseconds Migrator::run_once(std::stop_token stop) {
+  pqxx::connection& conn = pg();
+  const auto t0 = std::chrono::steady_clock::now();
+  const PassResult res = pass(conn, redis());
+  if (res.moved > 0) {
+    spdlog::debug("migrator: moved {} jobs to Redis in {} µs", res.moved,
+                  std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0).count());
   }
+  if (res.full) {
+    conn.get_notifs();  // drain: we are about to look again anyway
+    return std::chrono::milliseconds(0);
+  }
+  long long wait_ms = config_.migrator_poll_interval_ms;
+  if (res.window_full) wait_ms = kFullWindowRecheckMs;
+  else if (res.next_due_ms >= 0) wait_ms = std::min(wait_ms, res.next_due_ms);
+  // Sleep in slices so a stop request is noticed within 250 ms.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (!stop.stop_requested()) {
+    const long long left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    const long long slice = std::min(left, 250LL);
+    if (conn.await_notification(slice / 1000, (slice % 1000) * 1000) > 0) break;
+  }
+  return std::chrono::milliseconds(0);
 }
 
 }  // namespace jobhost

@@ -10,7 +10,7 @@
 // memory does not grow with the backlog and priorities hold across it.
 #pragma once
 
-#include <stop_token>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -19,13 +19,14 @@
 
 #include "config.hpp"
 #include "redis.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
-class Migrator {
+class Migrator : public Service {
  public:
   explicit Migrator(const Config& config);
-  void run(std::stop_token stop);
+  ~Migrator() override;
 
   struct PassResult {
     size_t moved = 0;
@@ -38,9 +39,14 @@ class Migrator {
   PassResult pass(pqxx::connection& conn, Redis& redis);
 
  private:
+  // One pass, then the wait for a NOTIFY, the next run_at or poll_interval_ms.
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+  void pg_connected(pqxx::connection& conn) override;
+  void pg_dropping() override;
   size_t migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue, PassResult& res);
 
   Config config_;
+  std::unique_ptr<pqxx::notification_receiver> wake_;  // LISTEN jobhost_jobs on pg()
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
 };
 

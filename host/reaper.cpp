@@ -1,17 +1,17 @@
 // reaper.cpp: expired leases back to the queue, or to the DLQ.
 #include "reaper.hpp"
 
-#include <thread>
+#include <algorithm>
 
 #include <spdlog/spdlog.h>
 
 #include "pg.hpp"
-#include "stop_sleep.hpp"
 
 namespace jobhost {
 namespace {
 
 constexpr int kBatch = 1000;
+constexpr std::chrono::milliseconds kMaxBackoff(5000);
 
 constexpr const char* kReapSql = R"sql(
 WITH expired AS (
@@ -55,22 +55,18 @@ size_t Reaper::pass(pqxx::connection& conn) {
   return r.size();
 }
 
-void Reaper::run(std::stop_token stop) {
-  std::unique_ptr<pqxx::connection> conn;
-  int failures = 0;
-  while (!stop.stop_requested()) {
-    size_t reaped = 0;
-    try {
-      if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
-      reaped = pass(*conn);
-      failures = 0;
-    } catch (const std::exception& e) {
-      if (failures++ % 25 == 0) spdlog::warn("reaper: {}; retrying", e.what());
-      conn.reset();
-    }
-    if (reaped >= static_cast<size_t>(kBatch)) continue;
-    sleep_unless_stopped(stop, std::chrono::milliseconds(config_.reaper_interval_ms));
-  }
+Reaper::Reaper(const Config& config)
+    : Service({.name = "reaper",
+               .postgres_url = config.postgres_url,
+               .redis_url = {},
+               .first_pass_after = std::chrono::milliseconds(0),
+               .backoff = std::chrono::milliseconds(config.reaper_interval_ms),
+               .max_backoff = std::max(std::chrono::milliseconds(config.reaper_interval_ms), kMaxBackoff)}),
+      interval_(config.reaper_interval_ms) {}
+
+std::chrono::milliseconds Reaper::run_once(std::stop_token) {
+  const size_t reaped = pass(pg());
+  return reaped >= static_cast<size_t>(kBatch) ? std::chrono::milliseconds(0) : interval_;
 }
 
 }  // namespace jobhost

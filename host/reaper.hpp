@@ -4,23 +4,24 @@
 // that runs it is dead-lettered after max_attempts (invariant 4).
 #pragma once
 
-#include <stop_token>
-
 #include <pqxx/pqxx>
 
 #include "config.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
-class Reaper {
+// Every host.reaper.interval_ms, or at once while whole batches expire.
+class Reaper : public Service {
  public:
-  explicit Reaper(const Config& config) : config_(config) {}
-  void run(std::stop_token stop);
+  explicit Reaper(const Config& config);
   // Reaps up to one batch of expired leases; returns how many.
   size_t pass(pqxx::connection& conn);
 
  private:
-  Config config_;
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+
+  std::chrono::milliseconds interval_;
 };
 
 }  // namespace jobhost

@@ -1,17 +1,18 @@
 // reconciler.cpp: PostgreSQL's view of Redis, checked and repaired.
 #include "reconciler.hpp"
 
+#include <algorithm>
 
 #include <spdlog/spdlog.h>
 
 #include "pg.hpp"
-#include "stop_sleep.hpp"
 #include "routing.hpp"
 
 namespace jobhost {
 namespace {
 
 constexpr int kBatch = 5000;
+constexpr std::chrono::milliseconds kMaxBackoff(5000);
 
 constexpr const char* kCandidatesSql = R"sql(
 SELECT id::text, queue_name FROM jobhost.jobs
@@ -60,22 +61,18 @@ size_t Reconciler::pass(pqxx::connection& conn, Redis& redis) {
   return r.affected_rows();
 }
 
-void Reconciler::run(std::stop_token stop) {
-  Redis redis(config_.redis_url);
-  std::unique_ptr<pqxx::connection> conn;
-  int failures = 0;
-  while (!stop.stop_requested()) {
-    try {
-      if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
-      pass(*conn, redis);
-      failures = 0;
-    } catch (const std::exception& e) {
-      if (failures++ % 25 == 0) spdlog::warn("reconciler: {}; retrying", e.what());
-      conn.reset();
-      redis.reset();
-    }
-    sleep_unless_stopped(stop, std::chrono::milliseconds(config_.reconciler_interval_ms));
-  }
+Reconciler::Reconciler(const Config& config)
+    : Service({.name = "reconciler",
+               .postgres_url = config.postgres_url,
+               .redis_url = config.redis_url,
+               .first_pass_after = std::chrono::milliseconds(0),
+               .backoff = std::chrono::milliseconds(config.reconciler_interval_ms),
+               .max_backoff = std::max(std::chrono::milliseconds(config.reconciler_interval_ms), kMaxBackoff)}),
+      config_(config) {}
+
+std::chrono::milliseconds Reconciler::run_once(std::stop_token) {
+  pass(pg(), redis());
+  return std::chrono::milliseconds(config_.reconciler_interval_ms);
 }
 
 }  // namespace jobhost

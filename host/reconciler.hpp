@@ -8,23 +8,24 @@
 // at the same moment wins or loses cleanly: never both.
 #pragma once
 
-#include <stop_token>
-
 #include <pqxx/pqxx>
 
 #include "config.hpp"
 #include "redis.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
-class Reconciler {
+// Every host.reconciler.interval_ms.
+class Reconciler : public Service {
  public:
-  explicit Reconciler(const Config& config) : config_(config) {}
-  void run(std::stop_token stop);
+  explicit Reconciler(const Config& config);
   // One pass; returns how many jobs were queued again.
   size_t pass(pqxx::connection& conn, Redis& redis);
 
  private:
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+
   Config config_;
 };
 

@@ -9,7 +9,6 @@
 #include <spdlog/spdlog.h>
 
 #include "pg.hpp"
-#include "stop_sleep.hpp"
 
 namespace jobhost {
 namespace {
@@ -67,7 +66,14 @@ sys_seconds Scheduler::first_tick(const Cron& cron, sys_seconds now) const {
   return tick;
 }
 
-Scheduler::Scheduler(const Config& config) : config_(config) {
+Scheduler::Scheduler(const Config& config)
+    : Service({.name = "scheduler",
+               .postgres_url = config.postgres_url,
+               .redis_url = {},
+               .first_pass_after = std::chrono::milliseconds(0),
+               .backoff = milliseconds(1000),
+               .max_backoff = milliseconds(5000)}),
+      config_(config) {
   const sys_seconds now = now_seconds();
   for (const Schedule& s : config_.schedules) {
     Cron cron = Cron::parse(s.cron);
@@ -92,49 +98,44 @@ void Scheduler::fire(pqxx::connection& conn, Entry& e) {
   }
 }
 
-void Scheduler::run(std::stop_token stop) {
+bool Scheduler::start_up() {
   if (entries_.empty()) {
     spdlog::info("scheduler: no schedules in the config");
-    return;
+    return false;
   }
   for (const Entry& e : entries_) {
     spdlog::info("scheduler: {} \"{}\" UTC, next tick {}", e.schedule.job_type, e.schedule.cron, iso(e.next));
   }
-  std::unique_ptr<pqxx::connection> conn;
-  int failures = 0;
-  while (!stop.stop_requested()) {
-    auto due = std::min_element(entries_.begin(), entries_.end(),
-                                [](const Entry& a, const Entry& b) { return a.next < b.next; });
-    const auto wait = due->next - system_clock::now();
-    if (wait > milliseconds(0)) {
-      // At most a second at a time, so a clock that is set back or forward is
-      // noticed within a second.
-      sleep_unless_stopped(stop, std::min(ceil<milliseconds>(wait), milliseconds(1000)));
-      continue;
-    }
-    try {
-      if (!conn || !conn->is_open()) conn = pg_connect(config_.postgres_url);
-      fire(*conn, *due);
-      failures = 0;
-    } catch (const std::exception& e) {
-      if (failures++ % 30 == 0) {
-        spdlog::warn("scheduler: tick {} of {} not enqueued yet: {}; retrying", iso(due->next),
-                     due->schedule.job_type, e.what());
-      }
-      conn.reset();
-      sleep_unless_stopped(stop, milliseconds(1000));
-      continue;
-    }
-    // Ticks missed meanwhile (PostgreSQL was down, the process stalled) are
-    // collapsed into the latest, as at start-up.
-    const sys_seconds now = now_seconds();
-    const sys_seconds next = due->cron.next_after(due->next);
-    due->next = next > now ? next : first_tick(due->cron, now);
-    if (due->next != next) {
-      spdlog::warn("schedule {} \"{}\": skipped the missed ticks from {} to before {}", due->schedule.job_type,
-                   due->schedule.cron, iso(next), iso(due->next));
-    }
+  return true;
+}
+
+std::string Scheduler::failure_context() const {
+  if (firing_ == nullptr) return {};
+  return "tick " + iso(firing_->next) + " of " + firing_->schedule.job_type + " not enqueued yet";
+}
+
+std::chrono::milliseconds Scheduler::run_once(std::stop_token) {
+  firing_ = nullptr;
+  auto due = std::min_element(entries_.begin(), entries_.end(),
+                              [](const Entry& a, const Entry& b) { return a.next < b.next; });
+  const auto wait = due->next - system_clock::now();
+  if (wait > milliseconds(0)) {
+    // At most a second at a time, so a clock that is set back or forward is
+    // noticed within a second.
+    return std::min(ceil<milliseconds>(wait), milliseconds(1000));
   }
+  firing_ = &*due;
+  fire(pg(), *due);
+  // Ticks missed meanwhile (PostgreSQL was down, the process stalled) are
+  // collapsed into the latest, as at start-up.
+  const sys_seconds now = now_seconds();
+  const sys_seconds next = due->cron.next_after(due->next);
+  due->next = next > now ? next : first_tick(due->cron, now);
+  if (due->next != next) {
+    spdlog::warn("schedule {} \"{}\": skipped the missed ticks from {} to before {}", due->schedule.job_type,
+                 due->schedule.cron, iso(next), iso(due->next));
+  }
+  return milliseconds(0);
 }
 
 }  // namespace jobhost

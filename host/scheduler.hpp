@@ -9,8 +9,6 @@
 #pragma once
 
 #include <chrono>
-#include <optional>
-#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -18,13 +16,13 @@
 
 #include "config.hpp"
 #include "cron.hpp"
+#include "service.hpp"
 
 namespace jobhost {
 
-class Scheduler {
+class Scheduler : public Service {
  public:
   explicit Scheduler(const Config& config);
-  void run(std::stop_token stop);
 
   // The unique key of one tick of a schedule (exposed for tests).
   static std::string tick_key(const Schedule& s, std::chrono::sys_seconds tick);
@@ -35,12 +33,17 @@ class Scheduler {
     Cron cron;
     std::chrono::sys_seconds next;
   };
+  bool start_up() override;
+  // Sleeps until the next tick is due (a second at most), or fires it.
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+  std::string failure_context() const override;
   // Enqueues one tick; throws when PostgreSQL fails (the caller retries).
   void fire(pqxx::connection& conn, Entry& e);
   std::chrono::sys_seconds first_tick(const Cron& cron, std::chrono::sys_seconds now) const;
 
   Config config_;
   std::vector<Entry> entries_;
+  const Entry* firing_ = nullptr;  // the tick being enqueued, for failure_context
 };
 
 }  // namespace jobhost

@@ -1,0 +1,60 @@
+// lease_keeper.cpp: timeouts, heartbeats and the queue registration refresh.
+#include "lease_keeper.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "lease.hpp"
+#include "pg.hpp"
+#include "worker_pool.hpp"
+
+namespace jobhost {
+namespace {
+
+constexpr auto kSupervisePeriod = std::chrono::milliseconds(100);
+
+}  // namespace
+
+// The watchdog must keep its cadence while PostgreSQL is down, so a failure
+// backs off no further than the next supervise.
+LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry)
+    : Service({.name = "housekeeping",
+               .postgres_url = config.postgres_url,
+               .redis_url = {},
+               .first_pass_after = kSupervisePeriod,
+               .backoff = kSupervisePeriod,
+               .max_backoff = kSupervisePeriod}),
+      pools_(pools),
+      registry_(registry),
+      heartbeat_(config.heartbeat_ms),
+      lease_ms_(config.lease_duration_ms),
+      next_heartbeat_(std::chrono::steady_clock::now() + heartbeat_),
+      next_register_(std::chrono::steady_clock::now() + QueueRegistry::kRefreshPeriod) {}
+
+std::chrono::milliseconds LeaseKeeper::run_once(std::stop_token) {
+  const auto pools = pools_.all();
+  for (auto& pool : pools) pool->supervise();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_heartbeat_ && now < next_register_) return kSupervisePeriod;
+  pqxx::connection& conn = pg();
+  if (now >= next_heartbeat_) {
+    std::vector<HeldLease> held;
+    for (auto& pool : pools) pool->held_leases(held);
+    const LeaseCheck check = extend_leases(conn, held, lease_ms_);
+    if (!check.lost.empty()) {
+      spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", check.lost.size());
+      for (auto& pool : pools) pool->cancel(check.lost);
+    }
+    if (!check.cancel_requested.empty()) {
+      for (const auto& id : check.cancel_requested) spdlog::info("job {}: cancellation requested; asking its handler to stop", id);
+      for (auto& pool : pools) pool->cancel(check.cancel_requested);
+    }
+    next_heartbeat_ = now + heartbeat_;
+  }
+  if (now >= next_register_) {
+    registry_.register_now(conn);
+    next_register_ = now + QueueRegistry::kRefreshPeriod;
+  }
+  return kSupervisePeriod;
+}
+
+}  // namespace jobhost

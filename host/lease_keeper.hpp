@@ -1,0 +1,33 @@
+// lease_keeper.hpp: lease keeping, the host's housekeeping loop. Every 100 ms it
+// enforces each plugin's timeout_ms (WorkerPool::supervise); every
+// heartbeat_ms it extends the leases of every attempt the host holds, and asks
+// the handlers of attempts whose lease was lost (reaped) or whose job was
+// cancelled to stop. Every QueueRegistry::kRefreshPeriod it refreshes the
+// queue registration on the same connection.
+#pragma once
+
+#include <chrono>
+
+#include "config.hpp"
+#include "pool_set.hpp"
+#include "queue_registry.hpp"
+#include "service.hpp"
+
+namespace jobhost {
+
+class LeaseKeeper : public Service {
+ public:
+  LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry);
+
+ private:
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+
+  const PoolSet& pools_;
+  const QueueRegistry& registry_;
+  std::chrono::milliseconds heartbeat_;
+  int64_t lease_ms_;
+  std::chrono::steady_clock::time_point next_heartbeat_;
+  std::chrono::steady_clock::time_point next_register_;
+};
+
+}  // namespace jobhost
