@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "job_state.hpp"
 #include "pg.hpp"
 #include "routing.hpp"
 
@@ -14,17 +15,17 @@ namespace {
 constexpr int kBatch = 5000;
 constexpr std::chrono::milliseconds kMaxBackoff(5000);
 
-constexpr const char* kCandidatesSql = R"sql(
+const std::string kCandidatesSql = state_sql(R"sql(
 SELECT id::text, queue_name FROM jobhost.jobs
- WHERE status = 'migrated_to_redis' AND updated_at < now() - $1 * interval '1 millisecond'
+ WHERE status = {migrated_to_redis} AND updated_at < now() - $1 * interval '1 millisecond'
  ORDER BY updated_at
- LIMIT $2)sql";
+ LIMIT $2)sql");
 
-constexpr const char* kRequeueSql = R"sql(
-UPDATE jobhost.jobs j SET status = 'queued', updated_at = now()
+const std::string kRequeueSql = state_sql(R"sql(
+UPDATE jobhost.jobs j SET status = {queued}, updated_at = now()
   FROM unnest($1::uuid[]) AS t(id)
- WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'  -- see lease.cpp
-   AND j.updated_at < now() - $2 * interval '1 millisecond')sql";
+ WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}  -- see lease.cpp
+   AND j.updated_at < now() - $2 * interval '1 millisecond')sql");
 
 }  // namespace
 
