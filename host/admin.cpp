@@ -4,6 +4,8 @@
 #include <cctype>
 #include <stdexcept>
 
+#include "job_state.hpp"
+
 namespace jobhost::admin {
 namespace {
 
@@ -22,23 +24,23 @@ SELECT id::text, queue_name, status, priority, payload::text, attempt_count, max
   FROM jobhost.jobs WHERE id = $1::uuid)sql";
 
 // Through the running state's partial index (the reaper's), oldest first.
-constexpr const char* kRunningSql = R"sql(
+const std::string kRunningSql = state_sql(R"sql(
 SELECT id::text, queue_name, attempt_count, max_attempts, coalesce(worker_id, ''),
        to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), progress
-  FROM jobhost.jobs WHERE status = 'running' AND lease_expires_at IS NOT NULL
- ORDER BY lease_expires_at LIMIT $1)sql";
+  FROM jobhost.jobs WHERE status = {running} AND lease_expires_at IS NOT NULL
+ ORDER BY lease_expires_at LIMIT $1)sql");
 
 // Waiting jobs per queue and band come from the partial indexes of the live
 // states; the terminal counts are estimates from the DLQ index and job_logs'
 // last minute, so the query stays cheap with millions of jobs.
-constexpr const char* kQueuesSql = R"sql(
+const std::string kQueuesSql = state_sql(R"sql(
 WITH live AS (
   SELECT queue_name, jobhost.priority_band(priority) AS band, status, count(*) AS n
     FROM jobhost.jobs
-   WHERE status IN ('queued', 'retry_scheduled', 'migrated_to_redis', 'running')
+   WHERE status IN ({live})
    GROUP BY 1, 2, 3
 ), dead AS (
-  SELECT queue_name, count(*) AS n FROM jobhost.jobs WHERE status = 'failed' GROUP BY 1
+  SELECT queue_name, count(*) AS n FROM jobhost.jobs WHERE status = {failed} GROUP BY 1
 ), recent AS (
   SELECT j.queue_name, l.status, count(*) AS n
     FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id
@@ -46,67 +48,70 @@ WITH live AS (
    GROUP BY 1, 2
 )
 SELECT q.name,
-       coalesce(sum(l.n) FILTER (WHERE l.status <> 'running' AND l.band = 0), 0),
-       coalesce(sum(l.n) FILTER (WHERE l.status <> 'running' AND l.band = 1), 0),
-       coalesce(sum(l.n) FILTER (WHERE l.status <> 'running' AND l.band = 2), 0),
-       coalesce(sum(l.n) FILTER (WHERE l.status = 'running'), 0),
-       coalesce(sum(l.n) FILTER (WHERE l.status = 'retry_scheduled'), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status <> {running} AND l.band = 0), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status <> {running} AND l.band = 1), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status <> {running} AND l.band = 2), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status = {running}), 0),
+       coalesce(sum(l.n) FILTER (WHERE l.status = {retry_scheduled}), 0),
        coalesce((SELECT n FROM dead d WHERE d.queue_name = q.name), 0),
-       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = 'completed'), 0),
-       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status <> 'completed'), 0),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = {completed}), 0),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status <> {completed}), 0),
        q.served_at > now() - interval '30 seconds'
   FROM jobhost.job_queues q LEFT JOIN live l ON l.queue_name = q.name
  GROUP BY q.name, q.served_at
- ORDER BY q.name)sql";
+ ORDER BY q.name)sql");
 
-constexpr const char* kDlqSql = R"sql(
+const std::string kDlqSql = state_sql(R"sql(
 SELECT id::text, queue_name, attempt_count, max_attempts,
        to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        coalesce(last_error_message, ''), payload::text
-  FROM jobhost.jobs WHERE status = 'failed' AND ($1 = '' OR queue_name = $1)
- ORDER BY failed_at DESC LIMIT $2)sql";
+  FROM jobhost.jobs WHERE status = {failed} AND ($1 = '' OR queue_name = $1)
+ ORDER BY failed_at DESC LIMIT $2)sql");
 
 // Exactly the job asked for (the seeds' replay reset another one).
-constexpr const char* kReplaySql = R"sql(
+const std::string kReplaySql = state_sql(R"sql(
 WITH r AS (
-  UPDATE jobhost.jobs SET status = 'queued', attempt_count = 0, run_at = now(),
+  UPDATE jobhost.jobs SET status = {queued}, attempt_count = 0, run_at = now(),
          failed_at = NULL, cancel_requested_at = NULL, updated_at = now()
-   WHERE status = 'failed' AND (($1 <> '' AND id = NULLIF($1, '')::uuid) OR
+   WHERE status = {failed} AND (($1 <> '' AND id = NULLIF($1, '')::uuid) OR
                                ($1 = '' AND queue_name = $2))
   RETURNING id)
-SELECT count(*) FROM r)sql";
+SELECT count(*) FROM r)sql");
 
 // Not started: cancelled now. An id still in Redis is dropped by the fetcher,
 // whose lease only takes jobs in status migrated_to_redis.
-constexpr const char* kCancelWaitingSql = R"sql(
-UPDATE jobhost.jobs SET status = 'cancelled', cancel_requested_at = now(), updated_at = now(),
+const std::string kCancelWaitingSql = state_sql(R"sql(
+UPDATE jobhost.jobs SET status = {cancelled}, cancel_requested_at = now(), updated_at = now(),
        last_error_message = 'cancelled before it started'
- WHERE id = $1::uuid AND status IN ('queued', 'retry_scheduled', 'migrated_to_redis')
-RETURNING id)sql";
-constexpr const char* kCancelRunningSql = R"sql(
+ WHERE id = $1::uuid AND status IN ({queued}, {retry_scheduled}, {migrated_to_redis})
+RETURNING id)sql");
+const std::string kCancelRunningSql = state_sql(R"sql(
 UPDATE jobhost.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
- WHERE id = $1::uuid AND status = 'running'
-RETURNING id)sql";
+ WHERE id = $1::uuid AND status = {running}
+RETURNING id)sql");
 
-constexpr const char* kThroughputSql = R"sql(
+const std::string kThroughputSql = state_sql(R"sql(
 SELECT to_char(m AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"'),
-       count(l.id) FILTER (WHERE l.status = 'completed'),
-       count(l.id) FILTER (WHERE l.status = 'failed'),
-       count(l.id) FILTER (WHERE l.status IN ('retry_scheduled', 'stalled')),
-       count(l.id) FILTER (WHERE l.status = 'cancelled')
+       count(l.id) FILTER (WHERE l.status = {completed}),
+       count(l.id) FILTER (WHERE l.status = {failed}),
+       count(l.id) FILTER (WHERE l.status IN ({retry_scheduled}, {stalled})),
+       count(l.id) FILTER (WHERE l.status = {cancelled})
   FROM generate_series(date_trunc('minute', now()) - ($1 - 1) * interval '1 minute',
                        date_trunc('minute', now()), interval '1 minute') AS m
   LEFT JOIN jobhost.job_logs l
          ON l.created_at >= m AND l.created_at < m + interval '1 minute'
         AND l.created_at >= date_trunc('minute', now()) - ($1 - 1) * interval '1 minute'
- GROUP BY m ORDER BY m)sql";
+ GROUP BY m ORDER BY m)sql");
 
-constexpr const char* kFailuresSql = R"sql(
+const std::string kFailuresSql = state_sql(R"sql(
 SELECT l.job_id::text, j.queue_name, l.status, l.attempt_number, coalesce(l.log_message, ''),
        to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
   FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id
- WHERE l.status <> 'completed'
- ORDER BY l.id DESC LIMIT $1)sql";
+ WHERE l.status <> {completed}
+ ORDER BY l.id DESC LIMIT $1)sql");
+
+// A state's name as a JSON key: the API counts jobs by state under their names.
+std::string key(JobState s) { return std::string(to_text(s)); }
 
 nlohmann::json text_or_null(const pqxx::field& f) {
   return f.is_null() ? nlohmann::json(nullptr) : nlohmann::json(f.c_str());
@@ -174,10 +179,11 @@ nlohmann::json queues(pqxx::connection& conn) {
         {"name", row[0].c_str()},
         {"waiting", {{"high", row[1].as<long long>()}, {"normal", row[2].as<long long>()},
                      {"low", row[3].as<long long>()}}},
-        {"running", row[4].as<long long>()},
-        {"retry_scheduled", row[5].as<long long>()},
-        {"failed", row[6].as<long long>()},
-        {"last_minute", {{"completed", row[7].as<long long>()}, {"failed_attempts", row[8].as<long long>()}}},
+        {key(JobState::kRunning), row[4].as<long long>()},
+        {key(JobState::kRetryScheduled), row[5].as<long long>()},
+        {key(JobState::kFailed), row[6].as<long long>()},
+        {"last_minute",
+         {{key(JobState::kCompleted), row[7].as<long long>()}, {"failed_attempts", row[8].as<long long>()}}},
         {"served", !row[9].is_null() && row[9].as<bool>()},
     });
   }
@@ -189,10 +195,10 @@ nlohmann::json throughput(pqxx::connection& conn, int minutes) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& row : tx.exec_params(kThroughputSql, minutes)) {
     out.push_back({{"minute", row[0].c_str()},
-                   {"completed", row[1].as<long long>()},
-                   {"failed", row[2].as<long long>()},
+                   {key(JobState::kCompleted), row[1].as<long long>()},
+                   {key(JobState::kFailed), row[2].as<long long>()},
                    {"retried", row[3].as<long long>()},
-                   {"cancelled", row[4].as<long long>()}});
+                   {key(JobState::kCancelled), row[4].as<long long>()}});
   }
   return out;
 }

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "admin.hpp"
+#include "job_state.hpp"
 #include "metrics.hpp"
 #include "pg.hpp"
 #include "redis.hpp"
@@ -263,7 +264,7 @@ struct ApiServer::Impl {
                   const std::string id = req.matches[1];
                   switch (pg.with([&](pqxx::connection& c) { return admin::cancel(c, id); })) {
                     case admin::CancelResult::kCancelled:
-                      return send_json(res, 200, {{"id", id}, {"result", "cancelled"}});
+                      return send_json(res, 200, {{"id", id}, {"result", to_text(JobState::kCancelled)}});
                     case admin::CancelResult::kRequested:
                       return send_json(res, 202, {{"id", id}, {"result", "cancel_requested"}});
                     case admin::CancelResult::kFinished:

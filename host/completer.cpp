@@ -1,47 +1,53 @@
 // completer.cpp: the batched outcome writer.
 #include "completer.hpp"
 
+#include "job_state.hpp"
 #include "pg.hpp"
 
 namespace jobhost {
 namespace {
 
 // One statement per batch: guarded state change, then one job_logs row per
-// attempt whose guard matched. A handed-back job gets its attempt back and no
-// log row, since it never started.
-constexpr const char* kCompleteSql = R"sql(
+// attempt whose guard matched. o.status is the state the attempt led to
+// (state_after, decided by the worker); the rules of job_state.hpp give the
+// job's next state from it and a cancellation requested meanwhile
+// (next_state), and the attempt's log row (attempt_log: a handed-back job
+// gets its attempt back and no log row, since it never started).
+const std::string kCompleteSql = state_sql(R"sql(
 WITH o AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[],
                        $6::bigint[], $7::bigint[])
       AS o(id, attempt, status, delay_ms, message, started_us, finished_us)
 ), u AS (
-  -- A job whose cancellation was requested while it ran ends 'cancelled',
-  -- whatever the attempt returned short of success.
   UPDATE jobhost.jobs j SET
-      status = CASE WHEN j.cancel_requested_at IS NOT NULL AND o.status <> 'completed'
-                    THEN 'cancelled' ELSE o.status END,
-      attempt_count = CASE WHEN o.status = 'queued' THEN j.attempt_count - 1 ELSE j.attempt_count END,
-      completed_at = CASE WHEN o.status = 'completed' THEN to_timestamp(o.finished_us / 1e6::float8) END,
-      failed_at = CASE WHEN o.status = 'failed' AND j.cancel_requested_at IS NULL
-                       THEN to_timestamp(o.finished_us / 1e6::float8) END,
-      run_at = CASE WHEN o.status = 'retry_scheduled'
+      status = {next_state},
+      attempt_count = CASE WHEN o.status = {handed_back} THEN j.attempt_count - 1 ELSE j.attempt_count END,
+      completed_at = CASE WHEN o.status = {completed} THEN to_timestamp(o.finished_us / 1e6::float8) END,
+      failed_at = CASE WHEN {next_state} = {failed} THEN to_timestamp(o.finished_us / 1e6::float8) END,
+      run_at = CASE WHEN o.status = {retry_scheduled}
                     THEN to_timestamp(o.finished_us / 1e6::float8) + o.delay_ms * interval '1 millisecond'
                     ELSE j.run_at END,
       last_error_message = coalesce(o.message, j.last_error_message),
       -- The worker that ran the attempt stays recorded; a handed-back job has none.
-      worker_id = CASE WHEN o.status = 'queued' THEN NULL ELSE j.worker_id END,
+      worker_id = CASE WHEN o.status = {handed_back} THEN NULL ELSE j.worker_id END,
       lease_expires_at = NULL, updated_at = now()
     FROM o
-   WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = 'running'  -- see lease.cpp
-  RETURNING j.id, o.attempt, j.status, o.message, o.started_us, o.finished_us
+   WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
+  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us
 ), logged AS (
   INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
                                 finished_at, duration)
-  SELECT id, status, message, attempt, to_timestamp(started_us / 1e6::float8),
+  SELECT id, log_status, message, attempt, to_timestamp(started_us / 1e6::float8),
          to_timestamp(finished_us / 1e6::float8), (finished_us - started_us) * interval '1 microsecond'
-    FROM u WHERE status <> 'queued'
+    FROM u WHERE log_status IS NOT NULL
 )
-SELECT count(*) FROM u)sql";
+SELECT count(*) FROM u)sql",
+    {{"next_state", sql_when_cancel_requested("o.status", "j.cancel_requested_at IS NOT NULL")},
+     {"handed_back", sql_literal(state_after(AttemptEnd::kHandedBack, false))},
+     // RETURNING sees the row as updated: j.status is the next state.
+     {"log_status", sql_attempt_log({AttemptEnd::kSucceeded, AttemptEnd::kFailed, AttemptEnd::kFailedPermanently,
+                                     AttemptEnd::kHandedBack},
+                                    "j.status")}});
 
 }  // namespace
 
@@ -132,7 +138,7 @@ size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batc
   // before the answer, the batch is written again: the attempt guard makes a
   // second write of a committed outcome match nothing.
   pqxx::nontransaction tx(conn);
-  const pqxx::result r = exec_hot(tx, "jobhost_complete", kCompleteSql, ids.str(), attempts.str(),
+  const pqxx::result r = exec_hot(tx, "jobhost_complete", kCompleteSql.c_str(), ids.str(), attempts.str(),
                                   statuses.str(), delays.str(), messages.str(), started.str(),
                                   finished.str());
   return r.at(0)[0].as<size_t>();

@@ -68,6 +68,55 @@ std::vector<std::string> pop_jobs(Redis& redis, const QueueKeys& keys, size_t ma
   return ids;
 }
 
+namespace {
+
+std::vector<std::string> strings(const redisReply* array) {
+  std::vector<std::string> out;
+  if (array == nullptr || array->type != REDIS_REPLY_ARRAY) return out;
+  out.reserve(array->elements);
+  for (size_t i = 0; i < array->elements; ++i) out.emplace_back(array->element[i]->str, array->element[i]->len);
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> scan_members(Redis& redis, const QueueKeys& keys, std::string& cursor, size_t count) {
+  Reply r = redis.command({"SSCAN", keys.members(), cursor, "COUNT", std::to_string(count)});
+  if (reply_size(r) != 2) throw RedisError("Redis SSCAN " + keys.members() + ": unexpected reply");
+  cursor.assign(r->element[0]->str, r->element[0]->len);
+  return strings(r->element[1]);
+}
+
+std::vector<std::string> list_ids(Redis& redis, const QueueKeys& keys, Band band, long long start, size_t count) {
+  Reply r = redis.command({"LRANGE", keys.list(band), std::to_string(start),
+                           std::to_string(start + static_cast<long long>(count) - 1)});
+  return strings(r.get());
+}
+
+long long remove_ids(Redis& redis, const QueueKeys& keys, const std::vector<std::string>& ids) {
+  if (ids.empty()) return 0;
+  size_t sent = 0;
+  for (const auto& id : ids) {
+    for (Band b : kBandsInFetchOrder) {
+      redis.append({"LREM", keys.list(b), "0", id});
+      ++sent;
+    }
+  }
+  std::vector<std::string> srem = {"SREM", keys.members()};
+  srem.insert(srem.end(), ids.begin(), ids.end());
+  redis.append(srem);
+  ++sent;
+  long long removed = 0;
+  std::string error;
+  for (size_t i = 0; i < sent; ++i) {  // every reply is read, so the connection stays in step
+    const Reply r = redis.get_reply();
+    if (r->type == REDIS_REPLY_INTEGER) removed += r->integer;
+    if (r->type == REDIS_REPLY_ERROR && error.empty()) error.assign(r->str, r->len);
+  }
+  if (!error.empty()) throw RedisError("Redis LREM/SREM on " + keys.members() + ": " + error);
+  return removed;
+}
+
 bool wait_for_jobs(Redis& redis, const std::vector<QueueKeys>& queues, std::chrono::milliseconds timeout) {
   std::vector<std::string> argv = {"BLPOP"};
   for (const auto& q : queues) argv.push_back(q.wake());

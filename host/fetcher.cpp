@@ -48,7 +48,8 @@ std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
   }
   for (LeasedJob& job : lease_jobs(pg(), ids, worker_id_, lease_ms_)) {
     if (std::string bad = pool_.plugin().validate(job.type, job.payload); !bad.empty()) {
-      pool_.settle_without_running(std::move(job), OutcomeKind::kFailed, "invalid payload: " + bad);
+      pool_.settle_without_running(std::move(job), outcome_for(AttemptEnd::kFailedPermanently, false),
+                                   "invalid payload: " + bad);
       continue;
     }
     pool_.hand_over(std::move(job));

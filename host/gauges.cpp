@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "admin.hpp"
+#include "job_state.hpp"
 #include "metrics.hpp"
 #include "worker_pool.hpp"
 
@@ -25,7 +26,7 @@ void Gauges::refresh() {
       for (const char* band : {"high", "normal", "low"}) {
         m.set("queue_depth", {{"queue", name}, {"priority", band}}, q["waiting"][band].get<double>());
       }
-      m.set("dlq_size", {{"queue", name}}, q["failed"].get<double>());
+      m.set("dlq_size", {{"queue", name}}, q[std::string(to_text(JobState::kFailed))].get<double>());
     }
   } catch (const std::exception& e) {
     spdlog::warn("metrics: queue depths not refreshed: {}", e.what());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "job_state.hpp"
 #include "pg.hpp"
 
 namespace jobhost {
@@ -15,23 +16,23 @@ namespace {
 // Otherwise, while statistics lag behind a burst of inserts, the planner
 // believes the partial index of a state holds a handful of rows and scans all
 // of it (measured: 13 ms instead of 0.3 ms per 64-job lease at 100k queued).
-constexpr const char* kLeaseSql = R"sql(
+const std::string kLeaseSql = state_sql(R"sql(
 UPDATE jobhost.jobs j
-   SET status = 'running', attempt_count = j.attempt_count + 1, started_at = now(), progress = NULL,
+   SET status = {running}, attempt_count = j.attempt_count + 1, started_at = now(), progress = NULL,
        updated_at = now(), worker_id = $2,
        lease_expires_at = now() + $3 * interval '1 millisecond'
   FROM unnest($1::uuid[]) AS t(id)
- WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'
+ WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}
 RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts, j.priority,
-          (extract(epoch FROM j.created_at) * 1000)::bigint)sql";
+          (extract(epoch FROM j.created_at) * 1000)::bigint)sql");
 
-constexpr const char* kExtendSql = R"sql(
+const std::string kExtendSql = state_sql(R"sql(
 UPDATE jobhost.jobs j
    SET lease_expires_at = now() + $3 * interval '1 millisecond',
        progress = CASE WHEN h.progress >= 0 THEN h.progress ELSE j.progress END
   FROM unnest($1::uuid[], $2::int[], $4::real[]) AS h(id, attempt, progress)
- WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status || '' = 'running'
-RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql";
+ WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status || '' = {running}
+RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql");
 
 }  // namespace
 
@@ -43,7 +44,7 @@ std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std:
   for (const auto& id : ids) arr.add(id);
   // One statement, so autocommit is its transaction: one round trip, not three.
   pqxx::nontransaction tx(conn);
-  const pqxx::result r = exec_hot(tx, "jobhost_lease", kLeaseSql, arr.str(), worker_id, duration_ms);
+  const pqxx::result r = exec_hot(tx, "jobhost_lease", kLeaseSql.c_str(), arr.str(), worker_id, duration_ms);
   out.reserve(r.size());
   for (const auto& row : r) {
     out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(), row[4].as<int>(),
@@ -65,7 +66,7 @@ LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<HeldLease>& h
   }
   pqxx::nontransaction tx(conn);
   const pqxx::result r =
-      exec_hot(tx, "jobhost_extend", kExtendSql, ids.str(), attempts.str(), duration_ms, progress.str());
+      exec_hot(tx, "jobhost_extend", kExtendSql.c_str(), ids.str(), attempts.str(), duration_ms, progress.str());
   std::unordered_set<std::string> kept;
   for (const auto& row : r) {
     kept.insert(row[0].c_str());

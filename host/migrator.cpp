@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "dispatch.hpp"
+#include "job_state.hpp"
 #include "metrics.hpp"
 #include "pg.hpp"
 #include "routing.hpp"
@@ -17,43 +18,43 @@ namespace {
 // the Redis lists); oldest run_at first within a band. Each band is a range
 // scan of jobs_ready_band_idx; a band is read only if the ones before it
 // leave room under the limit, and only the rows taken are locked.
-constexpr const char* kClaimSql = R"sql(
+const std::string kClaimSql = state_sql(R"sql(
 WITH h AS (
   SELECT id FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 0
-     AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
+     AND status IN ({ready}) AND run_at <= now()
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 n AS (
   SELECT id FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 1
-     AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
+     AND status IN ({ready}) AND run_at <= now()
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 l AS (
   SELECT id FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 2
-     AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
+     AND status IN ({ready}) AND run_at <= now()
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 c AS (
   SELECT id FROM h UNION ALL SELECT id FROM n UNION ALL SELECT id FROM l LIMIT $2)
-UPDATE jobhost.jobs j SET status = 'migrated_to_redis', updated_at = now()
+UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c WHERE j.id = c.id
-RETURNING j.id::text, j.priority)sql";
+RETURNING j.id::text, j.priority)sql");
 
 // Undo of a claim whose push to Redis failed.
-constexpr const char* kUnclaimSql = R"sql(
-UPDATE jobhost.jobs j SET status = 'queued', updated_at = now()
+const std::string kUnclaimSql = state_sql(R"sql(
+UPDATE jobhost.jobs j SET status = {queued}, updated_at = now()
   FROM unnest($1::uuid[]) AS t(id)
- WHERE j.id = t.id AND j.status || '' = 'migrated_to_redis'  -- see lease.cpp)sql";
+ WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}  -- see lease.cpp)sql");
 
 // The earliest run_at of each queue and band: one index probe each.
-constexpr const char* kNextDueSql = R"sql(
+const std::string kNextDueSql = state_sql(R"sql(
 SELECT ceil(extract(epoch FROM min(d.run_at) - clock_timestamp()) * 1000)::bigint
   FROM unnest($1::text[]) AS q(name) CROSS JOIN generate_series(0, 2) AS b(band)
   CROSS JOIN LATERAL (
     SELECT run_at FROM jobhost.jobs
      WHERE queue_name = q.name AND jobhost.priority_band(priority) = b.band
-       AND status IN ('queued', 'retry_scheduled')
-     ORDER BY run_at LIMIT 1) d)sql";
+       AND status IN ({ready})
+     ORDER BY run_at LIMIT 1) d)sql");
 
 // While some queue's window in Redis is full, look again this soon: fetchers
 // empty it without telling the migrator.
@@ -111,7 +112,7 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
     // A single statement commits on its own (autocommit): one round trip
     // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
     pqxx::nontransaction tx(conn);
-    const pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql, queue, limit);
+    const pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql.c_str(), queue, limit);
     claimed = r.size();
     for (const auto& row : r) {
       by_band[static_cast<int>(band_for_priority(row[1].as<int>()))].emplace_back(row[0].c_str());
@@ -156,7 +157,7 @@ Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
     PgArray names;
     for (const auto& q : queues) names.add(q);
     pqxx::nontransaction tx(conn);
-    const pqxx::result due = exec_hot(tx, "jobhost_next_due", kNextDueSql, names.str());
+    const pqxx::result due = exec_hot(tx, "jobhost_next_due", kNextDueSql.c_str(), names.str());
     const auto row = due.at(0);
     if (!row[0].is_null()) res.next_due_ms = std::max(0LL, row[0].as<long long>());
   }

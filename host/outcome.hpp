@@ -4,22 +4,40 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
+
+#include "job_state.hpp"
 
 namespace jobhost {
 
-// The job's next state. kHandBack returns a leased job that never started.
+// The job's next state as the host that held the lease sees it: the
+// state_after() of the attempt. A cancellation requested meanwhile is applied
+// by the completer in PostgreSQL (next_state). kHandBack returns a leased job
+// that never started.
 enum class OutcomeKind { kCompleted, kRetry, kFailed, kHandBack };
 
-// The status text the completer writes for each kind.
-constexpr const char* outcome_status(OutcomeKind k) {
+constexpr JobState outcome_state(OutcomeKind k) {
   switch (k) {
-    case OutcomeKind::kCompleted: return "completed";
-    case OutcomeKind::kRetry: return "retry_scheduled";
-    case OutcomeKind::kFailed: return "failed";
-    case OutcomeKind::kHandBack: return "queued";
+    case OutcomeKind::kCompleted: return JobState::kCompleted;
+    case OutcomeKind::kRetry: return JobState::kRetryScheduled;
+    case OutcomeKind::kFailed: return JobState::kFailed;
+    case OutcomeKind::kHandBack: return JobState::kQueued;
   }
-  return "?";
+  return JobState::kFailed;
 }
+
+// The kind of outcome an attempt's end leads to (the rule of job_state.hpp).
+constexpr OutcomeKind outcome_for(AttemptEnd end, bool last_attempt) {
+  switch (state_after(end, last_attempt)) {
+    case JobState::kCompleted: return OutcomeKind::kCompleted;
+    case JobState::kRetryScheduled: return OutcomeKind::kRetry;
+    case JobState::kQueued: return OutcomeKind::kHandBack;
+    default: return OutcomeKind::kFailed;
+  }
+}
+
+// The status text the completer writes for each kind.
+constexpr std::string_view outcome_status(OutcomeKind k) { return to_text(outcome_state(k)); }
 
 struct Outcome {
   std::string job_id;

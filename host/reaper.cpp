@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "job_state.hpp"
 #include "pg.hpp"
 
 namespace jobhost {
@@ -13,19 +14,19 @@ namespace {
 constexpr int kBatch = 1000;
 constexpr std::chrono::milliseconds kMaxBackoff(5000);
 
-constexpr const char* kReapSql = R"sql(
+// The next state and the log row come from the rules of job_state.hpp for an
+// expired lease (next_state, attempt_log: 'stalled' when the job goes back).
+const std::string kReapSql = state_sql(R"sql(
 WITH expired AS (
   SELECT id FROM jobhost.jobs
-   WHERE status = 'running' AND lease_expires_at < now()
+   WHERE status = {running} AND lease_expires_at < now()
    ORDER BY lease_expires_at
    LIMIT $1
    FOR UPDATE SKIP LOCKED
 ), u AS (
   UPDATE jobhost.jobs j SET
-      status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                    WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
-      failed_at = CASE WHEN j.cancel_requested_at IS NULL AND j.attempt_count >= j.max_attempts
-                       THEN now() END,
+      status = {next_state},
+      failed_at = CASE WHEN {next_state} = {failed} THEN now() END,
       last_error_message = 'lease expired during attempt ' || j.attempt_count || ' of ' ||
           j.max_attempts || ': worker ' || coalesce(j.worker_id, '?') ||
           ' stopped heartbeating (killed, crashed or stuck)',
@@ -35,11 +36,13 @@ WITH expired AS (
 ), logged AS (
   INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
                                 finished_at, duration)
-  SELECT id, CASE WHEN status IN ('failed', 'cancelled') THEN status ELSE 'stalled' END, last_error_message,
-         attempt_count, started_at, now(), now() - started_at
+  SELECT id, {log_status}, last_error_message, attempt_count, started_at, now(), now() - started_at
     FROM u
 )
-SELECT id::text, queue_name, status, attempt_count FROM u)sql";
+SELECT id::text, queue_name, status, attempt_count FROM u)sql",
+    {{"next_state", sql_next_state(AttemptEnd::kLeaseExpired, sql_is_last_attempt("j.attempt_count", "j.max_attempts"),
+                                   "j.cancel_requested_at IS NOT NULL")},
+     {"log_status", sql_attempt_log({AttemptEnd::kLeaseExpired}, "status")}});
 
 }  // namespace
 

@@ -179,10 +179,11 @@ void WorkerPool::run(Attempt& a) {
   Outcome o;
   switch (code) {
     case JOBHOST_OK:
-      o = {a.ctx.job.id, a.ctx.job.attempt, OutcomeKind::kCompleted, 0, {}, a.started_us, now_us()};
+      o = {a.ctx.job.id, a.ctx.job.attempt, outcome_for(AttemptEnd::kSucceeded, false), 0, {}, a.started_us,
+           now_us()};
       break;
     case JOBHOST_PERMANENT:
-      o = {a.ctx.job.id, a.ctx.job.attempt, OutcomeKind::kFailed, 0,
+      o = {a.ctx.job.id, a.ctx.job.attempt, outcome_for(AttemptEnd::kFailedPermanently, false), 0,
            error.empty() ? "permanent failure (no message)" : error, a.started_us, now_us()};
       break;
     case JOBHOST_RETRY:
@@ -197,8 +198,9 @@ void WorkerPool::run(Attempt& a) {
 Outcome WorkerPool::failure(const Attempt& a, std::string message, int64_t retry_after_ms) {
   const LeasedJob& j = a.ctx.job;
   const int64_t started = a.started_us != 0 ? a.started_us : now_us();
-  if (j.attempt >= j.max_attempts) {
-    return {j.id, j.attempt, OutcomeKind::kFailed, 0,
+  const OutcomeKind kind = outcome_for(AttemptEnd::kFailed, is_last_attempt(j.attempt, j.max_attempts));
+  if (kind == OutcomeKind::kFailed) {
+    return {j.id, j.attempt, kind, 0,
             "attempt " + std::to_string(j.attempt) + " of " + std::to_string(j.max_attempts) +
                 " failed, no attempts left: " + message,
             started, now_us()};
@@ -208,7 +210,7 @@ Outcome WorkerPool::failure(const Attempt& a, std::string message, int64_t retry
     std::lock_guard lock(rng_mu_);
     delay = backoff_delay_ms(plugin_->retry(), j.attempt, rng_);
   }
-  return {j.id, j.attempt, OutcomeKind::kRetry, delay, std::move(message), started, now_us()};
+  return {j.id, j.attempt, kind, delay, std::move(message), started, now_us()};
 }
 
 void WorkerPool::settle(Attempt& a, Outcome o) {
@@ -309,7 +311,7 @@ void WorkerPool::drain(std::chrono::steady_clock::time_point deadline, const std
   }
   for (const auto& a : unstarted) {
     const int64_t now = now_us();
-    settle(*a, {a->ctx.job.id, a->ctx.job.attempt, OutcomeKind::kHandBack, 0, {}, now, now});
+    settle(*a, {a->ctx.job.id, a->ctx.job.attempt, outcome_for(AttemptEnd::kHandedBack, false), 0, {}, now, now});
   }
   for (const auto& a : interrupted) {
     settle(*a, failure(*a, "interrupted: " + why, -1));

@@ -27,6 +27,7 @@
 #include <CLI/CLI.hpp>
 #include <pqxx/pqxx>
 
+#include "job_state.hpp"
 #include "migrations.hpp"
 #include "pg.hpp"
 #include "redis.hpp"
@@ -242,16 +243,16 @@ struct Cleanup {
   }
 };
 
-constexpr const char* kRemainingSql =
-    "SELECT count(*) FROM jobhost.jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')";
+const std::string kRemainingSql =
+    state_sql("SELECT count(*) FROM jobhost.jobs WHERE status NOT IN ({terminal})");
 
 // Whether any job is left, asked of the partial indexes of the live states:
 // a handful of index pages. The count above reads the whole table, which at a
 // million jobs takes a core away from the hosts being measured if polled.
-constexpr const char* kAnyLeftSql = R"sql(
-SELECT EXISTS (SELECT 1 FROM jobhost.jobs WHERE status IN ('queued', 'retry_scheduled'))
-    OR EXISTS (SELECT 1 FROM jobhost.jobs WHERE status = 'migrated_to_redis')
-    OR EXISTS (SELECT 1 FROM jobhost.jobs WHERE status = 'running'))sql";
+const std::string kAnyLeftSql = state_sql(R"sql(
+SELECT EXISTS (SELECT 1 FROM jobhost.jobs WHERE status IN ({ready}))
+    OR EXISTS (SELECT 1 FROM jobhost.jobs WHERE status = {migrated_to_redis})
+    OR EXISTS (SELECT 1 FROM jobhost.jobs WHERE status = {running}))sql");
 
 // Waits until no job is left to run; returns false on timeout.
 bool wait_drained(pqxx::connection& conn, std::vector<std::unique_ptr<HostProcess>>& hosts,
@@ -325,12 +326,12 @@ long latency_phase(const std::string& db_url, const BenchOptions& o) {
   return sent;
 }
 
-constexpr const char* kDrainSql = R"sql(
-SELECT count(*) FILTER (WHERE j.status = 'completed'),
-       count(*) FILTER (WHERE j.status = 'failed'),
+const std::string kDrainSql = state_sql(R"sql(
+SELECT count(*) FILTER (WHERE j.status = {completed}),
+       count(*) FILTER (WHERE j.status = {failed}),
        count(*) FILTER (WHERE j.attempt_count <> 1),
        extract(epoch FROM max(j.completed_at) - $1::timestamptz)
-  FROM jobhost.jobs j WHERE j.payload ? 'bench')sql";
+  FROM jobhost.jobs j WHERE j.payload ? 'bench')sql");
 
 constexpr const char* kRunsSql = R"sql(
 SELECT count(*) FROM jobhost.job_logs l JOIN jobhost.jobs j ON j.id = l.job_id

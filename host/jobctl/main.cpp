@@ -12,6 +12,7 @@
 #include "admin.hpp"
 #include "bench.hpp"
 #include "config.hpp"
+#include "job_state.hpp"
 #include "migrations.hpp"
 #include "pg.hpp"
 #include "plugin_loader.hpp"
@@ -84,13 +85,13 @@ int cmd_enqueue(const Urls& u, const EnqueueArgs& a) {
   return 0;
 }
 
-constexpr const char* kStatusSql = R"sql(
+const std::string kStatusSql = jobhost::state_sql(R"sql(
 SELECT id::text, queue_name, status, priority, attempt_count, max_attempts, payload::text,
        run_at, created_at, started_at, completed_at, failed_at, updated_at,
        coalesce(last_error_message, ''), coalesce(worker_id, ''), lease_expires_at,
        coalesce(unique_key, ''),
-       CASE WHEN status = 'running' THEN coalesce(round(progress::numeric * 100, 1) || ' %', 'not reported') END
-  FROM jobhost.jobs WHERE id = $1::uuid)sql";
+       CASE WHEN status = {running} THEN coalesce(round(progress::numeric * 100, 1) || ' %', 'not reported') END
+  FROM jobhost.jobs WHERE id = $1::uuid)sql");
 
 constexpr const char* kLogsSql = R"sql(
 SELECT attempt_number, status, started_at, finished_at,
@@ -113,7 +114,7 @@ int cmd_status(const Urls& u, const std::string& id) {
     if (j[i].is_null() || std::string(j[i].c_str()).empty()) continue;
     std::printf("%-17s %s\n", labels[i], j[i].c_str());
   }
-  if (!u.redis_url.empty() && std::string(j[2].c_str()) == "migrated_to_redis") {
+  if (!u.redis_url.empty() && j[2].c_str() == jobhost::to_text(jobhost::JobState::kMigratedToRedis)) {
     try {
       jobhost::Redis redis(u.redis_url);
       const jobhost::QueueKeys keys(u.key_prefix, j[1].c_str());
@@ -133,25 +134,28 @@ int cmd_status(const Urls& u, const std::string& id) {
   return 0;
 }
 
-constexpr const char* kQueuesSql = R"sql(
+const std::string kQueuesSql = jobhost::state_sql(R"sql(
 SELECT q.name,
-       count(j.id) FILTER (WHERE j.status = 'queued'),
-       count(j.id) FILTER (WHERE j.status = 'retry_scheduled'),
-       count(j.id) FILTER (WHERE j.status = 'migrated_to_redis'),
-       count(j.id) FILTER (WHERE j.status = 'running'),
-       count(j.id) FILTER (WHERE j.status = 'completed'),
-       count(j.id) FILTER (WHERE j.status = 'failed'),
+       count(j.id) FILTER (WHERE j.status = {queued}),
+       count(j.id) FILTER (WHERE j.status = {retry_scheduled}),
+       count(j.id) FILTER (WHERE j.status = {migrated_to_redis}),
+       count(j.id) FILTER (WHERE j.status = {running}),
+       count(j.id) FILTER (WHERE j.status = {completed}),
+       count(j.id) FILTER (WHERE j.status = {failed}),
        coalesce(q.served_at > now() - interval '30 seconds', false)
   FROM jobhost.job_queues q LEFT JOIN jobhost.jobs j ON j.queue_name = q.name
- GROUP BY q.name, q.served_at ORDER BY q.name)sql";
+ GROUP BY q.name, q.served_at ORDER BY q.name)sql");
 
 int cmd_queues(const Urls& u) {
   auto conn = db(u);
   pqxx::nontransaction tx(*conn);
   std::unique_ptr<jobhost::Redis> redis;
   if (!u.redis_url.empty()) redis = std::make_unique<jobhost::Redis>(u.redis_url);
-  std::printf("%-24s %8s %8s %8s %8s %10s %8s %-20s %s\n", "queue", "queued", "retry", "in_redis",
-              "running", "completed", "failed", "redis high/norm/low", "served");
+  const auto name = [](jobhost::JobState s) { return std::string(jobhost::to_text(s)); };
+  using jobhost::JobState;
+  std::printf("%-24s %8s %8s %8s %8s %10s %8s %-20s %s\n", "queue", name(JobState::kQueued).c_str(), "retry",
+              "in_redis", name(JobState::kRunning).c_str(), name(JobState::kCompleted).c_str(),
+              name(JobState::kFailed).c_str(), "redis high/norm/low", "served");
   for (const auto& r : tx.exec(kQueuesSql)) {
     std::string lists = "-";
     if (redis) {
@@ -172,11 +176,11 @@ int cmd_queues(const Urls& u) {
 int cmd_dlq_list(const Urls& u, const std::string& queue, int limit) {
   auto conn = db(u);
   pqxx::nontransaction tx(*conn);
-  const auto r = tx.exec_params(
+  static const std::string sql = jobhost::state_sql(
       "SELECT id::text, queue_name, attempt_count, failed_at, coalesce(last_error_message, '') "
-      "FROM jobhost.jobs WHERE status = 'failed' AND ($1 = '' OR queue_name = $1) "
-      "ORDER BY failed_at DESC LIMIT $2",
-      queue, limit);
+      "FROM jobhost.jobs WHERE status = {failed} AND ($1 = '' OR queue_name = $1) "
+      "ORDER BY failed_at DESC LIMIT $2");
+  const auto r = tx.exec_params(sql, queue, limit);
   for (const auto& row : r) {
     std::printf("%s  %-20s attempts=%s  failed_at=%s  %s\n", row[0].c_str(), row[1].c_str(),
                 row[2].c_str(), row[3].c_str(), row[4].c_str());
@@ -220,8 +224,9 @@ int cmd_cancel(const Urls& u, const std::string& id) {
 int cmd_dlq_purge(const Urls& u, const std::string& queue) {
   auto conn = db(u);
   pqxx::work tx(*conn);
-  const auto r = tx.exec_params(
-      "DELETE FROM jobhost.jobs WHERE status = 'failed' AND ($1 = '' OR queue_name = $1)", queue);
+  static const std::string sql =
+      jobhost::state_sql("DELETE FROM jobhost.jobs WHERE status = {failed} AND ($1 = '' OR queue_name = $1)");
+  const auto r = tx.exec_params(sql, queue);
   tx.commit();
   std::printf("purged %zu dead-lettered jobs\n", static_cast<size_t>(r.affected_rows()));
   return 0;
