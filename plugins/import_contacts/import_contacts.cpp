@@ -467,4 +467,4 @@ class ImportContacts : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.1.0", "import.contacts")
+JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.2.0", "import.contacts")
