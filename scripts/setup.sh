@@ -12,6 +12,7 @@ packages=(
   postgresql-15 postgresql-contrib redis-server redis-tools
   prometheus  # promtool, which checks the /metrics output in the tests
   chromium  # the dashboard's browser test, driven by playwright-core from npm
+  libreoffice-calc-nogui  # import_contacts' test saves a real spreadsheet as Windows-1252 CSV
 )
 
 missing=()

@@ -2,14 +2,18 @@
 // into a tenant's list.
 //
 // Payload: {"file_url", "tenant_id", "list_id", "mapping": {"col_0": "email",
-// "col_1": "name", "col_2": "company", ...}, "has_header"?}. One column maps to
-// "email", one may map to "name", the others to attribute names.
+// "col_1": "name", "col_2": "company", ...}, "has_header"?, "encoding"?,
+// "delimiter"?}. One column maps to "email", one may map to "name", the others
+// to attribute names. encoding: utf-8 (default), windows-1252, iso-8859-1,
+// utf-16 (decode.hpp; a BOM wins); delimiter: ",", ";", "\t", "|" or "auto".
 // Sources: file:// under settings.import_root only (symlinks resolved before the
 // check), and http(s):// streamed through the plugins' HTTP client
 // (jobhost_plugins/http_client.hpp: address guard, no proxy, no redirects).
 //
 // Memory stays flat however large the file: bytes are parsed as they arrive
-// (csv.hpp) and every batch_size accepted rows are upserted in one statement.
+// (decode.hpp, then csv.hpp) and every batch_size accepted rows are upserted in
+// one statement. A bad row (not valid text in the encoding, a NUL, a field over
+// max_field_bytes, a bad email) is one rejected row, never the import's end.
 // A retried attempt starts over: upserts and list membership are idempotent,
 // rejections are keyed by (import, line), the counters are reset, and the
 // list's contact_count is recounted at the end rather than incremented.
@@ -30,6 +34,7 @@
 #include <jobhost_plugins/settings.hpp>
 
 #include "csv.hpp"
+#include "decode.hpp"
 
 namespace {
 
@@ -70,6 +75,9 @@ UPDATE app.imports SET rows_total = rows_total + $3, rows_accepted = rows_accept
        rows_rejected = rows_rejected + $5
  WHERE tenant_id = $1 AND job_id = $2::uuid)SQL";
 
+// How a delimiter is said in the log and accepted in the payload.
+std::string delimiter_name(char d) { return d == '\t' ? "\\t" : std::string(1, d); }
+
 std::string percent_decode(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -96,14 +104,22 @@ struct Permanent : std::runtime_error {
 // One attempt's state: the mapping, the batch being filled, the counters.
 class Import {
  public:
-  Import(Job& job, pqxx::connection& conn, const nlohmann::json& p, size_t batch_size, size_t max_row)
+  Import(Job& job, pqxx::connection& conn, const nlohmann::json& p, size_t batch_size, csv::Options options)
       : job_(job),
         conn_(conn),
         tenant_(p["tenant_id"]),
         list_(p["list_id"]),
         has_header_(p.value("has_header", false)),
         batch_size_(batch_size),
-        reader_([this](csv::Row& row) { take(row); }, max_row) {
+        max_row_bytes_(options.max_row_bytes),
+        decoder_(*csv::parse_encoding(p.value("encoding", "utf-8")), [this](std::string_view text) { decoded(text); }),
+        reader_([this](csv::Row& row) { take(row); }, options) {
+    const std::string d = p.value("delimiter", ",");
+    sniffing_ = d == "auto";
+    if (!sniffing_) {
+      delimiter_ = d[0];
+      reader_.set_delimiter(delimiter_);
+    }
     for (const auto& [key, target] : p["mapping"].items()) {
       const size_t column = std::stoul(key.substr(4));
       const std::string t = target;
@@ -114,19 +130,49 @@ class Import {
   }
 
   void feed(std::string_view bytes) {
-    reader_.feed(bytes);
+    decoder_.feed(bytes);
     if (job_.cancelled()) throw Transient(kCancelled);
   }
   bool cancelled() const { return job_.cancelled(); }
   void finish() {
+    decoder_.finish();
+    if (sniffing_) settle_delimiter();
     reader_.finish();
     flush();
   }
+  // The ones in effect (known once the first bytes are in).
+  std::string encoding() const { return csv::encoding_name(decoder_.encoding()); }
+  std::string delimiter() const { return delimiter_name(delimiter_); }
   long long total() const { return total_; }
   long long accepted() const { return accepted_; }
   long long rejected() const { return rejected_; }
 
  private:
+  // UTF-8 text from the decoder; with delimiter "auto" the first line is held
+  // back (at most max_row_bytes of it) until the delimiter is decided.
+  void decoded(std::string_view text) {
+    if (!encoding_said_) {
+      encoding_said_ = true;
+      reader_.set_encoding_name(encoding());
+      if (const std::string declared = job_.payload().value("encoding", "utf-8"); declared != encoding()) {
+        job_.log_info("import: the file's byte-order mark says " + encoding() + " (payload.encoding: " + declared + ")");
+      }
+    }
+    if (!sniffing_) return reader_.feed(text);
+    head_.append(text);
+    if (csv::sniff_delimiter(head_).complete || head_.size() >= max_row_bytes_) settle_delimiter();
+  }
+
+  void settle_delimiter() {
+    sniffing_ = false;
+    delimiter_ = csv::sniff_delimiter(head_).delimiter;
+    reader_.set_delimiter(delimiter_);
+    job_.log_info("import: delimiter auto: '" + delimiter() + "' chosen from the first line");
+    const std::string head = std::move(head_);
+    head_.clear();
+    reader_.feed(head);
+  }
+
   void take(csv::Row& row) {
     if (has_header_ && !header_skipped_) {
       header_skipped_ = true;
@@ -154,8 +200,11 @@ class Import {
 
   void reject(const csv::Row& row, const std::string& reason) {
     std::string raw;
-    for (size_t i = 0; i < row.fields.size() && raw.size() < kKeptRaw; ++i) raw += (i ? "," : "") + row.fields[i];
+    for (size_t i = 0; i < row.fields.size() && raw.size() < kKeptRaw; ++i) {
+      raw += (i ? std::string(1, delimiter_) : "") + row.fields[i];
+    }
     if (raw.size() > kKeptRaw) raw.resize(kKeptRaw);
+    raw = csv::utf8_sanitized(raw);  // what made the row bad must not make its record fail
     lines_.push_back(std::to_string(row.line));
     reasons_.push_back(reason);
     raws_.push_back(raw);
@@ -191,7 +240,12 @@ class Import {
   std::string tenant_, list_;
   bool has_header_, header_skipped_ = false;
   size_t batch_size_;
+  size_t max_row_bytes_;
+  csv::Decoder decoder_;
   csv::Reader reader_;
+  bool sniffing_ = false, encoding_said_ = false;
+  char delimiter_ = ',';
+  std::string head_;
   size_t email_col_ = 0, name_col_ = SIZE_MAX;
   std::vector<std::pair<size_t, std::string>> attributes_;
   std::vector<std::string> emails_, names_, attributes_json_, lines_, reasons_, raws_;
@@ -206,8 +260,9 @@ jobhost_plugins::http::Limits http_limits(const jobhost_plugins::SettingsReader&
 }
 
 const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url",       "db_pool_size",  "import_root",
-                                                     "batch_size",         "max_row_bytes", "http_timeout_ms",
-                                                     "connect_timeout_ms", "stall_seconds", "allow_cidrs"};
+                                                     "batch_size",         "max_row_bytes", "max_field_bytes",
+                                                     "http_timeout_ms",    "connect_timeout_ms", "stall_seconds",
+                                                     "allow_cidrs"};
 
 class ImportContacts : public jobhost::sdk::Plugin {
  public:
@@ -218,6 +273,7 @@ class ImportContacts : public jobhost::sdk::Plugin {
       : pool_(s, 2),
         batch_size_(static_cast<int>(s.integer("batch_size", 1000, 1, 100000))),
         max_row_bytes_(static_cast<int>(s.integer("max_row_bytes", 65536, 64, 1LL << 30))),
+        max_field_bytes_(static_cast<int>(s.integer("max_field_bytes", 16384, 16, 1LL << 30))),
         http_(jobhost_plugins::http::allow_list(s, "allow_cidrs"), "allow_cidrs", http_limits(s)) {
     const std::string root = s.required_string("import_root");
     std::error_code ec;
@@ -228,9 +284,20 @@ class ImportContacts : public jobhost::sdk::Plugin {
   std::string validate(std::string_view, const nlohmann::json& p) override {
     using namespace jobhost_plugins;
     if (auto e = first_error(need_string(p, "file_url", 4000), need_string(p, "tenant_id", 200),
-                             need_string(p, "list_id", 200), need_object(p, "mapping"), opt_bool(p, "has_header"));
+                             need_string(p, "list_id", 200), need_object(p, "mapping"), opt_bool(p, "has_header"),
+                             opt_string(p, "encoding", 20), opt_string(p, "delimiter", 4));
         !e.empty()) {
       return e;
+    }
+    if (p.contains("encoding") && !csv::parse_encoding(p["encoding"].get<std::string>())) {
+      return "payload.encoding: '" + p["encoding"].get<std::string>() +
+             "' is not utf-8, windows-1252, iso-8859-1 or utf-16";
+    }
+    if (p.contains("delimiter")) {
+      const std::string d = p["delimiter"];
+      if (d != "," && d != ";" && d != "\t" && d != "|" && d != "auto") {
+        return "payload.delimiter: '" + d + "' is not \",\", \";\", \"\\t\", \"|\" or \"auto\"";
+      }
     }
     const std::string url = p["file_url"];
     if (url.rfind("file://", 0) != 0 && url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
@@ -271,7 +338,8 @@ class ImportContacts : public jobhost::sdk::Plugin {
           std::string(job.id()), tenant, list, url);
       tx.commit();
     }
-    Import import(job, *conn, p, static_cast<size_t>(batch_size_), static_cast<size_t>(max_row_bytes_));
+    const csv::Options options{static_cast<size_t>(max_row_bytes_), static_cast<size_t>(max_field_bytes_), ','};
+    Import import(job, *conn, p, static_cast<size_t>(batch_size_), options);
     const auto t0 = std::chrono::steady_clock::now();
     try {
       if (url.rfind("file://", 0) == 0) {
@@ -281,9 +349,9 @@ class ImportContacts : public jobhost::sdk::Plugin {
       }
       import.finish();
     } catch (const Permanent& e) {
-      return fail(*conn, job, tenant, e.what(), true);
-    } catch (const Transient& e) {
-      return fail(*conn, job, tenant, e.what(), job.attempt() >= job.max_attempts());
+      return fail(*conn, job, tenant, import, e.what(), true);
+    } catch (const std::exception& e) {  // Transient, or the database
+      return fail(*conn, job, tenant, import, e.what(), job.attempt() >= job.max_attempts());
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const nlohmann::json summary{{"list_id", list},
@@ -297,25 +365,34 @@ class ImportContacts : public jobhost::sdk::Plugin {
           "UPDATE app.contact_lists SET contact_count = (SELECT count(*) FROM app.contact_list_members "
           "WHERE tenant_id = $1 AND list_id = $2), updated_at = now() WHERE tenant_id = $1 AND id = $2",
           tenant, list);
-      tx.exec_params("UPDATE app.imports SET status = 'completed', finished_at = now() WHERE tenant_id = $1 AND job_id = $2::uuid",
-                     tenant, std::string(job.id()));
+      tx.exec_params("UPDATE app.imports SET status = 'completed', finished_at = now(), encoding = $3, delimiter = $4 "
+                     "WHERE tenant_id = $1 AND job_id = $2::uuid",
+                     tenant, std::string(job.id()), import.encoding(), import.delimiter());
       jobhost_plugins::notify(tx, tenant, "import.completed", std::string(job.id()), summary);
       tx.commit();
     }
     job.log_info("import into list " + list + ": " + std::to_string(import.total()) + " rows, " +
                  std::to_string(import.accepted()) + " accepted, " + std::to_string(import.rejected()) +
-                 " rejected, in " + std::to_string(seconds) + " s");
+                 " rejected (" + import.encoding() + ", delimiter '" + import.delimiter() + "'), in " +
+                 std::to_string(seconds) + " s");
     return Result::ok();
   }
 
  private:
-  Result fail(pqxx::connection& conn, Job& job, const std::string& tenant, const std::string& why, bool last) {
-    if (last) {
+  // The import's row says why: failed for good, or retrying (the next attempt
+  // starts over). When the database itself is what failed, the job's error
+  // still says it.
+  Result fail(pqxx::connection& conn, Job& job, const std::string& tenant, const Import& import,
+              const std::string& why, bool last) {
+    try {
       pqxx::work tx(conn);
-      tx.exec_params("UPDATE app.imports SET status = 'failed', error = $3, finished_at = now() "
-                     "WHERE tenant_id = $1 AND job_id = $2::uuid",
-                     tenant, std::string(job.id()), why);
+      tx.exec_params("UPDATE app.imports SET status = $3, error = $4, finished_at = CASE WHEN $5 THEN now() END, "
+                     "encoding = $6, delimiter = $7 WHERE tenant_id = $1 AND job_id = $2::uuid",
+                     tenant, std::string(job.id()), last ? "failed" : "retrying", why, last, import.encoding(),
+                     import.delimiter());
       tx.commit();
+    } catch (const std::exception& e) {
+      job.log_warn("import: cannot record the failure in app.imports: " + std::string(e.what()));
     }
     return last ? Result::permanent("import: " + why) : Result::retry("import: " + why);
   }
@@ -383,10 +460,11 @@ class ImportContacts : public jobhost::sdk::Plugin {
   jobhost_plugins::PgPool pool_;
   int batch_size_;
   int max_row_bytes_;
+  int max_field_bytes_;
   jobhost_plugins::http::Client http_;
   fs::path root_;
 };
 
 }  // namespace
 
-JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.1.0", "import.contacts")
+JOBHOST_PLUGIN(ImportContacts, "import_contacts", "1.2.0", "import.contacts")

@@ -1,8 +1,10 @@
 // import.contacts end to end: CSV files under the import root and over HTTP
 // from a loopback server (cpp-httplib), through a real host.
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -42,6 +44,7 @@ std::string config(TestDb& db, const Root& root, bool allow_loopback = true) {
                  "      database_url: \"" + db.url() + "\"\n"
                  "      import_root: \"" + root.path.string() + "\"\n"
                  "      batch_size: 3\n"
+                 "      max_field_bytes: 200\n"
                  "      http_timeout_ms: 1500\n" +
                  (allow_loopback ? "      allow_cidrs: [\"127.0.0.0/8\"]\n" : "");
   return write_config(db, o, "import");
@@ -54,10 +57,18 @@ void seed(TestDb& db) {
   db.scalar("INSERT INTO app.contacts (tenant_id, email, name) VALUES ('t2', 'ann@example.com', 'Not Ann') RETURNING 1");
 }
 
-std::string import(TestDb& db, const std::string& url, const std::string& list = "l1", bool header = true) {
+// extra: more payload fields, e.g. R"(, "encoding": "utf-16")".
+std::string import(TestDb& db, const std::string& url, const std::string& list = "l1", bool header = true,
+                   const std::string& extra = "") {
   return db.enqueue("import.contacts", R"({"tenant_id": "t1", "list_id": ")" + list + R"(", "file_url": ")" + url +
-                                           R"(", "has_header": )" + (header ? "true" : "false") +
+                                           R"(", "has_header": )" + (header ? "true" : "false") + extra +
                                            R"(, "mapping": {"col_0": "email", "col_1": "name", "col_2": "company"}})");
+}
+
+std::string run(const std::string& command) {
+  INFO(command);
+  REQUIRE(std::system(command.c_str()) == 0);
+  return command;
 }
 
 const std::string kCsv =
@@ -120,10 +131,13 @@ TEST_CASE("an import refuses files outside the import root, symlinks included, a
       R"({"tenant_id": "t1", "list_id": "l1", "file_url": "file:///x.csv", "mapping": {"col_0": "name"}})");
   const std::string bad_key = db.enqueue("import.contacts",
       R"({"tenant_id": "t1", "list_id": "l1", "file_url": "file:///x.csv", "mapping": {"first": "email"}})");
+  const std::string missing = import(db, "file://" + (root.path / "nope.csv").string());
+  const std::string bad_encoding = import(db, root.write("b.csv", "email\n"), "l1", true, R"(, "encoding": "latin-9")");
+  const std::string bad_delimiter = import(db, root.write("b.csv", "email\n"), "l1", true, R"(, "delimiter": ":")");
   const std::string ftp = db.enqueue("import.contacts",
       R"({"tenant_id": "t1", "list_id": "l1", "file_url": "ftp://x/y.csv", "mapping": {"col_0": "email"}})");
   REQUIRE(eventually([&] {
-    for (const auto& j : {dotdot, link, other_list, no_email, bad_key, ftp}) {
+    for (const auto& j : {dotdot, link, other_list, no_email, bad_key, ftp, missing, bad_encoding, bad_delimiter}) {
       if (db.status(j) != "failed") return false;
     }
     return true;
@@ -135,6 +149,13 @@ TEST_CASE("an import refuses files outside the import root, symlinks included, a
   CHECK_THAT(db.field(no_email, "last_error_message"), Catch::Contains("payload.mapping: exactly one column must map to \"email\""));
   CHECK_THAT(db.field(bad_key, "last_error_message"), Catch::Contains("payload.mapping.first: keys are col_0"));
   CHECK_THAT(db.field(ftp, "last_error_message"), Catch::Contains("payload.file_url: must start with"));
+  CHECK_THAT(db.field(bad_encoding, "last_error_message"),
+             Catch::Contains("payload.encoding: 'latin-9' is not utf-8, windows-1252, iso-8859-1 or utf-16"));
+  CHECK_THAT(db.field(bad_delimiter, "last_error_message"), Catch::Contains("payload.delimiter: ':' is not"));
+  // A file that is not there: failed for good, and the import's row says why.
+  CHECK(db.field(missing, "attempt_count") == "1");
+  CHECK(db.scalar("SELECT status || ' ' || error FROM app.imports WHERE job_id = '" + missing + "'") ==
+        "failed payload.file_url: cannot open " + (root.path / "nope.csv").string() + ": No such file or directory");
   CHECK(db.count("SELECT count(*) FROM app.contacts WHERE tenant_id = 't1'") == 0);
   fs::remove(outside);
 }
@@ -188,6 +209,12 @@ TEST_CASE("an import over HTTP: success, 404 for good, 500 then success, down, a
         "flaky@example.com,http1@example.com,http2@example.com");
   CHECK(db.scalar("SELECT status || ' ' || coalesce(error, '') FROM app.imports WHERE job_id = '" + missing + "'") ==
         "failed GET " + base + "/missing.csv answered HTTP 404");
+  // Unreachable after every attempt: failed, with the reason; a retry that
+  // succeeded leaves no error behind.
+  CHECK_THAT(db.scalar("SELECT status || ' ' || coalesce(error, '') FROM app.imports WHERE job_id = '" + down + "'"),
+             Catch::StartsWith("failed GET http://127.0.0.1:1/none.csv failed: Couldn't connect"));
+  CHECK(db.scalar("SELECT status || ' ' || coalesce(error, '-') || ' ' || rows_total FROM app.imports WHERE job_id = '" +
+                  flaky + "'") == "completed - 1");
 }
 
 TEST_CASE("an import from a private or loopback address is refused unless allow-listed", "[import]") {
@@ -249,4 +276,129 @@ TEST_CASE("a misspelt import_contacts setting is refused by --check-config, nami
                          "settings.allow_cidr: unknown key (did you mean allow_cidrs?)");
   check_settings_refused(with_setting(config(db, root), "stall_secs: 5"),
                          "settings.stall_secs: unknown key (did you mean stall_seconds?)");
+}
+
+TEST_CASE("one bad row is one rejected row: a 2,500-row file with a Windows-1252 byte on line 1,700 completes",
+          "[import]") {
+  TestDb db;
+  seed(db);
+  Root root(db.prefix());
+  // Physical lines as written, with CRLF, one lone CR and one quoted line break.
+  std::ostringstream csv;
+  csv << "email,name,company\r\n";
+  std::vector<std::string> expected;
+  int line = 2;
+  for (int r = 1; r <= 2500; ++r, ++line) {
+    std::string email = "user" + std::to_string(r) + "@example.com", name = "User " + std::to_string(r);
+    if (line == 1700) {
+      name = "Caf\xE9";  // as a spreadsheet saved in Windows-1252 writes it
+      expected.push_back("1700:field 2 is not valid utf-8 (byte 0xE9 at offset 3)");
+    } else if (line == 1800) {
+      name = std::string("n\0l", 3);
+      expected.push_back("1800:field 2 holds a NUL byte");
+    } else if (line == 1900) {
+      name = std::string(201, 'n');
+      expected.push_back("1900:field 2 is longer than 200 bytes (max_field_bytes)");
+    } else if (r == 2400) {
+      email = "broken";
+      expected.push_back(std::to_string(line) + ":email 'broken' has no @");
+    }
+    if (line == 2100) {
+      csv << email << ",\"Two\r\nLines\",X\r\n";
+      ++line;
+    } else {
+      csv << email << "," << name << ",X" << (line == 2000 ? "\r" : "\r\n");
+    }
+  }
+  auto host = start_host(config(db, root), "import");
+  const std::string id = import(db, root.write("big.csv", csv.str()));
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 60s));
+  INFO(host->log());
+  CHECK(db.field(id, "attempt_count") == "1");
+  CHECK(db.scalar("SELECT rows_total || '/' || rows_accepted || '/' || rows_rejected || '/' || status || '/' || "
+                  "encoding || '/' || delimiter FROM app.imports") == "2500/2496/4/completed/utf-8/,");
+  std::string joined;
+  for (const auto& e : expected) joined += (joined.empty() ? "" : " | ") + e;
+  CHECK(db.scalar("SELECT string_agg(line_number || ':' || reason, ' | ' ORDER BY line_number) FROM app.import_rejections") ==
+        joined);
+  // The bad byte is kept for the operator as U+FFFD.
+  CHECK(db.scalar("SELECT raw FROM app.import_rejections WHERE line_number = 1700") == "user1699@example.com,Caf\uFFFD,X");
+  CHECK(db.scalar("SELECT contact_count FROM app.contact_lists WHERE id = 'l1'") == "2496");
+  CHECK(db.scalar("SELECT name FROM app.contacts WHERE email = 'user2099@example.com'") == "Two\r\nLines");
+  CHECK(db.scalar("SELECT name FROM app.contacts WHERE email = 'user2500@example.com'") == "User 2500");
+}
+
+TEST_CASE("real files: LibreOffice's Windows-1252 CSV with semicolons, and Python's csv in UTF-16", "[import]") {
+  TestDb db;
+  seed(db);
+  Root root(db.prefix());
+  // A flat ODS spreadsheet, saved as CSV by LibreOffice with the options a
+  // European user's export has: field separator 59 (';'), text delimiter 34
+  // ('"'), character set 1 (Windows-1252).
+  std::ofstream(root.path / "contacts.fods") << R"(<?xml version="1.0" encoding="UTF-8"?>
+<office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+ xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ office:version="1.2" office:mimetype="application/vnd.oasis.opendocument.spreadsheet">
+<office:body><office:spreadsheet><table:table table:name="Contacts">)" +
+      [] {
+        std::string rows;
+        for (const auto& r : std::vector<std::vector<std::string>>{{"email", "name", "company"},
+                                                                   {"zoe@example.com", "Zoë Café", "Müller; Söhne €"},
+                                                                   {"not-an-email", "Nobody", "X"},
+                                                                   {"jan@example.com", "Jan Ångström", "Œuvre"}}) {
+          rows += "<table:table-row>";
+          for (const auto& c : r) rows += R"(<table:table-cell office:value-type="string"><text:p>)" + c + "</text:p></table:table-cell>";
+          rows += "</table:table-row>\n";
+        }
+        return rows;
+      }() + "</table:table></office:spreadsheet></office:body></office:document>\n";
+  REQUIRE(std::system("command -v soffice >/dev/null") == 0);  // scripts/setup.sh installs libreoffice-calc-nogui
+  run("cd '" + root.path.string() + "' && HOME='" + root.path.string() + "' soffice -env:UserInstallation=file://" +
+      root.path.string() + "/lo-profile --headless --convert-to 'csv:Text - txt - csv (StarCalc):59,34,1,1' "
+      "contacts.fods >lo.log 2>&1");
+  std::ifstream lo(root.path / "contacts.csv", std::ios::binary);
+  const std::string lo_bytes((std::istreambuf_iterator<char>(lo)), std::istreambuf_iterator<char>());
+  INFO(lo_bytes);
+  REQUIRE(lo_bytes.find("Zo\xEB Caf\xE9") != std::string::npos);  // Windows-1252, as asked
+  // Python's csv module, UTF-16 with its BOM: a quoted comma and line break.
+  run("python3 -c \"import csv, sys; w = csv.writer(open(sys.argv[1], 'w', encoding='utf-16', newline='')); "
+      "w.writerow(['email', 'name', 'company']); w.writerow(['ute@example.com', 'Ute Ünal', 'A, B\\nC']); "
+      "w.writerow(['kim@example.com', 'Kim 金', 'K'])\" '" + (root.path / "py16.csv").string() + "'");
+  // Tab-separated, delimiter left to auto.
+  const std::string tsv = root.write("tabs.tsv", "email\tname\tcompany\ntab@example.com\tT, Ab\tC;D\n");
+
+  auto host = start_host(config(db, root), "import");
+  const std::string url = "file://" + (root.path / "contacts.csv").string();
+  const std::string semicolon = import(db, url, "l1", true, R"(, "encoding": "windows-1252", "delimiter": ";")");
+  REQUIRE(eventually([&] { return db.status(semicolon) == "completed"; }, 20s));
+  const std::string autodetect = import(db, url, "l1", true, R"(, "encoding": "windows-1252", "delimiter": "auto")");
+  const std::string utf16 = import(db, "file://" + (root.path / "py16.csv").string(), "l1", true, R"(, "encoding": "utf-16")");
+  // The payload says utf-8, the BOM says UTF-16: the BOM wins.
+  const std::string bom = import(db, "file://" + (root.path / "py16.csv").string());
+  const std::string tabs = import(db, tsv, "l1", true, R"(, "delimiter": "auto")");
+  REQUIRE(eventually([&] {
+    for (const auto& j : {autodetect, utf16, bom, tabs}) {
+      if (db.status(j) != "completed") return false;
+    }
+    return true;
+  }, 20s));
+  INFO(host->log());
+  CHECK(db.scalar("SELECT string_agg(email || '|' || name || '|' || (attributes->>'company'), ';' ORDER BY email) "
+                  "FROM app.contacts WHERE tenant_id = 't1'") ==
+        "jan@example.com|Jan Ångström|Œuvre;kim@example.com|Kim 金|K;tab@example.com|T, Ab|C;D;"
+        "ute@example.com|Ute Ünal|A, B\nC;zoe@example.com|Zoë Café|Müller; Söhne €");
+  const auto summary = [&](const std::string& id) {
+    return db.scalar("SELECT rows_total || '/' || rows_accepted || '/' || encoding || '/' || delimiter FROM app.imports "
+                     "WHERE job_id = '" + id + "'");
+  };
+  CHECK(summary(semicolon) == "3/2/windows-1252/;");
+  CHECK(summary(autodetect) == "3/2/windows-1252/;");
+  CHECK(summary(utf16) == "2/2/utf-16le/,");
+  CHECK(summary(bom) == "2/2/utf-16le/,");
+  CHECK(summary(tabs) == "1/1/utf-8/\\t");
+  CHECK(db.scalar("SELECT string_agg(line_number || ':' || reason, ' | ') FROM app.import_rejections WHERE import_id = '" +
+                  semicolon + "'") == "3:email 'not-an-email' has no @");
+  CHECK_THAT(host->log(), Catch::Contains("delimiter auto: ';' chosen from the first line"));
+  CHECK_THAT(host->log(), Catch::Contains("delimiter auto: '\\t' chosen from the first line"));
+  CHECK_THAT(host->log(), Catch::Contains("the file's byte-order mark says utf-16le (payload.encoding: utf-8)"));
 }
