@@ -236,6 +236,9 @@ struct HttpServer::Impl {
     for (auto& l : listeners) {
       l->io.stop();
       if (l->thread.joinable()) l->thread.join();
+      // Refused from now on rather than left waiting in the backlog.
+      beast::error_code ignored;
+      l->acceptor.close(ignored);
     }
     pool.stop();
   }
