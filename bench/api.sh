@@ -60,6 +60,11 @@ for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+if ! curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+  echo "bench/api.sh: jobhost does not answer on 127.0.0.1:$port; its log:" >&2
+  cat "$work/host.log" >&2
+  exit 1
+fi
 health_args=()
 [ -n "$health_yaml" ] && [ "$mode" = attack ] && health_args=(--health-port "$health")
 "$attack_bin" "$mode" --port "$port" --token "$token" "${health_args[@]}" "$@"

@@ -28,13 +28,14 @@ struct Phase {
   Throughput honest;
 };
 
-Phase measure(const std::string& addr, int port, int health_port, const std::string& honest_path, int seconds) {
+Phase measure(const std::string& addr, int port, int health_port, const std::string& honest_path, double honest_per_s,
+              int seconds) {
   Phase out;
   const auto deadline = Clock::now() + std::chrono::seconds(seconds);
   std::thread h([&] { out.healthz = probe(addr, health_port, "/healthz", milliseconds(20), deadline); });
   std::thread r([&] { out.readyz = probe(addr, health_port, "/readyz", milliseconds(20), deadline); });
   out.honest = closed_loop(addr, port, 1, deadline, [&](long) { return get_request(honest_path); }, 200,
-                           "127.0.0.1");
+                           "127.0.0.1", honest_per_s);
   h.join();
   r.join();
   return out;
@@ -47,8 +48,9 @@ void print(const char* name, const Phase& p) {
               p.honest.other, p.honest.latencies.summary().c_str());
 }
 
-int attack(const AttackOptions& o, int health_port, const std::string& honest_path, int seconds) {
-  const Phase before = measure(o.addr, o.port, health_port, honest_path, seconds);
+int attack(const AttackOptions& o, int health_port, const std::string& honest_path, double honest_per_s,
+           int seconds) {
+  const Phase before = measure(o.addr, o.port, health_port, honest_path, honest_per_s, seconds);
   print("unloaded", before);
   Attack a(o);
   a.start();
@@ -56,8 +58,13 @@ int attack(const AttackOptions& o, int health_port, const std::string& honest_pa
   const auto ramp = Clock::now() + std::chrono::seconds(5);
   while (a.open_stalled() < o.stalled * 9 / 10 && Clock::now() < ramp) std::this_thread::sleep_for(milliseconds(50));
   std::printf("attack: %d stalled connections open after ramp-up\n", a.open_stalled());
-  const Phase during = measure(o.addr, o.port, health_port, honest_path, seconds);
+  const long garbage_before = a.garbage_sent();
+  const auto t0 = Clock::now();
+  const Phase during = measure(o.addr, o.port, health_port, honest_path, honest_per_s, seconds);
+  const double window = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("attack: %s\n", a.summary().c_str());
+  std::printf("attack: %.0f garbage requests/s and %d stalled connections during the measurement\n",
+              (a.garbage_sent() - garbage_before) / window, a.open_stalled());
   a.stop();
   print("attacked", during);
   std::printf("honest rate under attack: %.0f %% of unloaded\n",
@@ -122,6 +129,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   AttackOptions o;
   int health_port = 0, seconds = 10, clients = 4;
+  double honest_per_s = 0;
   std::string honest_path = "/api/v1/queues", token;
   auto* a = app.add_subcommand("attack", "probe latency and an honest client's rate, unloaded and under attack");
   a->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
@@ -131,8 +139,13 @@ int main(int argc, char** argv) {
   a->add_option("--sources", o.stall_sources, "spread them over 127.0.0.2 .. 127.0.0.(1+N)")->capture_default_str();
   a->add_option("--trickle-ms", o.trickle, "one more byte on each stalled connection this often (0: never)");
   a->add_option("--garbage", o.garbage_per_second, "malformed requests per second")->capture_default_str();
+  o.garbage_threads = 4;
+  a->add_option("--garbage-threads", o.garbage_threads, "threads sending it, each on fresh connections")
+      ->capture_default_str();
   a->add_option("--token", o.token, "the API token, so that some garbage bodies reach the JSON parser");
   a->add_option("--honest-path", honest_path, "what the honest client GETs")->capture_default_str();
+  a->add_option("--honest-per-s", honest_per_s, "pace the honest client (0: one request after another)")
+      ->capture_default_str();
   a->add_option("--seconds", seconds, "length of each phase")->capture_default_str();
   auto* l = app.add_subcommand("load", "requests/s of POST /api/v1/jobs and GET /api/v1/jobs/{id}");
   l->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
@@ -147,7 +160,7 @@ int main(int argc, char** argv) {
   }
   try {
     require_loopback(o.addr);
-    if (a->parsed()) return attack(o, health_port > 0 ? health_port : o.port, honest_path, seconds);
+    if (a->parsed()) return attack(o, health_port > 0 ? health_port : o.port, honest_path, honest_per_s, seconds);
     return load(o.addr, o.port, token, clients, seconds);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "api_attack: %s\n", e.what());

@@ -101,7 +101,7 @@ struct AttackOptions {
   int stall_sources = 20;     // spread over 127.0.0.2 .. 127.0.0.(1+N)
   milliseconds trickle{1000}; // one more byte this often (0: send once and wait)
   int garbage_per_second = 1000;
-  int garbage_threads = 2;
+  int garbage_threads = 4;
   std::string garbage_source = "127.0.0.200";
   milliseconds garbage_timeout{300};
   std::string token;  // used by some garbage requests, so that bodies reach the parser
