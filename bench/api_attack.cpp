@@ -8,14 +8,13 @@
 //     requests/s of POST /api/v1/jobs, then of GET /api/v1/jobs/{id}.
 //
 // Every loop ends by itself; only 127.0.0.0/8 is accepted as a target.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "http_load.hpp"
 
@@ -28,14 +27,15 @@ struct Phase {
   Throughput honest;
 };
 
-Phase measure(const std::string& addr, int port, int health_port, const std::string& honest_path, double honest_per_s,
-              int seconds) {
+Phase measure(const std::string& addr, int port, int health_port, const std::string& honest_path,
+              double honest_per_s, int seconds) {
   Phase out;
   const auto deadline = Clock::now() + std::chrono::seconds(seconds);
   std::thread h([&] { out.healthz = probe(addr, health_port, "/healthz", milliseconds(20), deadline); });
   std::thread r([&] { out.readyz = probe(addr, health_port, "/readyz", milliseconds(20), deadline); });
-  out.honest = closed_loop(addr, port, 1, deadline, [&](long) { return get_request(honest_path); }, 200,
-                           "127.0.0.1", honest_per_s);
+  out.honest = closed_loop(
+      addr, port, 1, deadline, [&](long) { return get_request(honest_path); }, 200, "127.0.0.1",
+      honest_per_s);
   h.join();
   r.join();
   return out;
@@ -44,8 +44,8 @@ Phase measure(const std::string& addr, int port, int health_port, const std::str
 void print(const char* name, const Phase& p) {
   std::printf("%s: /healthz %s\n", name, p.healthz.summary().c_str());
   std::printf("%s: /readyz  %s\n", name, p.readyz.summary().c_str());
-  std::printf("%s: honest GET: %.0f req/s (%ld ok, %ld other), latency %s\n", name, p.honest.rate(), p.honest.ok,
-              p.honest.other, p.honest.latencies.summary().c_str());
+  std::printf("%s: honest GET: %.0f req/s (%ld ok, %ld other), latency %s\n", name, p.honest.rate(),
+              p.honest.ok, p.honest.other, p.honest.latencies.summary().c_str());
 }
 
 int attack(const AttackOptions& o, int health_port, const std::string& honest_path, double honest_per_s,
@@ -56,7 +56,8 @@ int attack(const AttackOptions& o, int health_port, const std::string& honest_pa
   a.start();
   // Let the flood build up (the stalled connections are opened 200 at a time).
   const auto ramp = Clock::now() + std::chrono::seconds(5);
-  while (a.open_stalled() < o.stalled * 9 / 10 && Clock::now() < ramp) std::this_thread::sleep_for(milliseconds(50));
+  while (a.open_stalled() < o.stalled * 9 / 10 && Clock::now() < ramp)
+    std::this_thread::sleep_for(milliseconds(50));
   std::printf("attack: %d stalled connections open after ramp-up\n", a.open_stalled());
   const long garbage_before = a.garbage_sent();
   const auto t0 = Clock::now();
@@ -102,8 +103,8 @@ int load(const std::string& addr, int port, const std::string& token, int client
     long ok = 0, other = 0;
     for (const auto& p : posts) ok += p.ok, other += p.other;
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::printf("POST /api/v1/jobs: %.0f req/s over %.1f s with %d clients (%ld created, %ld other)\n", ok / s, s,
-                clients, ok, other);
+    std::printf("POST /api/v1/jobs: %.0f req/s over %.1f s with %d clients (%ld created, %ld other)\n",
+                ok / s, s, clients, ok, other);
   }
   for (const auto& list : bodies) {
     for (const auto& b : list) ids.push_back(nlohmann::json::parse(b)["id"].get<std::string>());
@@ -117,8 +118,8 @@ int load(const std::string& addr, int port, const std::string& token, int client
       addr, port, clients, deadline,
       [&](long n) { return get_request("/api/v1/jobs/" + ids[static_cast<size_t>(n) % ids.size()]); }, 200,
       "127.0.0.1");
-  std::printf("GET /api/v1/jobs/{id}: %.0f req/s over %.1f s with %d clients (%ld ok, %ld other)\n", gets.rate(),
-              gets.seconds, clients, gets.ok, gets.other);
+  std::printf("GET /api/v1/jobs/{id}: %.0f req/s over %.1f s with %d clients (%ld ok, %ld other)\n",
+              gets.rate(), gets.seconds, clients, gets.ok, gets.other);
   return 0;
 }
 
@@ -131,12 +132,14 @@ int main(int argc, char** argv) {
   int health_port = 0, seconds = 10, clients = 4;
   double honest_per_s = 0;
   std::string honest_path = "/api/v1/queues", token;
-  auto* a = app.add_subcommand("attack", "probe latency and an honest client's rate, unloaded and under attack");
+  auto* a =
+      app.add_subcommand("attack", "probe latency and an honest client's rate, unloaded and under attack");
   a->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
   a->add_option("--port", o.port, "api.listen's port")->required();
   a->add_option("--health-port", health_port, "api.health_listen's port (default: --port)");
   a->add_option("--stalled", o.stalled, "connections held with half a request line")->capture_default_str();
-  a->add_option("--sources", o.stall_sources, "spread them over 127.0.0.2 .. 127.0.0.(1+N)")->capture_default_str();
+  a->add_option("--sources", o.stall_sources, "spread them over 127.0.0.2 .. 127.0.0.(1+N)")
+      ->capture_default_str();
   a->add_option("--trickle-ms", o.trickle, "one more byte on each stalled connection this often (0: never)");
   a->add_option("--garbage", o.garbage_per_second, "malformed requests per second")->capture_default_str();
   o.garbage_threads = 4;
@@ -160,7 +163,8 @@ int main(int argc, char** argv) {
   }
   try {
     require_loopback(o.addr);
-    if (a->parsed()) return attack(o, health_port > 0 ? health_port : o.port, honest_path, honest_per_s, seconds);
+    if (a->parsed())
+      return attack(o, health_port > 0 ? health_port : o.port, honest_path, honest_per_s, seconds);
     return load(o.addr, o.port, token, clients, seconds);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "api_attack: %s\n", e.what());

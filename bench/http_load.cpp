@@ -24,7 +24,8 @@ sockaddr_in address_of(const std::string& addr, int port) {
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, addr.c_str(), &sa.sin_addr) != 1) throw std::invalid_argument("not an IPv4 address: " + addr);
+  if (inet_pton(AF_INET, addr.c_str(), &sa.sin_addr) != 1)
+    throw std::invalid_argument("not an IPv4 address: " + addr);
   return sa;
 }
 
@@ -56,7 +57,8 @@ int connect_to(const std::string& addr, int port, const std::string& source, Clo
   pollfd p{fd, POLLOUT, 0};
   int err = 0;
   socklen_t len = sizeof err;
-  if (poll(&p, 1, remaining_ms(deadline)) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+  if (poll(&p, 1, remaining_ms(deadline)) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+      err != 0) {
     close(fd);
     return -1;
   }
@@ -113,7 +115,8 @@ bool read_response(int fd, std::string& buffered, Clock::time_point deadline, Re
   size_t pos = head.find("\r\n");
   while (pos != std::string::npos) {
     const size_t next = head.find("\r\n", pos + 2);
-    const std::string line = head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
+    const std::string line =
+        head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
     if (const size_t colon = line.find(':'); colon != std::string::npos) {
       std::string name = line.substr(0, colon);
       std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -205,7 +208,8 @@ std::string get_request(const std::string& path, const std::string& extra_header
 }
 
 std::string post_request(const std::string& path, const std::string& body, const std::string& extra_headers) {
-  return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
+  return "POST " + path +
+         " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
          std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" + body;
 }
 
@@ -290,11 +294,21 @@ std::string garbage_request(uint64_t seed, const std::string& token) {
   };
   const std::string auth = token.empty() ? "" : "Authorization: Bearer " + token + "\r\n";
   static const char* const kPaths[] = {
-      "/../../../etc/passwd", "/api/v1/jobs/..%2f..%2fetc", "//api//v1//jobs", "/api/v1/jobs/%00",
-      "/%ZZ%", "/api/v1/dlq?queue=%", "*", "http://evil.example/", "/api/v1/jobs/\xff\xfe",
+      "/../../../etc/passwd",
+      "/api/v1/jobs/..%2f..%2fetc",
+      "//api//v1//jobs",
+      "/api/v1/jobs/%00",
+      "/%ZZ%",
+      "/api/v1/dlq?queue=%",
+      "*",
+      "http://evil.example/",
+      "/api/v1/jobs/\xff\xfe",
   };
   static const char* const kSql[] = {
-      "' OR 1=1 --", "noop'; DROP TABLE jobhost.jobs; --", "1;SELECT pg_sleep(10)", "%27%20OR%20%271%27%3D%271",
+      "' OR 1=1 --",
+      "noop'; DROP TABLE jobhost.jobs; --",
+      "1;SELECT pg_sleep(10)",
+      "%27%20OR%20%271%27%3D%271",
   };
   switch (pick(11)) {
     case 0:
@@ -312,25 +326,37 @@ std::string garbage_request(uint64_t seed, const std::string& token) {
     }
     case 4:  // header lines that are not headers, or far too long
       switch (pick(3)) {
-        case 0: return "GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n";
-        case 1: return "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(20000 + pick(50000), 'a') + "\r\n\r\n";
-        default: return std::string("GET /healthz HTTP/1.1\r\nX\0Nul: 1\r\n\r\n", 35);
+        case 0:
+          return "GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n";
+        case 1:
+          return "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(20000 + pick(50000), 'a') + "\r\n\r\n";
+        default:
+          return std::string("GET /healthz HTTP/1.1\r\nX\0Nul: 1\r\n\r\n", 35);
       }
     case 5: {  // framing that does not add up
-      static const char* const kLengths[] = {"abc", "-1", "1, 2", "99999999999999999999", "5\r\nContent-Length: 7"};
-      return std::string("POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n") + auth + "Content-Length: " +
-             kLengths[pick(std::size(kLengths))] + "\r\n\r\n{\"a\":1}";
+      static const char* const kLengths[] = {"abc", "-1", "1, 2", "99999999999999999999",
+                                             "5\r\nContent-Length: 7"};
+      return std::string("POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n") + auth +
+             "Content-Length: " + kLengths[pick(std::size(kLengths))] + "\r\n\r\n{\"a\":1}";
     }
     case 6:
       return "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + auth +
              "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
     case 7: {  // JSON bodies that must never become a job
       static const std::string kBodies[] = {
-          R"({"type": "noop",)", R"({"type": "noop", "type": "noop"})", "[1, 2, 3]", "\"noop\"",
-          R"({"type": "no)" "\xc3\x28" R"(op"})", R"({"type": 7})", R"({"type": "noop", "priority": 1e400})",
+          R"({"type": "noop",)",
+          R"({"type": "noop", "type": "noop"})",
+          "[1, 2, 3]",
+          "\"noop\"",
+          R"({"type": "no)"
+          "\xc3\x28"
+          R"(op"})",
+          R"({"type": 7})",
+          R"({"type": "noop", "priority": 1e400})",
           std::string(5000, '[') + std::string(5000, ']'),
           R"({"type": "noop", "payload": )" + std::string(3000, '{') + std::string(3000, '}'),
-          R"({"type": "noop", "payload": {"a": 1, "a": 2}})", R"({"type": "noop", "extra": true})",
+          R"({"type": "noop", "payload": {"a": 1, "a": 2}})",
+          R"({"type": "noop", "extra": true})",
       };
       return post_request("/api/v1/jobs", kBodies[pick(std::size(kBodies))], auth);
     }
@@ -338,15 +364,17 @@ std::string garbage_request(uint64_t seed, const std::string& token) {
       return "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 10000000000\r\n\r\n{";
     case 9: {  // other protocols at the HTTP port
       static const std::string kOthers[] = {
-          "GET /\r\n", std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), std::string("\x16\x03\x01\x02\x00\x01", 6),
+          "GET /\r\n",
+          std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+          std::string("\x16\x03\x01\x02\x00\x01", 6),
           "GET /healthz HTTP/9.9\r\n\r\n",
       };
       return kOthers[pick(std::size(kOthers))];
     }
     default: {  // methods the API does not route
       static const char* const kMethods[] = {"DELETE", "PUT", "PATCH", "OPTIONS", "TRACE", "CONNECT"};
-      return std::string(kMethods[pick(std::size(kMethods))]) + " /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + auth +
-             "Content-Length: 2\r\n\r\n{}";
+      return std::string(kMethods[pick(std::size(kMethods))]) + " /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" +
+             auth + "Content-Length: 2\r\n\r\n{}";
     }
   }
 }
@@ -387,7 +415,8 @@ std::string Attack::summary() const {
   std::string out = "stalled open " + std::to_string(open_stalled()) + ", reconnects " +
                     std::to_string(stall_reconnects()) + ", garbage sent " + std::to_string(garbage_sent()) +
                     ", garbage answers:";
-  for (const auto& [status, n] : garbage_statuses()) out += " " + std::to_string(status) + "×" + std::to_string(n);
+  for (const auto& [status, n] : garbage_statuses())
+    out += " " + std::to_string(status) + "×" + std::to_string(n);
   return out;
 }
 
@@ -419,7 +448,8 @@ void Attack::stall_loop() {
       if (s.fd < 0) break;
       const sockaddr_in src = address_of("127.0.0." + std::to_string(2 + i % o_.stall_sources), 0);
       if (bind(s.fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0 ||
-          (connect(s.fd, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0 && errno != EINPROGRESS)) {
+          (connect(s.fd, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0 &&
+           errno != EINPROGRESS)) {
         drop(s);
         continue;
       }
@@ -451,8 +481,10 @@ void Attack::stall_loop() {
       } else if (fds[k].revents != 0) {
         drop(s);  // answered (e.g. 408) or closed by the server
       } else if (o_.trickle.count() > 0 && now >= s.next_byte) {
-        if (::send(s.fd, "a", 1, MSG_NOSIGNAL) < 0 && errno != EAGAIN) drop(s);
-        else s.next_byte = now + o_.trickle;
+        if (::send(s.fd, "a", 1, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+          drop(s);
+        else
+          s.next_byte = now + o_.trickle;
       }
     }
   }
@@ -466,7 +498,8 @@ void Attack::stall_loop() {
 // connection per request, the request written and the write side shut, the
 // answer read within garbage_timeout.
 void Attack::garbage_loop(int index) {
-  const auto interval = std::chrono::duration<double>(o_.garbage_threads / static_cast<double>(o_.garbage_per_second));
+  const auto interval =
+      std::chrono::duration<double>(o_.garbage_threads / static_cast<double>(o_.garbage_per_second));
   auto next = Clock::now();
   uint64_t n = 0;
   while (!stop_) {

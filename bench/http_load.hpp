@@ -58,7 +58,8 @@ class Client {
 };
 
 std::string get_request(const std::string& path, const std::string& extra_headers = "");
-std::string post_request(const std::string& path, const std::string& body, const std::string& extra_headers = "");
+std::string post_request(const std::string& path, const std::string& body,
+                         const std::string& extra_headers = "");
 
 // Latencies in milliseconds; a failed or timed-out request counts as a failure
 // and, at its timeout, as a latency too (so a p99 cannot hide it).
@@ -97,9 +98,9 @@ std::string garbage_request(uint64_t seed, const std::string& token = "");
 struct AttackOptions {
   std::string addr = "127.0.0.1";
   int port = 0;
-  int stalled = 1000;         // connections held half-sent
-  int stall_sources = 20;     // spread over 127.0.0.2 .. 127.0.0.(1+N)
-  milliseconds trickle{1000}; // one more byte this often (0: send once and wait)
+  int stalled = 1000;          // connections held half-sent
+  int stall_sources = 20;      // spread over 127.0.0.2 .. 127.0.0.(1+N)
+  milliseconds trickle{1000};  // one more byte this often (0: send once and wait)
   int garbage_per_second = 1000;
   int garbage_threads = 4;
   std::string garbage_source = "127.0.0.200";

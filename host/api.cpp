@@ -73,12 +73,14 @@ nlohmann::json parse_body(const httplib::Request& req) {
   const auto strict = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using Event = nlohmann::json::parse_event_t;
     if (depth > kMaxJsonDepth) {
-      throw HttpError(400, "the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      throw HttpError(400,
+                      "the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     }
     if (event == Event::object_start) open_objects.emplace_back();
     if (event == Event::object_end && !open_objects.empty()) open_objects.pop_back();
     if (event == Event::key && !open_objects.back().insert(parsed.get<std::string>()).second) {
-      throw HttpError(400, parsed.get<std::string>() + ": given twice in one object", parsed.get<std::string>());
+      throw HttpError(400, parsed.get<std::string>() + ": given twice in one object",
+                      parsed.get<std::string>());
     }
     return true;
   };
@@ -105,7 +107,8 @@ bool integer_in(const nlohmann::json& v, long long lo, long long hi) {
   if (!v.is_number_integer()) return false;
   if (v.is_number_unsigned()) {
     const auto u = v.get<unsigned long long>();
-    return hi >= 0 && u <= static_cast<unsigned long long>(hi) && (lo <= 0 || u >= static_cast<unsigned long long>(lo));
+    return hi >= 0 && u <= static_cast<unsigned long long>(hi) &&
+           (lo <= 0 || u >= static_cast<unsigned long long>(lo));
   }
   return v.get<long long>() >= lo && v.get<long long>() <= hi;
 }
@@ -342,7 +345,6 @@ struct ApiServer::Impl {
                   if (n == 0) throw HttpError(404, "job " + id + " is not in the DLQ");
                   send_json(res, 200, {{"id", id}, {"replayed", n}});
                 }));
-
   }
 };
 

@@ -493,15 +493,16 @@ void Parser::lease(const YAML::Node& host, Config& c) const {
 
 void Parser::api(const YAML::Node& root, Config& c) const {
   const auto node = section(root, "", "api",
-                            {"listen", "health_listen", "token", "max_connections", "max_connections_per_client",
-                             "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_body_bytes", "threads",
-                             "queue", "rate_limit"});
+                            {"listen", "health_listen", "token", "max_connections",
+                             "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
+                             "idle_timeout_ms", "max_body_bytes", "threads", "queue", "rate_limit"});
   if (!node) return;
   read_text(*node, "api", "listen", c.api_listen);
   read_text(*node, "api", "health_listen", c.api_health_listen);
   read_text(*node, "api", "token", c.api_token);
   // Port 0 picks a free port for each, so two of them do not clash.
-  const bool any_port = c.api_listen.size() >= 2 && c.api_listen.compare(c.api_listen.size() - 2, 2, ":0") == 0;
+  const bool any_port =
+      c.api_listen.size() >= 2 && c.api_listen.compare(c.api_listen.size() - 2, 2, ":0") == 0;
   if (!c.api_health_listen.empty() && c.api_health_listen == c.api_listen && !any_port) {
     fail((*node)["health_listen"], "api.health_listen", "must differ from api.listen (" + c.api_listen + ")");
   }

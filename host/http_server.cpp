@@ -4,23 +4,21 @@
 // only touched there; handlers run on the pool and post their answer back.
 #include "http_server.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
 #include <array>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <regex>
-#include <thread>
-#include <unordered_map>
-#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
-#include <vector>
-
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include <regex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "metrics.hpp"
 #include "rate_limiter.hpp"
@@ -211,7 +209,7 @@ struct Listener {
 
   bool probes_only = false;
   int max_connections = 0;
-  std::string name;  // "api" or "api health", for logs and metrics
+  std::string name;                  // "api" or "api health", for logs and metrics
   std::array<char, 4096> discard{};  // lingering reads land here (one I/O thread)
 
   asio::io_context io{1};
@@ -269,18 +267,21 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->header_limit(kMaxHeaderBytes);
     parser_->body_limit(static_cast<uint64_t>(server_.limits.max_body_bytes));
     stream_.expires_after(deadline);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
-        ec == asio::error::operation_aborted || ec == asio::error::eof) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        ec == asio::error::eof) {
       return;  // gone, or silent past the deadline: nothing to answer
     }
     if (ec == http::error::body_limit) return refuse_request({413, body_limit_message()});
     if (ec == http::error::header_limit) {
-      return refuse_request({431, "the request header is larger than " + std::to_string(kMaxHeaderBytes) + " bytes"});
+      return refuse_request(
+          {431, "the request header is larger than " + std::to_string(kMaxHeaderBytes) + " bytes"});
     }
     if (ec) return refuse_request({400, "malformed HTTP request: " + ec.message()});
     try {
@@ -313,15 +314,17 @@ class Session : public std::enable_shared_from_this<Session> {
     req.version = h.version() == 10 ? "HTTP/1.0" : "HTTP/1.1";
     req.remote_addr = client_;
     parse_target(std::string_view(h.target().data(), h.target().size()), req);
-    for (const auto& field : h) req.headers.emplace(std::string(field.name_string()), std::string(field.value()));
+    for (const auto& field : h)
+      req.headers.emplace(std::string(field.name_string()), std::string(field.value()));
     route_ = find_route(req);
     head_ = req.method == "HEAD";
     keep_alive_ = h.keep_alive();
     if (route_ != nullptr && route_->probe) return;
     if (const long wait = server_.by_client.take(client_)) {
       Metrics::global().inc("api_refused_total", {{"reason", "rate_per_client"}});
-      throw Refusal{429, "more than " + rate_text(server_.limits.client_per_s) + " requests/s from " + client_ +
-                             " (api.rate_limit.per_client); retry after " + std::to_string(wait) + " s",
+      throw Refusal{429,
+                    "more than " + rate_text(server_.limits.client_per_s) + " requests/s from " + client_ +
+                        " (api.rate_limit.per_client); retry after " + std::to_string(wait) + " s",
                     wait};
     }
     const auto auth = h.find(http::field::authorization);
@@ -329,8 +332,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (const auto name = server_.token_name(std::string(auth->value()))) {
       if (const long wait = server_.by_token.take(*name)) {
         Metrics::global().inc("api_refused_total", {{"reason", "rate_per_token"}});
-        throw Refusal{429, "more than " + rate_text(server_.limits.token_per_s) + " requests/s with " + *name +
-                               " (api.rate_limit.per_token); retry after " + std::to_string(wait) + " s",
+        throw Refusal{429,
+                      "more than " + rate_text(server_.limits.token_per_s) + " requests/s with " + *name +
+                          " (api.rate_limit.per_token); retry after " + std::to_string(wait) + " s",
                       wait};
       }
     }
@@ -389,8 +393,9 @@ class Session : public std::enable_shared_from_this<Session> {
     };
     if (!server_.pool.try_post(std::move(task))) {
       Metrics::global().inc("api_refused_total", {{"reason", "busy"}});
-      refuse_request({503, "every API handler thread is busy and " + std::to_string(server_.limits.queue) +
-                               " requests wait (api.threads, api.queue); retry shortly",
+      refuse_request({503,
+                      "every API handler thread is busy and " + std::to_string(server_.limits.queue) +
+                          " requests wait (api.threads, api.queue); retry shortly",
                       1},
                      /*close=*/false);
     }
@@ -453,11 +458,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void drain() {
-    stream_.async_read_some(asio::buffer(listener_.discard), [self = shared_from_this()](beast::error_code ec,
-                                                                                         size_t n) {
-      self->drained_ += n;
-      if (!ec && self->drained_ < kMaxDrainBytes) self->drain();
-    });
+    stream_.async_read_some(asio::buffer(listener_.discard),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->drained_ += n;
+                              if (!ec && self->drained_ < kMaxDrainBytes) self->drain();
+                            });
   }
 
   Impl& server_;
@@ -518,7 +523,8 @@ void Impl::admitted(Listener& l, tcp::socket socket, const std::string& client) 
     int& mine = l.per_client[client];
     if (mine >= limits.max_connections_per_client) {
       refuse(l, socket, 429,
-             client + " has " + std::to_string(mine) + " connections open, its limit (api.max_connections_per_client)",
+             client + " has " + std::to_string(mine) +
+                 " connections open, its limit (api.max_connections_per_client)",
              "max_connections_per_client");
       return;
     }
@@ -540,7 +546,8 @@ void Impl::release(Listener& l, const std::string& client) {
 
 // Called with l.mu held. One write that must not block, then close: a refused
 // connection costs no more than its accept.
-void Impl::refuse(Listener& l, tcp::socket& socket, int status, const std::string& message, const char* reason) {
+void Impl::refuse(Listener& l, tcp::socket& socket, int status, const std::string& message,
+                  const char* reason) {
   const std::string body = error_json(message);
   const std::string text = "HTTP/1.1 " + std::to_string(status) +
                            (status == 429 ? " Too Many Requests" : " Service Unavailable") +
@@ -556,8 +563,8 @@ void Impl::refuse(Listener& l, tcp::socket& socket, int status, const std::strin
   ++l.refused_since_log;
   const auto now = std::chrono::steady_clock::now();
   if (now - l.last_log >= kLogEvery) {
-    spdlog::warn("{}: refused {} connection(s) since the last report; latest: {}", l.name, l.refused_since_log,
-                 message);
+    spdlog::warn("{}: refused {} connection(s) since the last report; latest: {}", l.name,
+                 l.refused_since_log, message);
     l.refused_since_log = 0;
     l.last_log = now;
   }
@@ -578,9 +585,10 @@ void HttpServer::Post(const std::string& pattern, Handler handler) {
 
 void HttpServer::Probe(const std::string& path, Handler handler) {
   // Probes first, so that no pattern of the API shadows them.
-  impl_->routes.insert(impl_->routes.begin(),
-                       Route{"GET", std::regex(std::regex_replace(path, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)")),
-                             std::move(handler), true});
+  impl_->routes.insert(
+      impl_->routes.begin(),
+      Route{"GET", std::regex(std::regex_replace(path, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)")),
+            std::move(handler), true});
 }
 
 int HttpServer::listen(const std::string& host, int port, bool probes_only) {
@@ -589,14 +597,16 @@ int HttpServer::listen(const std::string& host, int port, bool probes_only) {
   l->name = probes_only ? "api health" : "api";
   beast::error_code ec;
   tcp::resolver resolver(l->io);
-  const auto found = resolver.resolve(host, std::to_string(port), tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  const auto found = resolver.resolve(host, std::to_string(port),
+                                      tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || found.empty()) throw std::runtime_error("cannot resolve " + host + ": " + ec.message());
   const tcp::endpoint endpoint = found.begin()->endpoint();
   l->acceptor.open(endpoint.protocol(), ec);
   if (!ec) l->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) l->acceptor.bind(endpoint, ec);
   if (!ec) l->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
   const int bound = l->acceptor.local_endpoint().port();
   impl_->listeners.push_back(std::move(l));
   return bound;
@@ -611,14 +621,16 @@ void HttpServer::start() {
   rlimit nofile{};
   getrlimit(RLIMIT_NOFILE, &nofile);
   const auto listeners = static_cast<rlim_t>(std::max<size_t>(1, impl_->listeners.size()));
-  const rlim_t budget = nofile.rlim_cur > kReservedFds * 2 ? (nofile.rlim_cur - kReservedFds) / listeners : 16;
+  const rlim_t budget =
+      nofile.rlim_cur > kReservedFds * 2 ? (nofile.rlim_cur - kReservedFds) / listeners : 16;
   for (auto& l : impl_->listeners) {
     l->max_connections = impl_->limits.max_connections;
     if (static_cast<rlim_t>(l->max_connections) > budget) {
       l->max_connections = static_cast<int>(budget);
-      spdlog::warn("{}: api.max_connections lowered from {} to {} to fit the open-file limit ({}); raise it "
-                   "(ulimit -n, LimitNOFILE=) to allow more",
-                   l->name, impl_->limits.max_connections, l->max_connections, nofile.rlim_cur);
+      spdlog::warn(
+          "{}: api.max_connections lowered from {} to {} to fit the open-file limit ({}); raise it "
+          "(ulimit -n, LimitNOFILE=) to allow more",
+          l->name, impl_->limits.max_connections, l->max_connections, nofile.rlim_cur);
     }
   }
   impl_->pool.start(impl_->limits.threads, static_cast<size_t>(impl_->limits.queue));

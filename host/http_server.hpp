@@ -19,12 +19,13 @@
 // route methods its names, so that routes read as they did on cpp-httplib.
 #pragma once
 
+#include <httplib.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <httplib.h>
+#include <utility>  // before any Asio header: Boost 1.74's awaitable.hpp needs std::exchange
 
 #include "config.hpp"
 

@@ -9,12 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <regex>
 #include <thread>
-
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 
 #include "harness.hpp"
 #include "http_load.hpp"
@@ -34,8 +33,8 @@ const std::string kLocal = "127.0.0.1";
 struct HardenedHost {
   HardenedHost(TestDb& db, const std::string& api_yaml, HostOptions o = {}) {
     o.roles = "[migrator, worker, reaper, api]";
-    o.extra_yaml += "api:\n  listen: \"127.0.0.1:0\"\n  health_listen: \"127.0.0.1:0\"\n  token: \"" + kToken +
-                    "\"\n" + api_yaml;
+    o.extra_yaml += "api:\n  listen: \"127.0.0.1:0\"\n  health_listen: \"127.0.0.1:0\"\n  token: \"" +
+                    kToken + "\"\n" + api_yaml;
     host = start_host(write_config(db, o, "hardening"), "hardening");
     port = port_in_log("api listening on 127\\.0\\.0\\.1:([0-9]+)");
     health_port = port_in_log("api health listening on 127\\.0\\.0\\.1:([0-9]+)");
@@ -53,8 +52,8 @@ struct HardenedHost {
 
 // Every job of the test database finished after exactly one attempt.
 void check_each_job_ran_once(TestDb& db, long long jobs) {
-  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == jobs; },
-                     60s));
+  REQUIRE(eventually(
+      [&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == jobs; }, 60s));
   CHECK(db.count("SELECT count(*) FROM jobhost.jobs") == jobs);
   CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE attempt_count <> 1") == 0);
   CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") == jobs);
@@ -71,7 +70,8 @@ int open_socket(const std::string& source, int port, const std::string& sent = "
   dst.sin_port = htons(static_cast<uint16_t>(port));
   REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) == 0);
   REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 0);
-  if (!sent.empty()) REQUIRE(send(fd, sent.data(), sent.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(sent.size()));
+  if (!sent.empty())
+    REQUIRE(send(fd, sent.data(), sent.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(sent.size()));
   return fd;
 }
 
@@ -82,7 +82,8 @@ double seconds_until_closed(int fd, std::chrono::milliseconds limit, Clock::time
   char buf[4096];
   while (Clock::now() < deadline) {
     pollfd p{fd, POLLIN, 0};
-    const int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
     if (poll(&p, 1, std::max(left, 1)) == 1) {
       const ssize_t n = recv(fd, buf, sizeof buf, 0);
       if (n <= 0) return std::chrono::duration<double>(Clock::now() - since).count();
@@ -91,13 +92,16 @@ double seconds_until_closed(int fd, std::chrono::milliseconds limit, Clock::time
   return -1;
 }
 
-std::string deep(int levels) { return std::string(static_cast<size_t>(levels), '[') + std::string(static_cast<size_t>(levels), ']'); }
+std::string deep(int levels) {
+  return std::string(static_cast<size_t>(levels), '[') + std::string(static_cast<size_t>(levels), ']');
+}
 
 }  // namespace
 
-TEST_CASE("api: probes answer within 100 ms (p99) and honest clients are served while 1,000 connections stall "
-          "and garbage arrives at 1,000 requests/s, and jobs run on",
-          "[api][attack]") {
+TEST_CASE(
+    "api: probes answer within 100 ms (p99) and honest clients are served while 1,000 connections stall "
+    "and garbage arrives at 1,000 requests/s, and jobs run on",
+    "[api][attack]") {
   TestDb db;
   HardenedHost api(db, "");  // the default limits
   const std::string id = db.enqueue("noop");
@@ -143,7 +147,8 @@ TEST_CASE("api: probes answer within 100 ms (p99) and honest clients are served 
   });
   const Throughput attacked = closed_loop(kLocal, api.port, 2, deadline, honest, 200, kLocal, 25);
   for (auto& t : probes) t.join();
-  const double mean_stalled = std::accumulate(stalled.begin(), stalled.end(), 0.0) / static_cast<double>(stalled.size());
+  const double mean_stalled =
+      std::accumulate(stalled.begin(), stalled.end(), 0.0) / static_cast<double>(stalled.size());
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const std::string summary = attack.summary();
   const long garbage = attack.garbage_sent() - garbage_before;
@@ -176,9 +181,10 @@ TEST_CASE("api: probes answer within 100 ms (p99) and honest clients are served 
   check_each_job_ran_once(db, kJobs + 1);  // and the garbage stored nothing
 }
 
-TEST_CASE("api: connections are bounded in total and per client, headers, bodies and idle connections have "
-          "deadlines, the body limit is applied before reading, and rates are limited per client and per token",
-          "[api][limits]") {
+TEST_CASE(
+    "api: connections are bounded in total and per client, headers, bodies and idle connections have "
+    "deadlines, the body limit is applied before reading, and rates are limited per client and per token",
+    "[api][limits]") {
   TestDb db;
   HardenedHost api(db,
                    "  max_connections: 40\n"
@@ -202,7 +208,8 @@ TEST_CASE("api: connections are bounded in total and per client, headers, bodies
     CHECK(mine.status == 429);
     CHECK_THAT(mine.body, Catch::Contains("api.max_connections_per_client"));
     CHECK(get_from("127.0.0.4", "/api/v1/queues").status == 200);
-    for (int i = 0; i < 30; ++i) held.push_back(open_socket("127.0.0." + std::to_string(5 + i / 10), api.port));
+    for (int i = 0; i < 30; ++i)
+      held.push_back(open_socket("127.0.0." + std::to_string(5 + i / 10), api.port));
     std::this_thread::sleep_for(300ms);
     const Response full = get_from("127.0.0.8", "/api/v1/queues");
     CHECK(full.status == 503);
@@ -237,14 +244,16 @@ TEST_CASE("api: connections are bounded in total and per client, headers, bodies
   SECTION("the body limit before the body, the body deadline, the idle deadline") {
     const auto t0 = Clock::now();
     const Response big = request_once(
-        kLocal, api.port, "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + kAuth + "Content-Length: 10000000\r\n\r\n", 2s);
+        kLocal, api.port,
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + kAuth + "Content-Length: 10000000\r\n\r\n", 2s);
     CHECK(big.status == 413);
     CHECK_THAT(big.body, Catch::Contains("api.max_body_bytes"));
     CHECK(Clock::now() - t0 < 500ms);  // answered from the header, not after a body or a deadline
 
-    const int partial = open_socket("127.0.0.12", api.port,
-                                    "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + kAuth +
-                                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\": \"n");
+    const int partial =
+        open_socket("127.0.0.12", api.port,
+                    "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n" + kAuth +
+                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\": \"n");
     const double body_closed = seconds_until_closed(partial, 3s);
     close(partial);
     CHECK(body_closed > 0.6);
@@ -281,9 +290,10 @@ TEST_CASE("api: connections are bounded in total and per client, headers, bodies
     // One token from four addresses (none over its own burst): limited by the token.
     int answered = 0, token_limited = 0;
     for (int i = 0; i < 40; ++i) {
-      const Response r = request_once(
-          kLocal, api.port, post_request("/api/v1/jobs/00000000-0000-0000-0000-000000000000/cancel", "", kAuth), 2s,
-          "127.0.0." + std::to_string(20 + i % 4));
+      const Response r =
+          request_once(kLocal, api.port,
+                       post_request("/api/v1/jobs/00000000-0000-0000-0000-000000000000/cancel", "", kAuth),
+                       2s, "127.0.0." + std::to_string(20 + i % 4));
       if (r.status == 404) ++answered;
       if (r.status == 429) {
         ++token_limited;
@@ -298,12 +308,14 @@ TEST_CASE("api: connections are bounded in total and per client, headers, bodies
   CHECK(api.host->running());
 }
 
-TEST_CASE("api: a bounded fuzz of the HTTP layer and of every write route's JSON gets clear 4xx answers, "
-          "stores nothing, and the host and its jobs run on",
-          "[api][fuzz]") {
+TEST_CASE(
+    "api: a bounded fuzz of the HTTP layer and of every write route's JSON gets clear 4xx answers, "
+    "stores nothing, and the host and its jobs run on",
+    "[api][fuzz]") {
   TestDb db;
   // No rate limits here, so that every request reaches the parsers.
-  HardenedHost api(db, "  rate_limit: { per_client: { requests_per_s: 0 }, per_token: { requests_per_s: 0 } }\n");
+  HardenedHost api(db,
+                   "  rate_limit: { per_client: { requests_per_s: 0 }, per_token: { requests_per_s: 0 } }\n");
   const std::string later =
       db.scalar("SELECT jobhost.enqueue('noop', '{}', run_at => now() + interval '1 hour')::text");
   const std::string dead = db.enqueue("noop", R"({"permanent": true})");
@@ -345,7 +357,8 @@ TEST_CASE("api: a bounded fuzz of the HTTP layer and of every write route's JSON
       {"oversized", R"({"type": "noop", "payload": {"x": ")" + std::string(1500000, 'a') + "\"}}"},
   };
   const std::vector<std::string> routes = {"/api/v1/jobs", "/api/v1/jobs/" + later + "/cancel",
-                                           "/api/v1/dlq/" + dead + "/replay", "/api/v1/dlq/replay?queue=noop"};
+                                           "/api/v1/dlq/" + dead + "/replay",
+                                           "/api/v1/dlq/replay?queue=noop"};
   Client c(kLocal, api.port, kLocal, 10s);
   for (const auto& route : routes) {
     for (const auto& [what, body] : bodies) {
@@ -362,9 +375,12 @@ TEST_CASE("api: a bounded fuzz of the HTTP layer and of every write route's JSON
   CHECK(db.status(later) == "queued");
   CHECK(db.status(dead) == "failed");
   CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE job_id = '" + dead + "'") == 1);
-  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == kJobs; }, 60s));
+  REQUIRE(eventually(
+      [&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == kJobs; },
+      60s));
   CHECK(db.count("SELECT count(*) FROM jobhost.jobs") == kJobs + 2);
-  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") == kJobs + 1);  // each once, and the dead one's attempt
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") ==
+        kJobs + 1);  // each once, and the dead one's attempt
   const Response good = c.send(post_request("/api/v1/jobs", R"({"type": "noop"})", kAuth));
   CHECK(good.status == 201);
 }

@@ -566,9 +566,10 @@ TEST_CASE("api: listeners, connection limits, timeouts and rate limits are read,
   CHECK(l.client_burst == 100);  // twice the rate when not given
   CHECK(l.token_per_s == 0.5);
   CHECK(l.token_burst == 3);
-  CHECK(parse(kRequired + "api:\n  rate_limit: { per_client: { requests_per_s: 0 } }\n").api_limits.client_per_s == 0);
-  CHECK(parse(kRequired + "api: { listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\" }\n").api_health_listen ==
-        "127.0.0.1:0");  // two free ports
+  CHECK(parse(kRequired + "api:\n  rate_limit: { per_client: { requests_per_s: 0 } }\n")
+            .api_limits.client_per_s == 0);
+  CHECK(parse(kRequired + "api: { listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\" }\n")
+            .api_health_listen == "127.0.0.1:0");  // two free ports
 }
 
 TEST_CASE("api: bad limits are refused naming the file, line and key") {
@@ -587,13 +588,16 @@ TEST_CASE("api: bad limits are refused naming the file, line and key") {
         "/etc/jobhost/test.yaml:4: api.max_body_bytes: must be between 1024 and 1073741824, got 10");
   CHECK(error_of(kRequired + "api:\n  threads: 0\n") ==
         "/etc/jobhost/test.yaml:4: api.threads: must be between 1 and 256, got 0");
-  CHECK(error_of(kRequired + "api:\n  rate_limit: { per_client: { requests_per_s: -1 } }\n") ==
-        "/etc/jobhost/test.yaml:4: api.rate_limit.per_client.requests_per_s: must be between 0 and 1000000000, "
-        "got -1");
+  CHECK(
+      error_of(kRequired + "api:\n  rate_limit: { per_client: { requests_per_s: -1 } }\n") ==
+      "/etc/jobhost/test.yaml:4: api.rate_limit.per_client.requests_per_s: must be between 0 and 1000000000, "
+      "got -1");
   CHECK(error_of(kRequired + "api:\n  rate_limit: { per_token: { requests_per_s: 5, burst: 0 } }\n") ==
-        "/etc/jobhost/test.yaml:4: api.rate_limit.per_token.burst: must be >= 1 while requests_per_s is above 0");
-  CHECK(error_of(kRequired + "api:\n  rate_limit: { per_ip: {} }\n") ==
-        "/etc/jobhost/test.yaml:4: api.rate_limit.per_ip: unknown key; expected one of: per_client, per_token");
+        "/etc/jobhost/test.yaml:4: api.rate_limit.per_token.burst: must be >= 1 while requests_per_s is "
+        "above 0");
+  CHECK(
+      error_of(kRequired + "api:\n  rate_limit: { per_ip: {} }\n") ==
+      "/etc/jobhost/test.yaml:4: api.rate_limit.per_ip: unknown key; expected one of: per_client, per_token");
   CHECK(error_of(kRequired + "api:\n  header_timeout: 100\n") ==
         "/etc/jobhost/test.yaml:4: api.header_timeout: unknown key; did you mean \"header_timeout_ms\"?");
 }

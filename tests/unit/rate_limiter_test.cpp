@@ -11,11 +11,11 @@ TEST_CASE("rate limiter: a burst, then one request per 1/rate, with the wait for
   RateLimiter limiter(2, 4);
   const auto t0 = RateLimiter::Clock::now();
   for (int i = 0; i < 4; ++i) CHECK(limiter.take("a", t0) == 0);
-  CHECK(limiter.take("a", t0) == 1);         // half a second to the next token: rounded up
-  CHECK(limiter.take("b", t0) == 0);         // another key has its own bucket
+  CHECK(limiter.take("a", t0) == 1);          // half a second to the next token: rounded up
+  CHECK(limiter.take("b", t0) == 0);          // another key has its own bucket
   CHECK(limiter.take("a", t0 + 500ms) == 0);  // 2 per second
   CHECK(limiter.take("a", t0 + 500ms) == 1);
-  CHECK(limiter.take("a", t0 + 10s) == 0);    // refilled, but never above the burst
+  CHECK(limiter.take("a", t0 + 10s) == 0);  // refilled, but never above the burst
   for (int i = 0; i < 3; ++i) CHECK(limiter.take("a", t0 + 10s) == 0);
   CHECK(limiter.take("a", t0 + 10s) == 1);
 }
