@@ -613,10 +613,6 @@ int HttpServer::listen(const std::string& host, int port, bool probes_only) {
 }
 
 void HttpServer::start() {
-  Metrics& m = Metrics::global();
-  m.declare("api_connections", Metrics::Type::kGauge, "Open connections of the admin API, by listener.");
-  m.declare("api_refused_total", Metrics::Type::kCounter,
-            "Connections and requests the admin API refused or dropped, by reason.");
   // Every listener's connections must fit in the descriptors left to the host.
   rlimit nofile{};
   getrlimit(RLIMIT_NOFILE, &nofile);
