@@ -1,18 +1,21 @@
-// api.cpp: the admin HTTP API over cpp-httplib (see api.hpp).
+// api.cpp: the admin HTTP API's routes, on HttpServer (see api.hpp).
 #include "api.hpp"
 
 #include <openssl/crypto.h>
 
 #include <limits>
+#include <set>
 #include <stdexcept>
+#include <vector>
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include "admin.hpp"
 #include "job_state.hpp"
+#include "http_server.hpp"
 #include "metrics.hpp"
 #include "pg.hpp"
+#include "readiness.hpp"
 #include "redis.hpp"
 #include "routing.hpp"
 
@@ -23,9 +26,9 @@ extern const char* const kDashboardHtml;
 
 namespace {
 
-constexpr size_t kMaxBody = 1 << 20;
-constexpr time_t kIoTimeoutSeconds = 5;
 constexpr const char* kJson = "application/json";
+// Deeper JSON is refused before it is built (no request needs more than a few levels).
+constexpr int kMaxJsonDepth = 64;
 const std::string kId = "([0-9A-Za-z-]+)";
 
 // An error the client caused: status, message, and the field at fault.
@@ -36,9 +39,10 @@ struct HttpError : std::runtime_error {
   std::string field;
 };
 
+// Text from the request (a queue name, a path) may not be UTF-8: replaced, not thrown.
 void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
-  res.set_content(body.dump(), kJson);
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), kJson);
 }
 
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& field = {}) {
@@ -47,31 +51,67 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
   send_json(res, status, body);
 }
 
-std::pair<std::string, int> split_listen(const std::string& listen) {
+std::pair<std::string, int> split_listen(const std::string& key, const std::string& listen) {
   const auto colon = listen.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("api.listen: expected HOST:PORT, got " + listen);
+  if (colon == std::string::npos) throw std::runtime_error(key + ": expected HOST:PORT, got " + listen);
   std::string host = listen.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   int port = 0;
   try {
     port = std::stoi(listen.substr(colon + 1));
   } catch (const std::exception&) {
-    throw std::runtime_error("api.listen: the port of " + listen + " is not a number");
+    throw std::runtime_error(key + ": the port of " + listen + " is not a number");
   }
-  if (port < 0 || port > 65535) throw std::runtime_error("api.listen: port out of range in " + listen);
+  if (port < 0 || port > 65535) throw std::runtime_error(key + ": port out of range in " + listen);
   return {host, port};
 }
 
+// Strict JSON: UTF-8 (the parser checks it), at most kMaxJsonDepth deep, and
+// no key twice in one object (which value would count is anyone's guess).
 nlohmann::json parse_body(const httplib::Request& req) {
   if (req.body.empty()) throw HttpError(400, "the request body is empty; expected a JSON object");
+  std::vector<std::set<std::string>> open_objects;
+  const auto strict = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (depth > kMaxJsonDepth) {
+      throw HttpError(400,
+                      "the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    }
+    if (event == Event::object_start) open_objects.emplace_back();
+    if (event == Event::object_end && !open_objects.empty()) open_objects.pop_back();
+    if (event == Event::key && !open_objects.back().insert(parsed.get<std::string>()).second) {
+      throw HttpError(400, parsed.get<std::string>() + ": given twice in one object",
+                      parsed.get<std::string>());
+    }
+    return true;
+  };
   nlohmann::json body;
   try {
-    body = nlohmann::json::parse(req.body);
-  } catch (const nlohmann::json::parse_error& e) {
+    body = nlohmann::json::parse(req.body, strict);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw HttpError(400, std::string("the request body is not valid JSON: ") + e.what());
   }
   if (!body.is_object()) throw HttpError(400, "the request body must be a JSON object");
   return body;
+}
+
+// Routes that act on the path alone take no body; one that says more than {}
+// is refused rather than ignored.
+void expect_no_body(const httplib::Request& req) {
+  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return;
+  if (parse_body(req).empty()) return;
+  throw HttpError(400, "this route takes no body (send none, or {})");
+}
+
+// JSON integers include unsigned ones above INT64_MAX, which get<long long> would wrap.
+bool integer_in(const nlohmann::json& v, long long lo, long long hi) {
+  if (!v.is_number_integer()) return false;
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<unsigned long long>();
+    return hi >= 0 && u <= static_cast<unsigned long long>(hi) &&
+           (lo <= 0 || u >= static_cast<unsigned long long>(lo));
+  }
+  return v.get<long long>() >= lo && v.get<long long>() <= hi;
 }
 
 int query_int(const httplib::Request& req, const std::string& key, int fallback, int lo, int hi) {
@@ -90,34 +130,48 @@ int query_int(const httplib::Request& req, const std::string& key, int fallback,
 }  // namespace
 
 struct ApiServer::Impl {
-  Impl(const Config& c, ApiHooks h) : config(c), hooks(std::move(h)), pg(c.postgres_url, 4) {}
+  Impl(const Config& c, ApiHooks h)
+      : config(c),
+        hooks(std::move(h)),
+        pg(c.postgres_url, 4),
+        readiness(c.postgres_url, c.redis_url),
+        server(c.api_limits, [this](const std::string& authorization) -> std::optional<std::string> {
+          if (is_token(authorization)) return "api.token";
+          return std::nullopt;
+        }) {}
 
   const Config& config;
   ApiHooks hooks;
   PgPool pg;
-  httplib::Server server;
+  Readiness readiness;
+  HttpServer server;
 
-  // Writes need the token; compared in constant time.
+  static constexpr std::string_view kBearer = "Bearer ";
+
+  // Compared in constant time; never logged.
+  bool is_token(const std::string& authorization) const {
+    if (config.api_token.empty() || authorization.compare(0, kBearer.size(), kBearer) != 0) return false;
+    const std::string_view given = std::string_view(authorization).substr(kBearer.size());
+    return given.size() == config.api_token.size() &&
+           CRYPTO_memcmp(given.data(), config.api_token.data(), given.size()) == 0;
+  }
+
+  // Writes need the token.
   void authorize(const httplib::Request& req) const {
     if (config.api_token.empty()) {
       throw HttpError(403, "writes are disabled: no api.token is configured");
     }
     const std::string header = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
     if (header.empty()) throw HttpError(401, "missing Authorization: Bearer <token>");
-    if (header.compare(0, prefix.size(), prefix) != 0) {
+    if (header.compare(0, kBearer.size(), kBearer) != 0) {
       throw HttpError(401, "the Authorization header must be \"Bearer <token>\"");
     }
-    const std::string given = header.substr(prefix.size());
-    if (given.size() != config.api_token.size() ||
-        CRYPTO_memcmp(given.data(), config.api_token.data(), given.size()) != 0) {
-      throw HttpError(403, "wrong token");
-    }
+    if (!is_token(header)) throw HttpError(403, "wrong token");
   }
 
   // Runs a handler, turning exceptions into JSON errors.
   template <typename Fn>
-  httplib::Server::Handler wrap(bool write, Fn fn) {
+  HttpServer::Handler wrap(bool write, Fn fn) {
     return [this, write, fn](const httplib::Request& req, httplib::Response& res) {
       try {
         if (write) authorize(req);
@@ -152,16 +206,14 @@ struct ApiServer::Impl {
     if (!payload.is_object()) throw HttpError(400, "payload: must be a JSON object", "payload");
     std::optional<int> priority, max_attempts;
     if (body.contains("priority")) {
-      if (!body["priority"].is_number_integer() || body["priority"].get<long long>() < -1000000 ||
-          body["priority"].get<long long>() > 1000000) {
+      if (!integer_in(body["priority"], -1000000, 1000000)) {
         throw HttpError(400, "priority: must be an integer between -1000000 and 1000000 (lower runs first)",
                         "priority");
       }
       priority = body["priority"].get<int>();
     }
     if (body.contains("max_attempts")) {
-      if (!body["max_attempts"].is_number_integer() || body["max_attempts"].get<long long>() < 1 ||
-          body["max_attempts"].get<long long>() > 1000) {
+      if (!integer_in(body["max_attempts"], 1, 1000)) {
         throw HttpError(400, "max_attempts: must be an integer between 1 and 1000", "max_attempts");
       }
       max_attempts = body["max_attempts"].get<int>();
@@ -220,30 +272,13 @@ struct ApiServer::Impl {
   }
 
   void routes() {
-    server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    server.Probe("/healthz", [](const httplib::Request&, httplib::Response& res) {
       send_json(res, 200, {{"status", "ok"}});
     });
-    server.Get("/readyz", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
-      nlohmann::json body;
-      bool ready = true;
-      try {
-        pg.with([](pqxx::connection& c) { return pqxx::nontransaction(c).exec("SELECT 1").size(); });
-        body["postgres"] = "ok";
-      } catch (const std::exception& e) {
-        body["postgres"] = e.what();
-        ready = false;
-      }
-      try {
-        Redis redis(config.redis_url, std::chrono::seconds(2));
-        redis.command({"PING"});
-        body["redis"] = "ok";
-      } catch (const std::exception& e) {
-        body["redis"] = e.what();
-        ready = false;
-      }
-      body["status"] = ready ? "ready" : "not ready";
-      send_json(res, ready ? 200 : 503, body);
-    }));
+    server.Probe("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      const Readiness::Answer a = readiness.answer();
+      send_json(res, a.status, a.body);
+    });
     server.Get("/metrics", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
       if (hooks.refresh_gauges) hooks.refresh_gauges();
       res.set_content(Metrics::global().render(), "text/plain; version=0.0.4; charset=utf-8");
@@ -261,6 +296,7 @@ struct ApiServer::Impl {
     }));
     server.Post("/api/v1/jobs/" + kId + "/cancel",
                 wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+                  expect_no_body(req);
                   const std::string id = req.matches[1];
                   switch (pg.with([&](pqxx::connection& c) { return admin::cancel(c, id); })) {
                     case admin::CancelResult::kCancelled:
@@ -298,6 +334,7 @@ struct ApiServer::Impl {
       send_json(res, 200, {{"jobs", pg.with([&](pqxx::connection& c) { return admin::dlq(c, queue, limit); })}});
     }));
     server.Post("/api/v1/dlq/replay", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      expect_no_body(req);
       if (!req.has_param("queue") || req.get_param_value("queue").empty()) {
         throw HttpError(400, "queue: required, as ?queue=NAME", "queue");
       }
@@ -307,33 +344,12 @@ struct ApiServer::Impl {
     }));
     server.Post("/api/v1/dlq/" + kId + "/replay",
                 wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+                  expect_no_body(req);
                   const std::string id = req.matches[1];
                   const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, id, ""); });
                   if (n == 0) throw HttpError(404, "job " + id + " is not in the DLQ");
                   send_json(res, 200, {{"id", id}, {"replayed", n}});
                 }));
-
-    // Anything else, and the server's own errors (413, 400 from the parser):
-    // a JSON body saying what went wrong, unless a handler already wrote one.
-    server.set_error_handler(httplib::Server::HandlerWithResponse(
-        [](const httplib::Request& req, httplib::Response& res) {
-          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-          if (res.status == 404) send_error(res, 404, "no route " + req.method + " " + req.path);
-          else if (res.status == 413) send_error(res, 413, "the request body is larger than 1 MiB");
-          else send_error(res, res.status, "the request could not be handled (HTTP " + std::to_string(res.status) + ")");
-          return httplib::Server::HandlerResponse::Handled;
-        }));
-    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "unknown error";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      spdlog::error("api {} {}: {}", req.method, req.path, what);
-      send_error(res, 500, what);
-    });
   }
 };
 
@@ -342,30 +358,38 @@ ApiServer::ApiServer(const Config& config, ApiHooks hooks) : impl_(std::make_uni
 ApiServer::~ApiServer() { stop(); }
 
 void ApiServer::start() {
-  const auto [host, port] = split_listen(impl_->config.api_listen);
-  httplib::Server& s = impl_->server;
-  s.set_payload_max_length(kMaxBody);
-  s.set_read_timeout(kIoTimeoutSeconds, 0);
-  s.set_write_timeout(kIoTimeoutSeconds, 0);
-  s.set_keep_alive_timeout(kIoTimeoutSeconds);
+  const auto [host, port] = split_listen("api.listen", impl_->config.api_listen);
   impl_->routes();
-  if (port == 0) {
-    port_ = s.bind_to_any_port(host);
-  } else {
-    port_ = s.bind_to_port(host, port) ? port : -1;
-  }
-  if (port_ <= 0) {
-    throw std::runtime_error("api.listen: cannot listen on " + impl_->config.api_listen +
+  HttpServer& s = impl_->server;
+  try {
+    port_ = s.listen(host, port, false);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("api.listen: " + std::string(e.what()) +
                              " (address in use, or not an address of this machine)");
   }
-  thread_ = std::thread([this] { impl_->server.listen_after_bind(); });
+  std::string health_host;
+  if (!impl_->config.api_health_listen.empty()) {
+    const auto [h, p] = split_listen("api.health_listen", impl_->config.api_health_listen);
+    health_host = h;
+    try {
+      health_port_ = s.listen(h, p, true);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("api.health_listen: " + std::string(e.what()) +
+                               " (address in use, or not an address of this machine)");
+    }
+  }
+  impl_->readiness.start();
+  s.start();
+  started_ = true;
   spdlog::info("api listening on {}:{}", host, port_);
+  if (health_port_ > 0) spdlog::info("api health listening on {}:{}", health_host, health_port_);
 }
 
 void ApiServer::stop() {
-  if (!thread_.joinable()) return;
+  if (!started_) return;
+  started_ = false;
   impl_->server.stop();
-  thread_.join();
+  impl_->readiness.stop();
 }
 
 }  // namespace jobhost

@@ -4,15 +4,16 @@
 // write needs `Authorization: Bearer <api.token>`: 401 without one, 403 with a
 // wrong one, and 403 for all writes when no token is configured. Errors are
 // JSON {"error": "...", "field": "..."} with the field named when one is at
-// fault. Bodies over 1 MiB get 413; a client that stalls is dropped after
-// 5 s; a handler that throws gets 500 and the host carries on.
+// fault; a handler that throws gets 500 and the host carries on. Connection
+// and rate limits, timeouts and the body limit are HttpServer's (api.* in the
+// config); /healthz and /readyz are answered there without waiting, also on
+// api.health_listen when it is set.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -38,17 +39,20 @@ class ApiServer {
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
 
-  // Binds api.listen (port 0 picks a free port) and serves on a thread of its
-  // own. Throws std::runtime_error when the address cannot be bound.
+  // Binds api.listen and api.health_listen (port 0 picks a free port) and
+  // serves on threads of its own. Throws std::runtime_error when an address
+  // cannot be bound.
   void start();
   void stop();
   int port() const { return port_; }
+  int health_port() const { return health_port_; }  // 0: no api.health_listen
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int port_ = 0;
-  std::thread thread_;
+  int health_port_ = 0;
+  bool started_ = false;
 };
 
 }  // namespace jobhost

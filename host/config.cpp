@@ -222,6 +222,8 @@ class Parser {
   std::set<Role> roles(const YAML::Node& node, const std::string& path) const;
   void lease(const YAML::Node& host, Config& c) const;
   void api(const YAML::Node& root, Config& c) const;
+  void rate(const YAML::Node& parent, const std::string& path, const char* key, double& per_s,
+            double& burst) const;
   void log(const YAML::Node& root, Config& c) const;
   void schedules(const YAML::Node& root, Config& c) const;
   Schedule schedule(const YAML::Node& node, const std::string& path) const;
@@ -490,10 +492,64 @@ void Parser::lease(const YAML::Node& host, Config& c) const {
 }
 
 void Parser::api(const YAML::Node& root, Config& c) const {
-  const auto node = section(root, "", "api", {"listen", "token"});
+  const auto node = section(root, "", "api",
+                            {"listen", "health_listen", "token", "max_connections",
+                             "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
+                             "idle_timeout_ms", "max_body_bytes", "threads", "queue", "rate_limit"});
   if (!node) return;
   read_text(*node, "api", "listen", c.api_listen);
+  read_text(*node, "api", "health_listen", c.api_health_listen);
   read_text(*node, "api", "token", c.api_token);
+  // Port 0 picks a free port for each, so two of them do not clash.
+  const bool any_port =
+      c.api_listen.size() >= 2 && c.api_listen.compare(c.api_listen.size() - 2, 2, ":0") == 0;
+  if (!c.api_health_listen.empty() && c.api_health_listen == c.api_listen && !any_port) {
+    fail((*node)["health_listen"], "api.health_listen", "must differ from api.listen (" + c.api_listen + ")");
+  }
+  ApiLimits& l = c.api_limits;
+  read_int(*node, "api", "max_connections", l.max_connections, Range{1, 1000000});
+  read_int(*node, "api", "max_connections_per_client", l.max_connections_per_client, Range{1, 1000000});
+  read_int(*node, "api", "header_timeout_ms", l.header_timeout_ms, Range{10, 3600000});
+  read_int(*node, "api", "body_timeout_ms", l.body_timeout_ms, Range{10, 3600000});
+  read_int(*node, "api", "idle_timeout_ms", l.idle_timeout_ms, Range{10, 3600000});
+  read_int(*node, "api", "max_body_bytes", l.max_body_bytes, Range{1024, int64_t{1} << 30});
+  read_int(*node, "api", "threads", l.threads, Range{1, 256});
+  read_int(*node, "api", "queue", l.queue, Range{1, 100000});
+  if (l.max_connections_per_client > l.max_connections) {
+    const YAML::Node per = (*node)["max_connections_per_client"];
+    fail(per.IsDefined() ? per : (*node)["max_connections"], "api.max_connections_per_client",
+         "must be <= max_connections (" + std::to_string(l.max_connections) + "), got " +
+             std::to_string(l.max_connections_per_client) +
+             (per.IsDefined() ? "" : " (the default); set max_connections_per_client"));
+  }
+  const auto limit = section(*node, "api", "rate_limit", {"per_client", "per_token"});
+  if (!limit) return;
+  rate(*limit, "api.rate_limit", "per_client", l.client_per_s, l.client_burst);
+  rate(*limit, "api.rate_limit", "per_token", l.token_per_s, l.token_burst);
+}
+
+// { requests_per_s: R, burst: B }: R = 0 turns the limit off; B defaults to 2 R.
+void Parser::rate(const YAML::Node& parent, const std::string& path, const char* key, double& per_s,
+                  double& burst) const {
+  const auto node = section(parent, path, key, {"requests_per_s", "burst"});
+  if (!node) return;
+  const std::string here = join(path, key);
+  const auto read_rate = [&](const char* name, double& out) {
+    const YAML::Node value = (*node)[name];
+    if (!value.IsDefined()) return false;
+    const std::string value_path = join(here, name);
+    out = number(value, value_path);
+    if (out < 0 || out > 1e9) {
+      fail(value, value_path, "must be between 0 and 1000000000, got " + text(value, value_path));
+    }
+    return true;
+  };
+  const bool rate_given = read_rate("requests_per_s", per_s);
+  if (!read_rate("burst", burst)) {
+    if (rate_given) burst = 2 * per_s;
+  } else if (per_s > 0 && burst < 1) {
+    fail((*node)["burst"], join(here, "burst"), "must be >= 1 while requests_per_s is above 0");
+  }
 }
 
 void Parser::log(const YAML::Node& root, Config& c) const {

@@ -56,6 +56,24 @@ struct Schedule {
   int line = 0;
 };
 
+// The admin API's admission control (README, "Admin HTTP API and metrics").
+// A rate of 0 turns that limit off.
+struct ApiLimits {
+  int max_connections = 2048;            // open at once; lowered to fit RLIMIT_NOFILE
+  int max_connections_per_client = 128;  // per peer address
+  int64_t header_timeout_ms = 3000;      // accept or previous response → whole header
+  int64_t body_timeout_ms = 10000;       // the whole body in; also a response out
+  int64_t idle_timeout_ms = 5000;        // keep-alive: previous response → next header
+  int64_t max_body_bytes = 1 << 20;      // refused from Content-Length, before reading
+  int threads = 8;                       // handler threads (PostgreSQL and Redis work)
+  int queue = 256;                       // requests waiting for a handler thread; then 503
+  double client_per_s = 200;             // requests per second per client address
+  double client_burst = 400;
+  double token_per_s = 2000;  // requests per second per API token
+  double token_burst = 4000;
+  bool operator==(const ApiLimits&) const = default;
+};
+
 struct Config {
   std::filesystem::path file;
 
@@ -87,7 +105,11 @@ struct Config {
   int64_t shutdown_grace_ms = 30000;
 
   std::string api_listen = "127.0.0.1:8080";
+  // A second listener that serves only /healthz and /readyz on a thread of its
+  // own; empty: none (the probes are still answered on api.listen).
+  std::string api_health_listen;
   std::string api_token;
+  ApiLimits api_limits;
 
   std::string log_format = "text";  // text | json
   std::string log_level = "info";   // trace|debug|info|warn|error

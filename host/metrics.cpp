@@ -79,6 +79,9 @@ Metrics& Metrics::global() {
     r->declare("config_reloads_total", Type::kCounter, "SIGHUP reloads, by result (applied or rejected).");
     r->declare("migrator_batch_seconds", Type::kHistogram, "Time of one migrator claim-and-push batch.",
                {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
+    r->declare("api_connections", Type::kGauge, "Open connections of the admin API, by listener.");
+    r->declare("api_refused_total", Type::kCounter,
+               "Connections and requests the admin API refused or dropped, by reason.");
     return r;
   }();
   return *m;

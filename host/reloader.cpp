@@ -38,7 +38,9 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
             a.migrator_max_in_redis == b.migrator_max_in_redis,
         "host.migrator");
   check(a.lease_duration_ms == b.lease_duration_ms && a.heartbeat_ms == b.heartbeat_ms, "host.lease");
-  check(a.api_listen == b.api_listen && a.api_token == b.api_token, "api");
+  check(a.api_listen == b.api_listen && a.api_health_listen == b.api_health_listen && a.api_token == b.api_token &&
+            a.api_limits == b.api_limits,
+        "api");
   check(a.shutdown_grace_ms == b.shutdown_grace_ms, "host.shutdown_grace_ms");
   bool same_schedules = a.schedules.size() == b.schedules.size();
   for (size_t i = 0; same_schedules && i < a.schedules.size(); ++i) {

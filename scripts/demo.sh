@@ -38,6 +38,7 @@ export JOBHOST_SMTP_FALLBACK_URL=smtp://127.0.0.1:55326   # nothing listens: fai
 export JOBHOST_IMPORT_ROOT=$demo/imports
 export JOBHOST_EXPORT_ROOT=$demo/exports
 export JOBHOST_API_LISTEN=127.0.0.1:0   # the dashboard, on a free port (see the log)
+export JOBHOST_API_HEALTH_LISTEN=127.0.0.1:0   # the probes too
 build/bin/jobctl db migrate >/dev/null
 
 build/bin/smtp-sink --listen 127.0.0.1:55325 --maildir "$demo/mail" >"$demo/smtp-sink.log" 2>&1 &

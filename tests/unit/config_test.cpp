@@ -528,3 +528,76 @@ TEST_CASE("a section of the wrong shape is refused naming it") {
   CHECK_THAT(error_of("just text\n"),
              StartsWith("/etc/jobhost/test.yaml:1: the top level must be a mapping"));
 }
+
+TEST_CASE("api: listeners, connection limits, timeouts and rate limits are read, with defaults") {
+  const Config d = parse(kRequired);
+  CHECK(d.api_health_listen.empty());
+  CHECK(d.api_limits == jobhost::ApiLimits{});
+  CHECK(d.api_limits.max_connections == 2048);
+  CHECK(d.api_limits.max_body_bytes == 1 << 20);
+  CHECK(d.api_limits.client_per_s == 200);
+
+  const Config c = parse(kRequired +
+                         "api:\n"
+                         "  listen: 127.0.0.1:8080\n"
+                         "  health_listen: 0.0.0.0:8081\n"
+                         "  max_connections: 500\n"
+                         "  max_connections_per_client: 20\n"
+                         "  header_timeout_ms: 1500\n"
+                         "  body_timeout_ms: 4000\n"
+                         "  idle_timeout_ms: 2500\n"
+                         "  max_body_bytes: 65536\n"
+                         "  threads: 4\n"
+                         "  queue: 32\n"
+                         "  rate_limit:\n"
+                         "    per_client: { requests_per_s: 50 }\n"
+                         "    per_token: { requests_per_s: 0.5, burst: 3 }\n");
+  CHECK(c.api_health_listen == "0.0.0.0:8081");
+  const jobhost::ApiLimits& l = c.api_limits;
+  CHECK(l.max_connections == 500);
+  CHECK(l.max_connections_per_client == 20);
+  CHECK(l.header_timeout_ms == 1500);
+  CHECK(l.body_timeout_ms == 4000);
+  CHECK(l.idle_timeout_ms == 2500);
+  CHECK(l.max_body_bytes == 65536);
+  CHECK(l.threads == 4);
+  CHECK(l.queue == 32);
+  CHECK(l.client_per_s == 50);
+  CHECK(l.client_burst == 100);  // twice the rate when not given
+  CHECK(l.token_per_s == 0.5);
+  CHECK(l.token_burst == 3);
+  CHECK(parse(kRequired + "api:\n  rate_limit: { per_client: { requests_per_s: 0 } }\n")
+            .api_limits.client_per_s == 0);
+  CHECK(parse(kRequired + "api: { listen: \"127.0.0.1:0\", health_listen: \"127.0.0.1:0\" }\n")
+            .api_health_listen == "127.0.0.1:0");  // two free ports
+}
+
+TEST_CASE("api: bad limits are refused naming the file, line and key") {
+  CHECK(error_of(kRequired + "api:\n  listen: 127.0.0.1:1\n  health_listen: 127.0.0.1:1\n") ==
+        "/etc/jobhost/test.yaml:5: api.health_listen: must differ from api.listen (127.0.0.1:1)");
+  CHECK(error_of(kRequired + "api:\n  max_connections: 0\n") ==
+        "/etc/jobhost/test.yaml:4: api.max_connections: must be between 1 and 1000000, got 0");
+  CHECK(error_of(kRequired + "api:\n  max_connections: 10\n  max_connections_per_client: 11\n") ==
+        "/etc/jobhost/test.yaml:5: api.max_connections_per_client: must be <= max_connections (10), got 11");
+  CHECK(error_of(kRequired + "api:\n  max_connections: 100\n") ==
+        "/etc/jobhost/test.yaml:4: api.max_connections_per_client: must be <= max_connections (100), got 128 "
+        "(the default); set max_connections_per_client");
+  CHECK(error_of(kRequired + "api:\n  header_timeout_ms: 5\n") ==
+        "/etc/jobhost/test.yaml:4: api.header_timeout_ms: must be between 10 and 3600000, got 5");
+  CHECK(error_of(kRequired + "api:\n  max_body_bytes: 10\n") ==
+        "/etc/jobhost/test.yaml:4: api.max_body_bytes: must be between 1024 and 1073741824, got 10");
+  CHECK(error_of(kRequired + "api:\n  threads: 0\n") ==
+        "/etc/jobhost/test.yaml:4: api.threads: must be between 1 and 256, got 0");
+  CHECK(
+      error_of(kRequired + "api:\n  rate_limit: { per_client: { requests_per_s: -1 } }\n") ==
+      "/etc/jobhost/test.yaml:4: api.rate_limit.per_client.requests_per_s: must be between 0 and 1000000000, "
+      "got -1");
+  CHECK(error_of(kRequired + "api:\n  rate_limit: { per_token: { requests_per_s: 5, burst: 0 } }\n") ==
+        "/etc/jobhost/test.yaml:4: api.rate_limit.per_token.burst: must be >= 1 while requests_per_s is "
+        "above 0");
+  CHECK(
+      error_of(kRequired + "api:\n  rate_limit: { per_ip: {} }\n") ==
+      "/etc/jobhost/test.yaml:4: api.rate_limit.per_ip: unknown key; expected one of: per_client, per_token");
+  CHECK(error_of(kRequired + "api:\n  header_timeout: 100\n") ==
+        "/etc/jobhost/test.yaml:4: api.header_timeout: unknown key; did you mean \"header_timeout_ms\"?");
+}
