@@ -24,7 +24,7 @@ UPDATE jobhost.jobs j
   FROM unnest($1::uuid[]) AS t(id)
  WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}
 RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts, j.priority,
-          (extract(epoch FROM j.created_at) * 1000)::bigint)sql");
+          (extract(epoch FROM j.created_at) * 1000)::bigint, coalesce(j.flow_key, ''))sql");
 
 const std::string kExtendSql = state_sql(R"sql(
 UPDATE jobhost.jobs j
@@ -48,7 +48,7 @@ std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std:
   out.reserve(r.size());
   for (const auto& row : r) {
     out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(), row[4].as<int>(),
-                   row[5].as<int>(), row[6].as<int64_t>()});
+                   row[5].as<int>(), row[6].as<int64_t>(), row[7].c_str(), std::nullopt});
   }
   return out;
 }

@@ -468,7 +468,7 @@ TEST_CASE("an unknown key is refused naming it, with a suggestion when one is cl
         "/etc/jobhost/test.yaml:4: host.lease.heartbeat: unknown key; did you mean \"heartbeat_ms\"?");
   CHECK(error_of(kRequired + "workers: 4\n") ==
         "/etc/jobhost/test.yaml:3: workers: unknown key; expected one of: postgres, redis, host, api, log, "
-        "schedules, plugins");
+        "schedules, plugins, limiters");
 }
 
 TEST_CASE("a key written twice in one mapping is refused") {
