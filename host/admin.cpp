@@ -55,10 +55,11 @@ SELECT q.name,
        coalesce(sum(l.n) FILTER (WHERE l.status = {retry_scheduled}), 0),
        coalesce((SELECT n FROM dead d WHERE d.queue_name = q.name), 0),
        coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = {completed}), 0),
-       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status <> {completed}), 0),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status NOT IN ({completed}, {throttled})), 0),
        q.served_at > now() - interval '30 seconds',
        q.paused_at IS NOT NULL, q.flow_keyed,
-       (SELECT count(*) FROM jobhost.paused_keys k WHERE k.queue_name = q.name)
+       (SELECT count(*) FROM jobhost.paused_keys k WHERE k.queue_name = q.name),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = {throttled}), 0)
   FROM jobhost.job_queues q LEFT JOIN live l ON l.queue_name = q.name
  GROUP BY q.name, q.served_at, q.paused_at, q.flow_keyed
  ORDER BY q.name)sql");
@@ -206,7 +207,9 @@ nlohmann::json queues(pqxx::connection& conn) {
         {key(JobState::kRetryScheduled), row[5].as<long long>()},
         {key(JobState::kFailed), row[6].as<long long>()},
         {"last_minute",
-         {{key(JobState::kCompleted), row[7].as<long long>()}, {"failed_attempts", row[8].as<long long>()}}},
+         {{key(JobState::kCompleted), row[7].as<long long>()},
+          {"failed_attempts", row[8].as<long long>()},
+          {"throttled", row[13].as<long long>()}}},
         {"served", !row[9].is_null() && row[9].as<bool>()},
         {"paused", row[10].as<bool>()},
         {"keyed", row[11].as<bool>()},

@@ -14,6 +14,7 @@
 #include "job_state.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
+#include "flow_dispatch.hpp"
 #include "pause.hpp"
 #include "pg.hpp"
 #include "readiness.hpp"
@@ -283,6 +284,23 @@ struct ApiServer::Impl {
     return live;
   }
 
+  // Keyed queues: how many keys have jobs waiting in Redis, and how many of
+  // them a limit (or a pause) holds back right now.
+  void add_flow_view(nlohmann::json& queues) {
+    try {
+      std::unique_ptr<Redis> redis;
+      for (auto& q : queues) {
+        if (!q["keyed"].get<bool>()) continue;
+        if (!redis) redis = std::make_unique<Redis>(config.redis_url, std::chrono::seconds(2));
+        const QueueKeys keys(config.redis_key_prefix, q["name"].get<std::string>());
+        q["active_keys"] = active_keys(*redis, keys);
+        q["held_keys"] = held_keys(*redis, keys);
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("api: flow view of the queues not available: {}", e.what());
+    }
+  }
+
   // POST /api/v1/queues/{q}/pause|resume[?key=K]: PostgreSQL first (the
   // truth, which every host reads within a second), then Redis at once.
   void pause_route(const httplib::Request& req, httplib::Response& res, bool paused) {
@@ -350,8 +368,9 @@ struct ApiServer::Impl {
                   }
                 }));
     server.Get("/api/v1/queues", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, {{"queues", pg.with([](pqxx::connection& c) { return admin::queues(c); })},
-                           {"plugins", hooks.plugins ? hooks.plugins() : nlohmann::json::array()}});
+      nlohmann::json queues = pg.with([](pqxx::connection& c) { return admin::queues(c); });
+      add_flow_view(queues);
+      send_json(res, 200, {{"queues", queues}, {"plugins", hooks.plugins ? hooks.plugins() : nlohmann::json::array()}});
     }));
     server.Post("/api/v1/queues/" + kQueue + "/pause", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
       pause_route(req, res, true);

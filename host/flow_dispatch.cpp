@@ -432,6 +432,16 @@ long long active_keys(Redis& redis, const QueueKeys& keys) {
   return n;
 }
 
+long long held_keys(Redis& redis, const QueueKeys& keys) {
+  for (Band b : kBandsInFetchOrder) redis.append({"ZCARD", keys.base() + "parked:" + std::string(band_name(b))});
+  long long n = 0;
+  for (int i = 0; i < 3; ++i) {
+    const Reply r = redis.get_reply();
+    if (r->type == REDIS_REPLY_INTEGER) n += r->integer;
+  }
+  return n;
+}
+
 long long acquire_limiter(Redis& redis, const std::string& prefix, const std::string& name, const Limits& limits,
                           const std::string& holder, long long slot_ms) {
   const std::string base = limiter_base(prefix, name);

@@ -69,6 +69,8 @@ void sync_pause(Redis& redis, const QueueKeys& keys, bool queue_paused, const st
 
 // Keys with jobs waiting in Redis (in a ring or parked), summed over bands.
 long long active_keys(Redis& redis, const QueueKeys& keys);
+// Of those, the keys held back now by a limit or a pause (parked).
+long long held_keys(Redis& redis, const QueueKeys& keys);
 
 // A named limiter of a handler (job.acquire). `holder` identifies the
 // attempt; a concurrency slot lapses after `slot_ms`. Returns 0 when taken,
