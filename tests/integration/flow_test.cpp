@@ -65,11 +65,11 @@ std::map<std::string, int> peak_running_by_key(TestDb& db) {
   return out;
 }
 
-int peak_running(TestDb& db) {
+int peak_running(TestDb& db, const std::string& where = "true") {
   pqxx::nontransaction tx(db.conn());
   std::vector<std::pair<double, int>> e;
   for (const auto& r : tx.exec("SELECT extract(epoch FROM started_at) * 1000, extract(epoch FROM finished_at) * 1000 "
-                               "FROM jobhost.job_logs WHERE status = 'completed'")) {
+                               "FROM jobhost.job_logs WHERE status = 'completed' AND " + where)) {
     e.emplace_back(r[0].as<double>(), +1);
     e.emplace_back(r[1].as<double>(), -1);
   }
@@ -291,4 +291,24 @@ TEST_CASE("pausing a key of a queue that is not dispatched by key is refused", "
   const auto [code, out] = jobctl(db, {"queue", "pause", "noop", "--key", "a"});
   CHECK(code == 1);
   CHECK_THAT(out, Catch::Contains("is not dispatched by key"));
+}
+
+TEST_CASE("changed limits apply on SIGHUP without a restart", "[flow]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 4;
+  o.plugin_yaml = "    flow:\n      concurrency: 1\n";
+  const std::string config = write_config(db, o);
+  auto host = start_host(config);
+  db.enqueue_many("noop", R"({"sleep_ms": 100})", 60);
+  REQUIRE(eventually([&] { return completed(db) >= 5; }, 20s));
+  o.plugin_yaml = "    flow:\n      concurrency: 3\n";
+  write_config(db, o);
+  const std::string reloaded_at = db.scalar("SELECT now()");
+  host->signal(SIGHUP);
+  REQUIRE(host->wait_for_log("reload applied", 10s));
+  REQUIRE(eventually([&] { return completed(db) == 60; }, 60s));
+  CHECK(peak_running(db, "started_at < '" + reloaded_at + "'") == 1);
+  CHECK(peak_running(db) == 3);
+  CHECK(completed_twice(db) == 0);
 }
