@@ -213,6 +213,8 @@ void Sink::serve(Client& client) {
         ok = reply("250 jobhost-smtp-sink");
       } else if (starts_with_ci(line, "MAIL FROM:")) {
         ++mail_commands_;
+        // RCPT and DATA already here with MAIL: the client pipelined them.
+        if (buffer.find("\r\nDATA\r\n") != std::string::npos || buffer.rfind("DATA\r\n", 0) == 0) ++pipelined_;
         if (misbehaves(Stage::kMail)) break;
         if (const int code = refusal(Stage::kMail); code != 0) {
           ok = reply(std::to_string(code) + " sender refused by the test sink");

@@ -80,6 +80,8 @@ class Sink {
   int transactions() const { return transactions_; }
   // MAIL FROM commands received, refused ones included.
   int mail_commands() const { return mail_commands_; }
+  // MAIL FROM commands that arrived together with their RCPT and DATA.
+  int pipelined() const { return pipelined_; }
   // Stops listening and drops every connection ("down"); idempotent.
   void stop();
 
@@ -105,6 +107,7 @@ class Sink {
   std::atomic<int> peak_{0};
   std::atomic<int> transactions_{0};
   std::atomic<int> mail_commands_{0};
+  std::atomic<int> pipelined_{0};
   std::atomic<int> drop_[4] = {0, 0, 0, 0};
   std::atomic<int> stall_[4] = {0, 0, 0, 0};
   std::atomic<int> idle_close_ms_{0};
