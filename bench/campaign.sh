@@ -134,6 +134,10 @@ email_stmts=$(psql "$url" -Atc "SELECT coalesce(sum(calls), 0) FROM pg_stat_stat
                                  WHERE d.datname = current_database()
                                    AND (query ~ 'app\.(email_messages|email_templates|sending_domains|suppressions)'
                                         AND query !~ 'jobhost\.')" 2>/dev/null || echo "")
+top=$(psql "$url" -Atc "SELECT round(calls::numeric / $n, 3) || ' per message, ' || round(mean_exec_time::numeric, 2) || ' ms mean: ' ||
+                        left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+                         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                        WHERE d.datname = current_database() ORDER BY total_exec_time DESC LIMIT 6" 2>/dev/null || true)
 kill -TERM "$host"; wait "$host" || true; host=""
 kill -TERM "$sink"; wait "$sink" || true; sink=""
 
@@ -152,11 +156,13 @@ echo "smtp: $(sed -n 's/^smtp-sink: \(.*\); stopped$/\1/p' "$work/sink.log")"
 if [ -n "$stmts" ]; then
   awk -v a="$email_stmts" -v t="$stmts" -v n="$n" \
     'BEGIN { printf "database: %.2f statements per message by email_send; %.2f by everything (host and campaign.process included)\n", a / n, t / n }'
+  echo "  most time: (statements per message, mean execution time, text)"
+  sed 's/^/    /' <<<"$top"
 else
   echo "database: statement counts unavailable (pg_stat_statements is not loaded in that PostgreSQL)"
 fi
 echo "host: peak RSS $((peak / 1024)) MB (VmHWM)"
-psql "$DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
+[ -n "${CAMPAIGN_BENCH_KEEP:-}" ] && echo "kept database $db" || psql "$DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
 
 echo "no-op drain (jobctl bench --jobs $noop_jobs, same PostgreSQL and Redis):"
 build/bin/jobctl bench --jobs "$noop_jobs" --latency-seconds 0 > "$work/noop.log" 2>&1 || { cat "$work/noop.log" >&2; exit 1; }
