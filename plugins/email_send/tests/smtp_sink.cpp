@@ -9,6 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <cctype>
 #include <cerrno>
 #include <algorithm>
@@ -59,7 +62,21 @@ Sink::Sink(uint16_t port, std::filesystem::path maildir) : maildir_(std::move(ma
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
-Sink::~Sink() { stop(); }
+Sink::~Sink() {
+  stop();
+  if (tls_ctx_ != nullptr) SSL_CTX_free(tls_ctx_);
+}
+
+void Sink::enable_tls(const std::string& cert_file, const std::string& key_file, bool implicit) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr || SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    if (ctx != nullptr) SSL_CTX_free(ctx);
+    throw std::runtime_error("smtp sink: cannot load the TLS certificate or key");
+  }
+  tls_implicit_ = implicit;
+  tls_ctx_ = ctx;
+}
 
 void Sink::refuse_with(int code, Stage stage) { refuse_[static_cast<int>(stage)] = code; }
 
@@ -142,6 +159,17 @@ void Sink::serve(Client& client) {
   for (int p = peak_; now_open > p && !peak_.compare_exchange_weak(p, now_open);) {
   }
   std::string buffer;
+  SSL* ssl = nullptr;  // once TLS started (STARTTLS, or at once with implicit TLS)
+  const auto start_tls = [&] {
+    ssl = SSL_new(tls_ctx_);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) != 1) {
+      ERR_clear_error();
+      return false;
+    }
+    ++tls_sessions_;
+    return true;
+  };
   // When the bytes of the latest command arrived: its reply leaves delay_ms after.
   auto arrived = std::chrono::steady_clock::now();
   // Sleeps in slices so stop() is not held up by a slow reply.
@@ -154,6 +182,7 @@ void Sink::serve(Client& client) {
   const auto reply = [&](const std::string& text) {
     if (const int ms = delay_ms_; ms > 0) pause_until(arrived + std::chrono::milliseconds(ms));
     const std::string out = text + "\r\n";
+    if (ssl != nullptr) return SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size());
     return send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
   };
   // One line without its CRLF; false when the peer went away, or stayed
@@ -175,7 +204,7 @@ void Sink::serve(Client& client) {
         }
       }
       char chunk[16384];
-      const ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+      const ssize_t n = ssl != nullptr ? SSL_read(ssl, chunk, sizeof chunk) : recv(fd, chunk, sizeof chunk, 0);
       if (n <= 0) return false;
       arrived = std::chrono::steady_clock::now();
       buffer.append(chunk, static_cast<size_t>(n));
@@ -203,12 +232,18 @@ void Sink::serve(Client& client) {
   Message m;
   bool have_sender = false;
   std::string line;
-  if (reply("220 jobhost-smtp-sink ready")) {
+  const bool implicit = tls_ctx_ != nullptr && tls_implicit_;
+  if ((!implicit || start_tls()) && reply("220 jobhost-smtp-sink ready")) {
     while (read_line(line)) {
       bool ok = true;
       if (starts_with_ci(line, "EHLO")) {
+        const bool offer_tls = tls_ctx_ != nullptr && !tls_implicit_ && ssl == nullptr;
         ok = reply(std::string("250-jobhost-smtp-sink\r\n") + (pipelining_ ? "250-PIPELINING\r\n" : "") +
-                   "250-8BITMIME\r\n250 SIZE 35882577");
+                   (offer_tls ? "250-STARTTLS\r\n" : "") + "250-8BITMIME\r\n250 SIZE 35882577");
+      } else if (starts_with_ci(line, "STARTTLS") && tls_ctx_ != nullptr && ssl == nullptr) {
+        if (!reply("220 go ahead") || !start_tls()) break;
+        m = Message{};
+        have_sender = false;
       } else if (starts_with_ci(line, "HELO")) {
         ok = reply("250 jobhost-smtp-sink");
       } else if (starts_with_ci(line, "MAIL FROM:")) {
@@ -286,6 +321,10 @@ void Sink::serve(Client& client) {
       }
       if (!ok) break;
     }
+  }
+  if (ssl != nullptr) {
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
   }
   shutdown(fd, SHUT_RDWR);
   --open_;

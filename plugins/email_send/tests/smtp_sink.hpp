@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+struct ssl_ctx_st;
+
 namespace smtp {
 
 struct Message {
@@ -60,6 +62,12 @@ class Sink {
     idle_close_ms_ = ms;
     idle_421_ = with_421;
   }
+  // Speak TLS with this certificate chain and key (PEM files): offered as
+  // STARTTLS, or from the first byte when implicit (smtps). Call before the
+  // first connection. Throws when the files cannot be loaded.
+  void enable_tls(const std::string& cert_file, const std::string& key_file, bool implicit);
+  // Sessions that completed a TLS handshake.
+  int tls_sessions() const { return tls_sessions_; }
   // Leave PIPELINING out of the EHLO reply.
   void advertise_pipelining(bool yes) { pipelining_ = yes; }
   // Store the message, then wait this long before the 250 that ends DATA: a
@@ -114,6 +122,9 @@ class Sink {
   std::atomic<bool> idle_421_{true};
   std::atomic<bool> pipelining_{true};
   std::atomic<bool> keep_{true};
+  ssl_ctx_st* tls_ctx_ = nullptr;
+  bool tls_implicit_ = false;
+  std::atomic<int> tls_sessions_{0};
   size_t received_ = 0;  // under mu_
   std::atomic<bool> stopping_{false};
   mutable std::mutex mu_;
