@@ -2,6 +2,7 @@
 #include "fetcher.hpp"
 
 #include <algorithm>
+#include <map>
 #include <unordered_map>
 
 #include <spdlog/spdlog.h>
@@ -33,7 +34,8 @@ Fetcher::Fetcher(WorkerPool& pool, const Config& config, std::vector<std::string
       pool_(pool),
       worker_id_(config.host_id + "/" + pool.name()),
       lease_ms_(config.lease_duration_ms),
-      queue_names_(std::move(queues)) {
+      queue_names_(std::move(queues)),
+      key_prefix_(config.redis_key_prefix) {
   for (const auto& q : queue_names_) queues_.emplace_back(config.redis_key_prefix, q);
 }
 
@@ -54,8 +56,17 @@ FlowFetch Fetcher::fetch(size_t queue, const FlowConfig& flow, size_t max) {
 
 // Ids popped but not leased (a failure in between) stay 'migrated_to_redis'
 // in PostgreSQL; the reconciler pushes them again. Nothing is lost.
+void Fetcher::give_back_slots() {
+  std::vector<WorkerPool::SlotRelease> releases = pool_.take_slot_releases();
+  if (releases.empty()) return;
+  std::map<std::string, std::vector<KeyedId>> by_queue;
+  for (auto& r : releases) by_queue[r.queue].push_back(std::move(r.job));
+  for (const auto& [queue, jobs] : by_queue) release_slots(redis(), QueueKeys(key_prefix_, queue), jobs);
+}
+
 std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
   const size_t free = pool_.wait_for_capacity(stop, kIdleWait);
+  give_back_slots();
   if (free == 0) return std::chrono::milliseconds(0);
   const std::shared_ptr<const FlowConfig> flow = pool_.flow();
   // Round-robin over the plugin's queues; within one, high before normal
@@ -73,7 +84,16 @@ std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
     // A limit that frees itself with time (a rate, a slot that lapses) is
     // looked at again then; a slot given back or a resume wakes us at once.
     const auto wait = retry_ms >= 0 ? std::min(kIdleWait, std::chrono::milliseconds(std::max(1LL, retry_ms))) : kIdleWait;
-    wait_for_jobs(redis(), queues_, wait);
+    // While we wait on Redis, workers give their slots back themselves.
+    pool_.set_fetcher_idle(true);
+    try {
+      give_back_slots();
+      wait_for_jobs(redis(), queues_, wait);
+    } catch (...) {
+      pool_.set_fetcher_idle(false);
+      throw;
+    }
+    pool_.set_fetcher_idle(false);
     return std::chrono::milliseconds(0);
   }
   const bool slots = flow->enabled && flow->counts_running();

@@ -27,12 +27,15 @@ class Fetcher : public Service {
   std::chrono::milliseconds run_once(std::stop_token stop) override;
   // One fetch from one queue under its limits, syncing its pause state first if due.
   FlowFetch fetch(size_t queue, const FlowConfig& flow, size_t max);
+  // Gives back, in one round trip per queue, the slots of the attempts that ended.
+  void give_back_slots();
 
   WorkerPool& pool_;
   std::string worker_id_;
   int64_t lease_ms_;
   std::vector<QueueKeys> queues_;
   std::vector<std::string> queue_names_;
+  std::string key_prefix_;
   size_t next_queue_ = 0;
 };
 

@@ -29,16 +29,6 @@ local function wake(base)
   redis.call('DEL', base .. 'wake')
   redis.call('RPUSH', base .. 'wake', '1')
 end
--- Back into the rings of every band where it is parked (not if paused).
-local function unpark(base, key)
-  for _, b in ipairs(BANDS) do
-    local s = redis.call('ZSCORE', base .. 'parked:' .. b, key)
-    if s and tonumber(s) < PAUSED then
-      redis.call('ZREM', base .. 'parked:' .. b, key)
-      redis.call('RPUSH', base .. 'ring:' .. b, key)
-    end
-  end
-end
 )lua";
 
 std::string script(const char* body) { return std::string(kLuaCommon) + body; }
@@ -110,12 +100,15 @@ if q.conc >= 0 then
   redis.call('ZREMRANGEBYSCORE', base .. 'run', '-inf', now)
   local free = q.conc - redis.call('ZCARD', base .. 'run')
   if free <= 0 then
+    -- Slots given back wake the fetchers while this lasts (kRelease).
+    redis.call('SET', base .. 'qfull', '1', 'PX', slot_ms)
     held[1] = 1
     local first = redis.call('ZRANGE', base .. 'run', 0, 0, 'WITHSCORES')
     if first[2] then soonest(tonumber(first[2]) - now) end
     cap = 0
   else
     cap = math.min(cap, free)
+    redis.call('DEL', base .. 'qfull')
   end
 end
 local q_tokens, q_rate
@@ -132,14 +125,16 @@ end
 
 local out = {}
 local taken = 0
+-- A key's set vanishes with its last slot given back; lapsed slots (a dead
+-- host's) are dropped when the key reaches its limit.
 local function take(id, key)
   out[#out + 1] = id
   out[#out + 1] = key
   taken = taken + 1
   if counts_running then
-    redis.call('ZADD', base .. 'run', now + slot_ms, id)
+    -- The queue's set only when the queue has a limit of its own.
+    if q.conc >= 0 then redis.call('ZADD', base .. 'run', now + slot_ms, id) end
     redis.call('ZADD', base .. 'krun:' .. key, now + slot_ms, id)
-    redis.call('PEXPIRE', base .. 'krun:' .. key, slot_ms + 60000)
   end
 end
 
@@ -175,8 +170,12 @@ for _, b in ipairs(BANDS) do
       if not until_ms and lim.conc >= 0 then
         local krun = base .. 'krun:' .. key
         if kcount[key] == nil then
-          redis.call('ZREMRANGEBYSCORE', krun, '-inf', now)
           kcount[key] = redis.call('ZCARD', krun)
+          -- Lapsed slots (a dead host's) are dropped only when they matter.
+          if kcount[key] >= lim.conc then
+            redis.call('ZREMRANGEBYSCORE', krun, '-inf', now)
+            kcount[key] = redis.call('ZCARD', krun)
+          end
         end
         if kcount[key] >= lim.conc then
           local first = redis.call('ZRANGE', krun, 0, 0, 'WITHSCORES')
@@ -231,19 +230,32 @@ for _, v in ipairs(out) do reply[#reply + 1] = v end
 return reply
 )lua"));
 
-// KEYS: run. ARGV: base, then id, key pairs.
+// KEYS: run. ARGV: base, then id, key pairs. Wakes the fetchers only when
+// the slots given back may let one start a job it could not: a key parked
+// for want of a slot, or a queue at its own concurrency limit.
 const RedisScript kRelease(script(R"lua(
 local base = ARGV[1]
-local freed = false
+local woke = false
+local queue_counted = redis.call('EXISTS', KEYS[1]) == 1
+local parked_bands = {}
+for _, b in ipairs(BANDS) do
+  if redis.call('EXISTS', base .. 'parked:' .. b) == 1 then parked_bands[#parked_bands + 1] = b end
+end
 for i = 2, #ARGV, 2 do
   local id, key = ARGV[i], ARGV[i + 1]
-  if redis.call('ZREM', KEYS[1], id) == 1 then freed = true end
+  if queue_counted then redis.call('ZREM', KEYS[1], id) end
   if redis.call('ZREM', base .. 'krun:' .. key, id) == 1 then
-    freed = true
-    unpark(base, key)
+    for _, b in ipairs(parked_bands) do
+      local s = redis.call('ZSCORE', base .. 'parked:' .. b, key)
+      if s and tonumber(s) < PAUSED then
+        redis.call('ZREM', base .. 'parked:' .. b, key)
+        redis.call('RPUSH', base .. 'ring:' .. b, key)
+        woke = true
+      end
+    end
   end
 end
-if freed then wake(base) end
+if woke or redis.call('EXISTS', base .. 'qfull') == 1 then wake(base) end
 return 0
 )lua"));
 

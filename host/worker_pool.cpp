@@ -110,6 +110,10 @@ void WorkerPool::stop_fetching() {
     free_cv_.notify_all();
     fetch_thread_.join();
   }
+  // No fetcher gives slots back from now on: attempts ending later do it
+  // themselves, and what was queued goes now.
+  fetcher_idle_ = true;
+  for (const auto& r : take_slot_releases()) release_slot_now(r);
 }
 
 size_t WorkerPool::wait_for_capacity(std::stop_token stop, std::chrono::milliseconds timeout) {
@@ -238,19 +242,38 @@ Outcome WorkerPool::failure(const Attempt& a, std::string message, int64_t retry
   return {j.id, j.attempt, kind, delay, std::move(message), started, now_us()};
 }
 
-void WorkerPool::release(jobhost_job_ctx& ctx) noexcept {
-  release_attempt_limiters(ctx);
-  if (!ctx.job.slot_key) return;
+std::vector<WorkerPool::SlotRelease> WorkerPool::take_slot_releases() {
+  std::lock_guard lock(mu_);
+  return std::exchange(slot_releases_, {});
+}
+
+void WorkerPool::release_slot_now(const SlotRelease& r) noexcept {
   try {
-    const QueueKeys keys(key_prefix_, ctx.job.type);
-    flow_runtime_.redis().with([&](Redis& r) {
-      release_slots(r, keys, {{ctx.job.id, *ctx.job.slot_key}});
+    const QueueKeys keys(key_prefix_, r.queue);
+    flow_runtime_.redis().with([&](Redis& redis) {
+      release_slots(redis, keys, {r.job});
       return 0;
     });
   } catch (const std::exception& e) {
-    spdlog::warn("job {}: its concurrency slot was not given back ({}); it lapses with the lease", ctx.job.id,
+    spdlog::warn("job {}: its concurrency slot was not given back ({}); it lapses with the lease", r.job.id,
                  e.what());
   }
+}
+
+void WorkerPool::release(jobhost_job_ctx& ctx) noexcept {
+  release_attempt_limiters(ctx);
+  if (!ctx.job.slot_key) return;
+  SlotRelease r{ctx.job.type, {ctx.job.id, *ctx.job.slot_key}};
+  if (!fetcher_idle_) {
+    try {
+      std::lock_guard lock(mu_);
+      slot_releases_.push_back(std::move(r));
+      return;  // the fetcher, woken by the worker that frees up, gives it back
+    } catch (...) {
+      // Out of memory: give it back here and now.
+    }
+  }
+  release_slot_now(r);
 }
 
 void WorkerPool::settle(Attempt& a, Outcome o) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "completer.hpp"
+#include "flow_dispatch.hpp"
 #include "config.hpp"
 #include "job_context.hpp"
 #include "plugin_loader.hpp"
@@ -86,6 +87,18 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   // Writes the outcome of a leased job that will not run (e.g. invalid payload).
   void settle_without_running(LeasedJob job, OutcomeKind kind, std::string message);
 
+  // Concurrency slots of ended attempts, waiting to be given back in one
+  // round trip by the fetcher (its next pass comes as soon as a worker is
+  // free). While the fetcher waits on Redis instead, workers give their slots
+  // back themselves, at once: set_fetcher_idle(true) before that wait, then
+  // flush what was queued before it.
+  struct SlotRelease {
+    std::string queue;
+    KeyedId job;
+  };
+  std::vector<SlotRelease> take_slot_releases();
+  void set_fetcher_idle(bool idle) { fetcher_idle_ = idle; }
+
  private:
   struct Slot {
     std::jthread thread;
@@ -102,6 +115,7 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   void settle(Attempt& a, Outcome o);
   // Gives back what the attempt held in Redis: its concurrency slot, its limiters.
   void release(jobhost_job_ctx& ctx) noexcept;
+  void release_slot_now(const SlotRelease& r) noexcept;
   // Updates the job metrics for one settled attempt (run_us < 0: it never ran).
   static void count_outcome(const std::string& type, OutcomeKind kind, int64_t run_us);
   void abandon(const std::shared_ptr<Slot>& slot);  // mu_ held
@@ -126,6 +140,8 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   size_t busy_ = 0;
   bool stopping_ = false;
   std::atomic<uint64_t> abandoned_{0};
+  std::vector<SlotRelease> slot_releases_;  // guarded by mu_
+  std::atomic<bool> fetcher_idle_{false};
   std::mutex rng_mu_;
   std::mt19937_64 rng_{std::random_device{}()};
 };

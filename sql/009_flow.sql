@@ -23,11 +23,23 @@ CREATE TABLE jobhost.paused_keys (
     PRIMARY KEY (queue_name, flow_key)
 );
 
+-- A queue's key as one text: "<length of the queue's name>:<queue><key>".
+-- The length makes the queue part unambiguous, so every key of a queue shares
+-- the prefix flow_slot(queue, '') and sorts (C collation) by the key.
+CREATE FUNCTION jobhost.flow_slot(queue text, key text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (length(queue)::text || ':' || queue || key) COLLATE "C"
+$$;
+
 -- The fair claim walks the keys of a band in order and takes the oldest due
 -- jobs of each: one probe per key. Only keyed jobs are in it, so a queue
--- without flow config pays nothing for it.
+-- without flow config pays nothing for it. It leads with the band and the
+-- slot, not with queue_name, so a statement that names no queue_name column
+-- can use no other index: jobs_ready_band_idx, ordered by run_at, would
+-- otherwise look as cheap to a plan made before the table was analyzed, and
+-- filter a whole band for each key (measured: 11 ms per key, 500 keys a batch).
 CREATE INDEX jobs_flow_ready_idx
-    ON jobhost.jobs (queue_name, jobhost.priority_band(priority), flow_key, run_at)
+    ON jobhost.jobs (jobhost.priority_band(priority), jobhost.flow_slot(queue_name, flow_key), run_at)
     WHERE status IN ('queued', 'retry_scheduled') AND flow_key IS NOT NULL;
 
 -- The key a job of `queue` gets: the explicit one, else the registered
