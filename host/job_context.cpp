@@ -120,16 +120,19 @@ int64_t api_acquire(jobhost_job_ctx* ctx, const char* limiter) noexcept {
     }
     const auto limiters = ctx->flow->limiters();
     const LimiterConfig* entry = find_limiter(*limiters, name);
-    if (entry == nullptr) return 0;  // nothing limits it
+    // A name no entry governs has no limits, but may still be held back (hold_off).
+    static const Limits kNone;
     const std::string holder = ctx->job.id + "/" + std::to_string(ctx->job.attempt);
     const long long wait = ctx->flow->redis().with([&](Redis& r) {
-      return acquire_limiter(r, ctx->flow->prefix(), name, entry->limits, holder, ctx->limiter_slot_ms);
+      return acquire_limiter(r, ctx->flow->prefix(), name, entry ? entry->limits : kNone, holder,
+                             ctx->limiter_slot_ms);
     });
     if (wait > 0) {
-      Metrics::global().inc("flow_throttled_total", {{"queue", ctx->job.type}, {"limit", "limiter " + entry->name}});
+      Metrics::global().inc("flow_throttled_total",
+                            {{"queue", ctx->job.type}, {"limit", "limiter " + (entry ? entry->name : std::string("held"))}});
       return wait;
     }
-    if (entry->limits.concurrency) {
+    if (entry != nullptr && entry->limits.concurrency) {
       std::lock_guard lock(ctx->limiters_mu);
       ctx->limiters.push_back(name);
     }

@@ -7,7 +7,20 @@
 // password?, timeout_ms?, max_sessions?, max_messages_per_session?,
 // max_idle_ms?, pipelining?, ca_file?}] tried in order (primary, then
 // fallbacks), circuit_breaker: {failures: 5, open_ms: 30000}, helo (the EHLO
-// name); any other key, at any level, is refused naming it.
+// name), limiters: {relay: "relay:", domain: "domain:", deferral_hold_ms:
+// 60000}; any other key, at any level, is refused naming it.
+//
+// Flow control (DESIGN §9): before a message is claimed the handler takes
+// the limiter "<domain prefix><recipient's domain>", and before each relay
+// "<relay prefix><provider name>" (the config's limiters: section says what
+// each allows; a name no entry governs is free unless held back). A full
+// limiter is not a failure: that relay is skipped, and when no relay took
+// the message the job is throttled (Result::throttled), back when the limiter
+// has room, without using an attempt. A relay's "try later" (421, 450, 451,
+// 452) holds that relay back for deferral_hold_ms on every host: for the
+// recipient's domain alone when it answered RCPT TO
+// ("relay:NAME/domain:DOMAIN"), else for all mail; the next relay is tried,
+// and a message no relay took because of it is throttled too, never failed.
 //
 // What a relay's answer means:
 //  - MAIL, RCPT or DATA refused (4xx/5xx), unreachable, or timed out before
@@ -112,7 +125,7 @@ struct Provider {
 };
 
 const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url", "db_pool_size", "providers",
-                                                     "circuit_breaker", "helo"};
+                                                     "circuit_breaker", "helo", "limiters"};
 const jobhost_plugins::SettingsReader::Keys kProviderKeys = {
     "name", "url", "username", "password", "timeout_ms", "max_sessions", "max_messages_per_session", "max_idle_ms",
     "pipelining", "ca_file"};
@@ -176,6 +189,10 @@ class EmailSend : public jobhost::sdk::Plugin {
     const jobhost_plugins::SettingsReader breaker = s.mapping("circuit_breaker", {"failures", "open_ms"});
     breaker_failures_ = static_cast<int>(breaker.integer("failures", 5, 1, 86400000));
     breaker_open_ms_ = static_cast<long>(breaker.integer("open_ms", 30000, 1, 86400000));
+    const jobhost_plugins::SettingsReader lim = s.mapping("limiters", {"relay", "domain", "deferral_hold_ms"});
+    relay_limiter_ = lim.string("relay", "relay:");
+    domain_limiter_ = lim.string("domain", "domain:");
+    deferral_hold_ = std::chrono::milliseconds(lim.integer("deferral_hold_ms", 60000, 1, 86400000));
     outcomes_ = std::make_unique<email_send::OutcomeWriter>(pool_);
     // Idle sessions past max_idle_ms are closed even when no message comes.
     janitor_ = std::jthread([this](std::stop_token st) {
@@ -221,6 +238,11 @@ class EmailSend : public jobhost::sdk::Plugin {
         p.contains("campaign_id") ? std::optional<std::string>(p["campaign_id"].get<std::string>()) : std::nullopt;
     const std::string job_id(job.id());
     const std::string message_id = "<" + job_id + "@jobhost>";
+    const std::string domain_name = domain_limiter_ + domain_of(recipient);
+    // Before anything is claimed: a full domain costs no write at all.
+    if (const auto taken = job.acquire(domain_name); !taken) {
+      return Result::throttled(taken.wait, "limiter " + domain_name + " is full");
+    }
 
     // Render with the cached template, claim on condition that it is still
     // current; a changed template is read again and the claim retried.
@@ -302,6 +324,10 @@ class EmailSend : public jobhost::sdk::Plugin {
 
     std::vector<std::string> errors;
     const auto abort = [&job] { return job.cancelled(); };
+    // Set when a limit, not a fault, kept the message back: the job is then
+    // throttled after this long instead of retried.
+    std::optional<std::chrono::milliseconds> held_back;
+    const auto hold = [&](std::chrono::milliseconds wait) { held_back = std::max(held_back.value_or(wait), wait); };
     for (auto& prov_ptr : providers_) {
       Provider& prov = *prov_ptr;
       if (job.cancelled()) {
@@ -312,10 +338,25 @@ class EmailSend : public jobhost::sdk::Plugin {
         errors.push_back(prov.name + ": circuit open");
         continue;
       }
+      // The relay's own limiter, then whether it deferred this domain lately.
+      const std::string relay_name = relay_limiter_ + prov.name, relay_domain = relay_name + "/" + domain_name;
+      std::optional<std::string> full;
+      for (const std::string* name : {&relay_name, &relay_domain}) {
+        if (const auto taken = job.acquire(*name); !taken) {
+          full = *name;
+          hold(taken.wait);
+          break;
+        }
+      }
+      if (full) {
+        errors.push_back(prov.name + ": limiter " + *full + " is full or held back");
+        continue;
+      }
       const smtp_client::Delivery d = deliver(prov, tpl->from, recipient, message, abort);
       settle_breaker(prov, d.outcome == Outcome::kSent || d.outcome == Outcome::kRecipientRejected);
       if (d.refusal.code == 421 || d.refusal.code == 450 || d.refusal.code == 451 || d.refusal.code == 452) {
-        on_relay_deferral(job, prov, d.refusal);
+        on_relay_deferral(job, prov, d, relay_domain);
+        hold(deferral_hold_);
       }
       switch (d.outcome) {
         case Outcome::kSent:
@@ -347,8 +388,13 @@ class EmailSend : public jobhost::sdk::Plugin {
     for (const auto& e : errors) all += (all.empty() ? "" : "; ") + e;
     outcomes_->write({tenant, row, "failed", "", all, "", campaign, recipient, "{}"});
     if (const auto reopen = all_open_until()) {
-      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*reopen - Clock::now());
-      return Result::retry_after(std::max(wait, std::chrono::milliseconds(1)), "every relay's circuit is open: " + all);
+      const auto wait = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(*reopen - Clock::now()),
+                                 std::chrono::milliseconds(1));
+      if (held_back) return Result::throttled(std::min(wait, *held_back), "every relay's circuit is open: " + all);
+      return Result::retry_after(wait, "every relay's circuit is open: " + all);
+    }
+    if (held_back && !job.cancelled()) {
+      return Result::throttled(*held_back, "held back, not sent: " + all);
     }
     return Result::retry("no relay took " + message_id + ": " + all);
   }
@@ -427,11 +473,17 @@ class EmailSend : public jobhost::sdk::Plugin {
     return d;
   }
 
-  // The one place a relay's "try later" (421, 450, 451, 452) lands, before
-  // the message fails over to the next relay as any refusal does. Flow
-  // control (issue 11) hooks its per-relay limiter here.
-  void on_relay_deferral(const Job& job, const Provider& prov, const smtp_client::Reply& reply) {
-    job.log_warn("relay " + prov.name + " deferred: \"" + reply.line + "\"");
+  // The one place a relay's "try later" (421, 450, 451, 452) lands. At RCPT
+  // TO the relay defers this recipient's domain: that relay is held back for
+  // the domain ("relay:NAME/domain:DOMAIN"), on every host. Otherwise the
+  // relay itself is held back. Either way the message fails over to the next
+  // relay as any refusal does, and is throttled when none took it.
+  void on_relay_deferral(const Job& job, const Provider& prov, const smtp_client::Delivery& d,
+                         const std::string& relay_domain) {
+    const std::string held = d.at_recipient ? relay_domain : relay_limiter_ + prov.name;
+    job.log_warn("relay " + prov.name + " deferred: \"" + d.refusal.line + "\"; holding " + held + " back for " +
+                 std::to_string(deferral_hold_.count()) + " ms");
+    job.hold_off(held, deferral_hold_);
   }
 
   // A later attempt of a job whose row exists. Returns the job's result when
@@ -549,6 +601,8 @@ class EmailSend : public jobhost::sdk::Plugin {
   int breaker_failures_ = 5;
   long breaker_open_ms_ = 30000;
   std::string helo_;
+  std::string relay_limiter_, domain_limiter_;  // limiter name prefixes
+  std::chrono::milliseconds deferral_hold_{60000};
   std::mutex mu_;
   email_send::VersionedCache<Template> templates_;
   email_send::VersionedCache<DomainKey> keys_;

@@ -381,7 +381,10 @@ Delivery Session::send(const std::string& from, const std::string& to, const std
   };
   if (rset && r_rset.code != 250) refused(r_rset, "RSET", Outcome::kNotTaken);
   else if (!r_mail.positive()) refused(r_mail, "MAIL FROM", Outcome::kNotTaken);
-  else if (!r_rcpt.positive()) refused(r_rcpt, "RCPT TO", r_rcpt.permanent() ? Outcome::kRecipientRejected : Outcome::kNotTaken);
+  else if (!r_rcpt.positive()) {
+    refused(r_rcpt, "RCPT TO", r_rcpt.permanent() ? Outcome::kRecipientRejected : Outcome::kNotTaken);
+    d.at_recipient = true;
+  }
   else if (r_data.code != 354) refused(r_data, "DATA", Outcome::kNotTaken);
   if (d.refusal.code != 0) {
     // A kept session that a relay closes as idle may say 421 to the first

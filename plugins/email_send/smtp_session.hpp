@@ -47,6 +47,7 @@ struct Delivery {
   Reply refusal;         // the relay's 4xx/5xx reply, when it gave one (code 0 otherwise)
   bool reusable = false; // the session may carry the next message
   bool stale = false;    // a kept session that turned out closed before any reply: nothing was handed over
+  bool at_recipient = false;  // the refusal answered RCPT TO (the recipient's domain, not the relay)
 };
 
 // Session::open failed; reply is the relay's refusal (code 0 when it did not

@@ -26,6 +26,7 @@ struct Relays {
   int max_attempts = 3;
   int workers = 1;
   std::string relay_keys = "";  // more keys for both relays, e.g. ", max_sessions: 2"
+  long deferral_hold_ms = 200;  // a relay's "try later" holds it back this long
 };
 
 inline std::string plugin_entry(TestDb& db, const Relays& r) {
@@ -45,7 +46,8 @@ inline std::string plugin_entry(TestDb& db, const Relays& r) {
          "        - { name: esp, url: \"smtp://127.0.0.1:" + std::to_string(r.fallback) +
          "\", timeout_ms: " + std::to_string(r.timeout_ms) + r.relay_keys + " }\n"
          "      circuit_breaker: { failures: " + std::to_string(r.breaker_failures) + ", open_ms: " +
-         std::to_string(r.open_ms) + " }\n";
+         std::to_string(r.open_ms) + " }\n"
+         "      limiters: { deferral_hold_ms: " + std::to_string(r.deferral_hold_ms) + " }\n";
 }
 
 inline std::string config(TestDb& db, const Relays& r) {

@@ -198,6 +198,8 @@ TEST_CASE("email.send fails over when the primary refuses or is down", "[email]"
   primary.refuse_with(451, smtp::Stage::kRcpt);  // temporary: try elsewhere
   through_fallback("rcpt451@example.com");
   primary.refuse_with(0, smtp::Stage::kRcpt);
+  // The 451 held the primary back for example.com (deferral_hold_ms): let it pass.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   primary.refuse_with(452, smtp::Stage::kData);
   through_fallback("data452@example.com");
   primary.refuse_with(0, smtp::Stage::kData);
@@ -321,7 +323,7 @@ TEST_CASE("email.send refuses bad settings naming the key", "[email]") {
       {"      database_url: x\n      providers: [{ name: a, url: \"smtp://h\" }]\n      circuit_breaker: { failure: 3 }\n",
        "settings.circuit_breaker.failure: unknown key (did you mean failures?)"},
       {"      database_url: x\n      providers: [{ name: a, url: \"smtp://h\" }]\n      relays: []\n",
-       "settings.relays: unknown key (known: database_url, db_pool_size, providers, circuit_breaker, helo)"},
+       "settings.relays: unknown key (known: database_url, db_pool_size, providers, circuit_breaker, helo, limiters)"},
       {"      database_url: x\n      providers: [{ name: a, url: \"smtp://h\" }]\n      circuit_breaker: { failures: 0 }\n",
        "settings.circuit_breaker.failures: must be a whole number"},
       {"      providers: [{ name: a, url: \"smtp://h\" }]\n", "settings.database_url: is required"},
@@ -360,4 +362,36 @@ TEST_CASE("smtp-sink, the program, stores what it receives as .eml files and sto
   CHECK_THAT(sink.log(), Catch::Contains("1 messages received"));
   std::filesystem::remove_all(dir);
   std::filesystem::remove(dir.string() + ".log");
+}
+
+TEST_CASE("email.send: a domain deferring at RCPT is held back without using attempts while others flow", "[email][flow]") {
+  TestDb db;
+  seed(db);
+  smtp::Sink primary, fallback;
+  Relays r{primary.port(), fallback.port()};
+  r.workers = 4;
+  r.deferral_hold_ms = 1500;
+  HostOptions o;
+  o.extra_yaml = plugin_entry(db, r) + "limiters:\n  \"relay:*\": { concurrency: 8 }\n";
+  auto host = start_host(write_config(db, o, "email"), "email");
+  // slow.example makes both relays say "421 try later" to its first RCPTs.
+  primary.refuse_domain("slow.example", 421, 3);
+  fallback.refuse_domain("slow.example", 421, 3);
+  std::vector<std::string> slow, fast;
+  for (int i = 0; i < 6; ++i) slow.push_back(send(db, "s" + std::to_string(i) + "@slow.example", "S"));
+  for (int i = 0; i < 20; ++i) fast.push_back(send(db, "f" + std::to_string(i) + "@fast.example", "F"));
+  for (const auto& id : fast) REQUIRE(completed(db, id));
+  // The fast domain went through while the slow one was held back.
+  CHECK(primary.domain_refusals() >= 1);
+  const long long slow_done_early =
+      db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed' AND payload->>'recipient' LIKE '%@slow.example'");
+  CHECK(slow_done_early < 6);
+  for (const auto& id : slow) REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 30s));
+  // Held back, never failed: each job used one attempt; the fast domain never left the primary.
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE attempt_count <> 1") == 0);
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE status = 'throttled'") >= 1);
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE status IN ('failed', 'retry_scheduled')") == 0);
+  CHECK(primary.messages().size() + fallback.messages().size() == 26);
+  for (const auto& m : fallback.messages()) CHECK_THAT(m.to.at(0), Catch::EndsWith("@slow.example"));
+  CHECK_THAT(host->log(), Catch::Contains("holding relay:internal/domain:slow.example back for 1500 ms"));
 }

@@ -211,6 +211,17 @@ void Sink::serve(Client& client) {
     }
   };
   const auto refusal = [&](Stage s) { return refuse_[static_cast<int>(s)].load(); };
+  const auto domain_refusal = [&](const std::string& to) {
+    std::lock_guard lock(mu_);
+    const auto at = to.rfind('@');
+    if (refused_domain_.empty() || refused_domain_left_ == 0 || at == std::string::npos ||
+        to.substr(at + 1) != refused_domain_) {
+      return 0;
+    }
+    --refused_domain_left_;
+    ++domain_refusals_;
+    return refused_domain_code_;
+  };
   // A stage's misbehaviour: "drop" ends the session at once; "stall" hangs
   // until the client gives up or the sink stops.
   const auto misbehaves = [&](Stage s) {
@@ -265,6 +276,8 @@ void Sink::serve(Client& client) {
           ok = reply("503 need MAIL first");
         } else if (const int code = refusal(Stage::kRcpt); code != 0) {
           ok = reply(std::to_string(code) + " recipient refused by the test sink");
+        } else if (const int code = domain_refusal(address_of(line)); code != 0) {
+          ok = reply(std::to_string(code) + " try later: too much mail for this domain (test sink)");
         } else {
           m.to.push_back(address_of(line));
           ok = reply("250 recipient ok");

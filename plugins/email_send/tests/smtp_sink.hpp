@@ -45,6 +45,19 @@ class Sink {
   // Answer every command of this stage with code (e.g. 554 permanent, 451
   // temporary) instead of accepting it; 0 accepts again. Thread-safe.
   void refuse_with(int code, Stage stage = Stage::kMail);
+  // Answer RCPT TO of addresses at this domain with code (a mailbox provider
+  // deferring us: "421 try later"), the next `times` times; "" stops.
+  void refuse_domain(const std::string& domain, int code, int times) {
+    std::lock_guard lock(mu_);
+    refused_domain_ = domain;
+    refused_domain_code_ = code;
+    refused_domain_left_ = times;
+  }
+  // RCPT TO answered by refuse_domain so far.
+  int domain_refusals() const {
+    std::lock_guard lock(mu_);
+    return domain_refusals_;
+  }
   // Send every reply this long after its command arrived (the greeting: after
   // the connection), like a relay this far away: commands that arrive
   // together (pipelined) are answered together, one delay for the group.
@@ -126,6 +139,10 @@ class Sink {
   bool tls_implicit_ = false;
   std::atomic<int> tls_sessions_{0};
   size_t received_ = 0;  // under mu_
+  std::string refused_domain_;  // under mu_, with the three below
+  int refused_domain_code_ = 0;
+  int refused_domain_left_ = 0;
+  int domain_refusals_ = 0;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mu_;
   std::vector<Message> messages_;
