@@ -209,7 +209,7 @@ nlohmann::json queues(pqxx::connection& conn) {
         {"last_minute",
          {{key(JobState::kCompleted), row[7].as<long long>()},
           {"failed_attempts", row[8].as<long long>()},
-          {"throttled", row[13].as<long long>()}}},
+          {std::string(kThrottledLog), row[13].as<long long>()}}},
         {"served", !row[9].is_null() && row[9].as<bool>()},
         {"paused", row[10].as<bool>()},
         {"keyed", row[11].as<bool>()},
