@@ -10,7 +10,7 @@ packages=(
   libspdlog-dev libfmt-dev catch2 libcurl4-openssl-dev libcpp-httplib-dev
   libssl-dev libcli11-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
-  prometheus  # promtool, which checks the /metrics output in the tests
+  prometheus  # promtool: checks the /metrics output, checks and unit-tests docs/deploy/alerts.yml
   chromium  # the dashboard's browser test, driven by playwright-core from npm
   libreoffice-calc-nogui  # import_contacts' test saves a real spreadsheet as Windows-1252 CSV
 )
