@@ -1,8 +1,6 @@
 // api.cpp: the admin HTTP API's routes, on HttpServer (see api.hpp).
 #include "api.hpp"
 
-#include <openssl/crypto.h>
-
 #include <limits>
 #include <set>
 #include <stdexcept>
@@ -10,7 +8,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "access.hpp"
 #include "admin.hpp"
+#include "audit.hpp"
 #include "job_state.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
@@ -133,49 +133,28 @@ struct ApiServer::Impl {
   Impl(const Config& c, ApiHooks h)
       : config(c),
         hooks(std::move(h)),
+        access(c.api_access),
         pg(c.postgres_url, 4),
         readiness(c.postgres_url, c.redis_url),
-        server(c.api_limits, [this](const std::string& authorization) -> std::optional<std::string> {
-          if (is_token(authorization)) return "api.token";
-          return std::nullopt;
-        }) {}
+        server(c.api_limits, [this](const std::string& authorization) { return access.identify(authorization); }) {}
 
   const Config& config;
   ApiHooks hooks;
+  AccessPolicy access;
   PgPool pg;
   Readiness readiness;
   HttpServer server;
 
-  static constexpr std::string_view kBearer = "Bearer ";
-
-  // Compared in constant time; never logged.
-  bool is_token(const std::string& authorization) const {
-    if (config.api_token.empty() || authorization.compare(0, kBearer.size(), kBearer) != 0) return false;
-    const std::string_view given = std::string_view(authorization).substr(kBearer.size());
-    return given.size() == config.api_token.size() &&
-           CRYPTO_memcmp(given.data(), config.api_token.data(), given.size()) == 0;
-  }
-
-  // Writes need the token.
-  void authorize(const httplib::Request& req) const {
-    if (config.api_token.empty()) {
-      throw HttpError(403, "writes are disabled: no api.token is configured");
-    }
-    const std::string header = req.get_header_value("Authorization");
-    if (header.empty()) throw HttpError(401, "missing Authorization: Bearer <token>");
-    if (header.compare(0, kBearer.size(), kBearer) != 0) {
-      throw HttpError(401, "the Authorization header must be \"Bearer <token>\"");
-    }
-    if (!is_token(header)) throw HttpError(403, "wrong token");
-  }
-
-  // Runs a handler, turning exceptions into JSON errors.
+  // Runs a handler after the route class's access check, turning exceptions
+  // into JSON errors.
   template <typename Fn>
-  HttpServer::Handler wrap(bool write, Fn fn) {
-    return [this, write, fn](const httplib::Request& req, httplib::Response& res) {
+  HttpServer::Handler wrap_as(RouteClass route, Fn fn) {
+    return [this, route, fn](const httplib::Request& req, httplib::Response& res) {
       try {
-        if (write) authorize(req);
+        access.check(route, req.get_header_value("Authorization"));
         fn(req, res);
+      } catch (const AccessDenied& e) {
+        send_error(res, e.status, e.what());
       } catch (const HttpError& e) {
         send_error(res, e.status, e.what(), e.field);
       } catch (const std::invalid_argument& e) {
@@ -187,6 +166,34 @@ struct ApiServer::Impl {
         send_error(res, 500, e.what());
       }
     };
+  }
+  // Writes need a write token; reads a read token when one is configured.
+  template <typename Fn>
+  HttpServer::Handler wrap(bool write, Fn fn) {
+    return wrap_as(write ? RouteClass::kWrite : RouteClass::kRead, std::move(fn));
+  }
+
+  // Records an admin write in jobhost.audit_log, after it was done: who (the
+  // request's token name), what, on which target, how many jobs. Every write
+  // route calls it. A failure to record is logged, not returned: the change
+  // is made, and a client told otherwise would retry it.
+  void audit(const httplib::Request& req, std::string_view action, const std::string& target, long long count,
+             nlohmann::json detail = nlohmann::json::object()) {
+    detail["client"] = req.remote_addr;
+    audit::Entry e{.actor = access.identify(req.get_header_value("Authorization")).value_or("anonymous"),
+                   .action = std::string(action),
+                   .target = target,
+                   .count = count,
+                   .detail = std::move(detail)};
+    try {
+      pg.with([&](pqxx::connection& c) {
+        audit::record(c, e);
+        return 0;
+      });
+    } catch (const std::exception& ex) {
+      spdlog::error("audit: {} {} by {} ({} jobs) done but not recorded: {}", e.action, e.target, e.actor, e.count,
+                    ex.what());
+    }
   }
 
   nlohmann::json create_job(const nlohmann::json& body) {
@@ -279,7 +286,7 @@ struct ApiServer::Impl {
       const Readiness::Answer a = readiness.answer();
       send_json(res, a.status, a.body);
     });
-    server.Get("/metrics", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
+    server.Get("/metrics", wrap_as(RouteClass::kMetrics, [this](const httplib::Request&, httplib::Response& res) {
       if (hooks.refresh_gauges) hooks.refresh_gauges();
       res.set_content(Metrics::global().render(), "text/plain; version=0.0.4; charset=utf-8");
     }));
@@ -300,8 +307,10 @@ struct ApiServer::Impl {
                   const std::string id = req.matches[1];
                   switch (pg.with([&](pqxx::connection& c) { return admin::cancel(c, id); })) {
                     case admin::CancelResult::kCancelled:
+                      audit(req, "job.cancel", id, 1);
                       return send_json(res, 200, {{"id", id}, {"result", to_text(JobState::kCancelled)}});
                     case admin::CancelResult::kRequested:
+                      audit(req, "job.cancel", id, 1);
                       return send_json(res, 202, {{"id", id}, {"result", "cancel_requested"}});
                     case admin::CancelResult::kFinished:
                       throw HttpError(409, "job " + id + " has already finished");
@@ -340,6 +349,7 @@ struct ApiServer::Impl {
       }
       const std::string queue = req.get_param_value("queue");
       const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, "", queue); });
+      audit(req, "dlq.replay", queue, n);
       send_json(res, 200, {{"queue", queue}, {"replayed", n}});
     }));
     server.Post("/api/v1/dlq/" + kId + "/replay",
@@ -348,8 +358,19 @@ struct ApiServer::Impl {
                   const std::string id = req.matches[1];
                   const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, id, ""); });
                   if (n == 0) throw HttpError(404, "job " + id + " is not in the DLQ");
+                  audit(req, "dlq.replay", id, n);
                   send_json(res, 200, {{"id", id}, {"replayed", n}});
                 }));
+    ops_routes();
+  }
+
+  // Operating at scale (DESIGN §12): the audit log; job search, the job page
+  // and bulk actions (job_search.hpp).
+  void ops_routes() {
+    server.Get("/api/v1/audit", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 50, 1, 1000);
+      send_json(res, 200, {{"entries", pg.with([&](pqxx::connection& c) { return audit::recent(c, limit); })}});
+    }));
   }
 };
 
