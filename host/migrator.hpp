@@ -18,6 +18,7 @@
 #include <pqxx/pqxx>
 
 #include "config.hpp"
+#include "notify_wait.hpp"
 #include "redis.hpp"
 #include "service.hpp"
 
@@ -41,12 +42,11 @@ class Migrator : public Service {
  private:
   // One pass, then the wait for a NOTIFY, the next run_at or poll_interval_ms.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
-  void pg_connected(pqxx::connection& conn) override;
   void pg_dropping() override;
   size_t migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue, PassResult& res);
 
   Config config_;
-  std::unique_ptr<pqxx::notification_receiver> wake_;  // LISTEN jobhost_jobs on pg()
+  NotifyWait wake_;  // LISTEN jobhost_jobs, on a connection of its own (notify_wait.hpp)
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
 };
 
