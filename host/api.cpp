@@ -1,6 +1,7 @@
 // api.cpp: the admin HTTP API's routes, on HttpServer (see api.hpp).
 #include "api.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <set>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 #include "access.hpp"
 #include "admin.hpp"
 #include "audit.hpp"
+#include "job_search.hpp"
 #include "job_state.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
@@ -371,6 +373,141 @@ struct ApiServer::Impl {
       const int limit = query_int(req, "limit", 50, 1, 1000);
       send_json(res, 200, {{"entries", pg.with([&](pqxx::connection& c) { return audit::recent(c, limit); })}});
     }));
+    server.Get("/api/v1/jobs", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      search::Query q = search_query(req, {"limit", "cursor"});
+      q.limit = query_int(req, "limit", 50, 1, 500);
+      if (req.has_param("cursor")) q.cursor = req.get_param_value("cursor");
+      send_json(res, 200, searching([&](pqxx::connection& c) { return search::find(c, q); }));
+    }));
+    server.Get("/api/v1/jobs/" + kId + "/attempts",
+               wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+                 const std::string id = req.matches[1];
+                 send_json(res, 200, {{"attempts", searching([&](pqxx::connection& c) { return search::attempts(c, id); })}});
+               }));
+    server.Get("/api/v1/scheduled", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 50, 1, 500);
+      send_json(res, 200, {{"jobs", pg.with([&](pqxx::connection& c) { return search::scheduled(c, limit); })}});
+    }));
+    // {action, filter: {status, type, since, until}}: how many jobs it would
+    // change; with "count": N as well, does it when it changes exactly N.
+    server.Post("/api/v1/jobs/bulk", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      const nlohmann::json body = parse_body(req);
+      for (const auto& [key, _] : body.items()) {
+        if (key != "action" && key != "filter" && key != "count") {
+          throw HttpError(400, key + ": unknown field; expected action, filter, count", key);
+        }
+      }
+      const auto action = body.contains("action") && body["action"].is_string()
+                              ? search::bulk_action_from_text(body["action"].get<std::string>())
+                              : std::nullopt;
+      if (!action) throw HttpError(400, "action: required, one of replay, cancel, delete", "action");
+      const search::Query q = bulk_filter(body.value("filter", nlohmann::json::object()));
+      const std::string name = std::string("jobs.bulk_") + search::action_name(*action);
+      if (!body.contains("count")) {
+        const long long n = searching([&](pqxx::connection& c) { return search::bulk_count(c, *action, q); });
+        return send_json(res, 200, {{"action", search::action_name(*action)}, {"would_change", n},
+                                    {"max", search::kMaxBulk}, {"filter", q.describe()}});
+      }
+      if (!integer_in(body["count"], 0, search::kMaxBulk)) {
+        throw HttpError(400, "count: the number of jobs confirmed, 0 to " + std::to_string(search::kMaxBulk), "count");
+      }
+      const long long expected = body["count"].get<long long>();
+      audit::Entry entry{.actor = access.identify(req.get_header_value("Authorization")).value_or("anonymous"),
+                         .action = name,
+                         .target = "",
+                         .count = 0,
+                         .detail = {{"filter", q.describe()}, {"client", req.remote_addr}}};
+      const search::BulkResult r = searching([&](pqxx::connection& c) {
+        return search::bulk(c, *action, q, expected, [&](pqxx::transaction_base& tx, long long n) {
+          entry.count = n;
+          audit::record(tx, entry);
+        });
+      });
+      if (!r.done) {
+        throw HttpError(409, "the filter matches " + std::to_string(r.count) + " jobs now, not the " +
+                                 std::to_string(expected) + " confirmed: nothing was changed; look again" +
+                                 (r.count > search::kMaxBulk ? " (at most " + std::to_string(search::kMaxBulk) +
+                                                                   " at once: narrow the filter)"
+                                                             : ""));
+      }
+      send_json(res, 200, {{"action", search::action_name(*action)}, {"changed", r.count}});
+    }));
+  }
+
+  // Runs a search, turning a value PostgreSQL cannot use into a 400 naming it.
+  template <typename Fn>
+  auto searching(Fn fn) {
+    try {
+      return pg.with(fn);
+    } catch (const search::BadParam& e) {
+      throw HttpError(400, e.what(), e.param);
+    }
+  }
+
+  // The state and kFilters parameters of a search; any other parameter than
+  // those and `also` is refused.
+  static search::Query search_query(const httplib::Request& req, std::initializer_list<std::string> also) {
+    nlohmann::json given = nlohmann::json::object();
+    for (const auto& [key, value] : req.params) {
+      const bool known = key == "status" || std::find(also.begin(), also.end(), key) != also.end() ||
+                         std::any_of(search::kFilters.begin(), search::kFilters.end(),
+                                     [&](const search::FilterDef& f) { return key == f.param; });
+      if (!known) throw HttpError(400, key + ": unknown parameter; expected " + search_params(also), key);
+      if (std::find(also.begin(), also.end(), key) == also.end()) given[key] = value;
+    }
+    return bulk_filter(given);
+  }
+
+  static std::string search_params(std::initializer_list<std::string> also) {
+    std::string out = "status";
+    for (const auto& f : search::kFilters) out += std::string(", ") + f.param;
+    for (const auto& a : also) out += ", " + a;
+    return out;
+  }
+
+  // {status: "failed,cancelled" or [..], type, since, until, ...} → a query.
+  static search::Query bulk_filter(const nlohmann::json& filter) {
+    if (!filter.is_object()) throw HttpError(400, "filter: must be a JSON object", "filter");
+    search::Query q;
+    for (const auto& [key, value] : filter.items()) {
+      if (key == "status") continue;
+      const auto f = std::find_if(search::kFilters.begin(), search::kFilters.end(),
+                                  [&](const search::FilterDef& d) { return key == d.param; });
+      if (f == search::kFilters.end()) throw HttpError(400, key + ": unknown filter; expected " + search_params({}), key);
+      if (!value.is_string()) throw HttpError(400, key + ": must be a string", key);
+      if (!value.get<std::string>().empty()) {
+        q.filters.emplace_back(static_cast<size_t>(f - search::kFilters.begin()), value.get<std::string>());
+      }
+    }
+    if (filter.contains("status")) {
+      std::vector<std::string> names;
+      const nlohmann::json& st = filter["status"];
+      if (st.is_string()) {
+        std::string text = st.get<std::string>();
+        for (size_t start = 0; start <= text.size();) {
+          const size_t comma = std::min(text.find(',', start), text.size());
+          if (comma > start) names.push_back(text.substr(start, comma - start));
+          start = comma + 1;
+        }
+      } else if (st.is_array()) {
+        for (const auto& n : st) {
+          if (!n.is_string()) throw HttpError(400, "status: a list of state names", "status");
+          names.push_back(n.get<std::string>());
+        }
+      } else {
+        throw HttpError(400, "status: a state name, or several separated by commas", "status");
+      }
+      for (const auto& n : names) {
+        const auto s = job_state_from_text(n);
+        if (!s) {
+          std::string valid;
+          for (JobState k : kJobStates) valid += (valid.empty() ? "" : ", ") + std::string(to_text(k));
+          throw HttpError(400, "status: unknown state \"" + n + "\"; expected " + valid, "status");
+        }
+        if (std::find(q.states.begin(), q.states.end(), *s) == q.states.end()) q.states.push_back(*s);
+      }
+    }
+    return q;
   }
 };
 

@@ -58,7 +58,8 @@ TEST_CASE("access: each route class answers 401 without a token, 403 with one th
   CHECK(status_of(c.Get("/metrics", bearer(kViewer))) == 200);
   // Reads: every GET of /api/v1.
   const std::vector<std::string> reads = {"/api/v1/queues", "/api/v1/jobs/" + id, "/api/v1/dlq", "/api/v1/running",
-                                          "/api/v1/failures", "/api/v1/throughput", "/api/v1/audit"};
+                                          "/api/v1/failures", "/api/v1/throughput", "/api/v1/audit",
+                                          "/api/v1/jobs", "/api/v1/jobs/" + id + "/attempts", "/api/v1/scheduled"};
   for (const std::string& path : reads) {
     INFO(path);
     CHECK(status_of(c.Get(path)) == 401);
@@ -77,6 +78,10 @@ TEST_CASE("access: each route class answers 401 without a token, 403 with one th
   CHECK(status_of(c.Post(cancel, bearer(kViewer), "", "application/json")) == 403);
   CHECK(status_of(c.Post(cancel, bearer(kMetrics), "", "application/json")) == 403);
   CHECK(db.status(id) == "queued");
+  const std::string bulk = R"({"action": "cancel", "filter": {"type": "noop"}})";
+  CHECK(status_of(c.Post("/api/v1/jobs/bulk", bulk, "application/json")) == 401);
+  CHECK(status_of(c.Post("/api/v1/jobs/bulk", bearer(kViewer), bulk, "application/json")) == 403);
+  CHECK(status_of(c.Post("/api/v1/jobs/bulk", bearer(kAlice), bulk, "application/json")) == 200);  // a preview
   CHECK(status_of(c.Post(cancel, bearer(kAlice), "", "application/json")) == 200);
   CHECK(db.status(id) == "cancelled");
 }
