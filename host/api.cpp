@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <limits>
 #include <set>
+#include <type_traits>
 #include <stdexcept>
 #include <vector>
 
@@ -436,7 +437,7 @@ struct ApiServer::Impl {
 
   // Runs a search, turning a value PostgreSQL cannot use into a 400 naming it.
   template <typename Fn>
-  auto searching(Fn fn) {
+  std::invoke_result_t<Fn&, pqxx::connection&> searching(Fn fn) {
     try {
       return pg.with(fn);
     } catch (const search::BadParam& e) {

@@ -12,13 +12,14 @@ namespace {
 constexpr const char* kMaxId = "ffffffff-ffff-ffff-ffff-ffffffffffff";
 
 // $1 the states (text[]), $2 the cursor (ids below it), $3 the limit, $4 the
-// filters' values (text[]); {conditions} are kFilters' for the filters given.
+// filters' values (text[], named even when no filter is given: a parameter
+// must be used); {conditions} are kFilters' for the filters given.
 // One index range per state, read backwards from the cursor, a page each.
 constexpr const char* kPicked = R"sql(
   FROM unnest($1::text[]) AS s(status)
   CROSS JOIN LATERAL (
     SELECT * FROM jobhost.jobs j
-     WHERE j.status = s.status AND j.id < $2::uuid{conditions}
+     WHERE j.status = s.status AND j.id < $2::uuid AND $4::text[] IS NOT NULL{conditions}
      ORDER BY j.id DESC LIMIT $3) j)sql";
 
 constexpr const char* kTime = R"(YYYY-MM-DD"T"HH24:MI:SS.MS"Z")";

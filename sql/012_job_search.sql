@@ -7,9 +7,11 @@
 -- jobs_search_type_idx, each read backwards from the cursor for one page, so
 -- a page costs a few index pages whatever the table's size. Every state
 -- change writes an entry in each (status is in both), so there are two and
--- no more.
-CREATE INDEX jobs_search_status_idx ON jobhost.jobs (status, id);
-CREATE INDEX jobs_search_type_idx ON jobhost.jobs (queue_name, status, id);
+-- no more. On a large jobs table, build them first with CREATE INDEX
+-- CONCURRENTLY under these names: the migration then leaves them be instead
+-- of locking the table for the build.
+CREATE INDEX IF NOT EXISTS jobs_search_status_idx ON jobhost.jobs (status, id);
+CREATE INDEX IF NOT EXISTS jobs_search_type_idx ON jobhost.jobs (queue_name, status, id);
 
 -- The smallest time-ordered id of a moment: the 48-bit millisecond prefix,
 -- the rest zero. Turns since/until into a range of ids, so a time window is

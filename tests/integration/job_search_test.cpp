@@ -32,13 +32,15 @@ json post_json(ApiProcess& api, const std::string& path, const json& body, int s
   return json::parse(r->body);
 }
 
-// Jobs as inserted, with created_at spread over the last days; nothing runs them.
+// Jobs as inserted i hours ago (the time-ordered id of that moment, as
+// jobhost.new_job_id() made it then); nothing runs them.
 void seed(TestDb& db) {
-  db.scalar("INSERT INTO jobhost.jobs (queue_name, status, max_attempts, created_at, failed_at, completed_at) "
-            "SELECT CASE WHEN i % 2 = 0 THEN 'email.send' ELSE 'export.data' END, "
-            "       (ARRAY['completed', 'failed', 'cancelled', 'queued'])[1 + i % 4], 3, "
-            "       now() - i * interval '1 hour', now(), now() "
-            "  FROM generate_series(1, 40) AS i");
+  db.scalar("INSERT INTO jobhost.jobs (id, queue_name, status, max_attempts, created_at, failed_at, completed_at) "
+            "SELECT encode(substring(int8send((extract(epoch FROM t) * 1000)::bigint) FROM 3) "
+            "              || substring(uuid_send(gen_random_uuid()) FROM 7), 'hex')::uuid, "
+            "       CASE WHEN i % 2 = 0 THEN 'email.send' ELSE 'export.data' END, "
+            "       (ARRAY['completed', 'failed', 'cancelled', 'queued'])[1 + i % 4], 3, t, now(), now() "
+            "  FROM generate_series(1, 40) AS i, LATERAL (SELECT now() - i * interval '1 hour' AS t) x");
 }
 
 HostOptions api_only() {
@@ -76,8 +78,8 @@ TEST_CASE("search: filters by type, state and time, newest first, a keyset page 
   }
   const json two_states = get_json(api, "/api/v1/jobs?status=failed,cancelled&limit=100");
   CHECK(two_states["jobs"].size() == 20);
-  // The last 10 hours: jobs 1..9 (created i hours ago).
-  const std::string since = db.scalar("SELECT to_char((now() - interval '10 hours') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+  // The last 9.5 hours: jobs 1..9 (created i hours ago); until 4.5 hours ago: 5..9.
+  const std::string since = db.scalar("SELECT to_char((now() - interval '9 hours 30 minutes') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
   const std::string until = db.scalar("SELECT to_char((now() - interval '4 hours 30 minutes') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
   CHECK(get_json(api, "/api/v1/jobs?limit=100&since=" + since)["jobs"].size() == 9);
   CHECK(get_json(api, "/api/v1/jobs?limit=100&since=" + since + "&until=" + until)["jobs"].size() == 5);
