@@ -13,14 +13,16 @@ constexpr const char* kMaxId = "ffffffff-ffff-ffff-ffff-ffffffffffff";
 
 // $1 the states (text[]), $2 the cursor (ids below it), $3 the limit, $4 the
 // filters' values (text[], named even when no filter is given: a parameter
-// must be used); {conditions} are kFilters' for the filters given.
-// One index range per state, read backwards from the cursor, a page each.
-constexpr const char* kPicked = R"sql(
-  FROM unnest($1::text[]) AS s(status)
-  CROSS JOIN LATERAL (
-    SELECT * FROM jobhost.jobs j
-     WHERE j.status = s.status AND j.id < $2::uuid AND $4::text[] IS NOT NULL{conditions}
-     ORDER BY j.id DESC LIMIT $3) j)sql";
+// must be used); {conditions} are kFilters' for the filters given. One branch
+// per state, each an index range read backwards from the cursor for a page:
+// the planner sees each state's value (a custom plan of the unnamed
+// statement), so a rare state uses jobs_search_status_idx instead of walking
+// the primary key past millions of rows of other states (measured at 10M
+// jobs: 8.7 s for the first page when the states came from unnest(), 2 ms so).
+constexpr const char* kBranch = R"sql(
+    (SELECT * FROM jobhost.jobs j
+      WHERE j.status = ($1::text[])[{k}] AND j.id < $2::uuid AND $4::text[] IS NOT NULL{conditions}
+      ORDER BY j.id DESC LIMIT $3))sql";
 
 constexpr const char* kTime = R"(YYYY-MM-DD"T"HH24:MI:SS.MS"Z")";
 
@@ -35,14 +37,20 @@ std::string replace_all(std::string text, const std::string& from, const std::st
   return text;
 }
 
-// The FROM ... of a search, from constant fragments only: values are parameters.
-std::string picked(const Query& q) {
+// The FROM ... of a search over `states` states, from constant fragments only:
+// values are parameters.
+std::string picked(const Query& q, size_t states) {
   std::string conditions;
   for (size_t k = 0; k < q.filters.size(); ++k) {
     const FilterDef& f = kFilters.at(q.filters[k].first);
-    conditions += "\n       AND " + replace_all(f.condition, "$V", "($4::text[])[" + std::to_string(k + 1) + "]");
+    conditions += "\n        AND " + replace_all(f.condition, "$V", "($4::text[])[" + std::to_string(k + 1) + "]");
   }
-  return replace_all(kPicked, "{conditions}", conditions);
+  const std::string branch = replace_all(kBranch, "{conditions}", conditions);
+  std::string out = "\n  FROM (";
+  for (size_t k = 1; k <= states; ++k) {
+    out += (k > 1 ? "\n    UNION ALL" : "") + replace_all(branch, "{k}", std::to_string(k));
+  }
+  return out + ") j";
 }
 
 std::string states_array(const std::vector<JobState>& states) {
@@ -148,7 +156,7 @@ nlohmann::json find(pqxx::connection& conn, const Query& q) {
   const std::string sql = "SELECT j.id::text, j.queue_name, j.status, j.priority, j.attempt_count, j.max_attempts, " +
                           ts("j.created_at") + ", " + ts("j.run_at") + ", " +
                           ts("coalesce(j.completed_at, j.failed_at)") +
-                          ", left(coalesce(j.last_error_message, ''), 300)" + picked(q) +
+                          ", left(coalesce(j.last_error_message, ''), 300)" + picked(q, all_or(q.states).size()) +
                           "\n ORDER BY j.id DESC LIMIT $3";
   pqxx::nontransaction tx(conn);
   const pqxx::result r = tx.exec_params(sql, states_array(all_or(q.states)), q.cursor.empty() ? kMaxId : q.cursor,
@@ -223,7 +231,8 @@ long long bulk_count(pqxx::connection& conn, BulkAction action, const Query& q) 
   const std::vector<JobState> states = applies_to(action, q);
   if (states.empty()) return 0;
   pqxx::nontransaction tx(conn);
-  return tx.exec_params1("SELECT count(*) FROM (SELECT j.id" + picked(q) + "\n LIMIT $3) c", states_array(states),
+  return tx.exec_params1("SELECT count(*) FROM (SELECT j.id" + picked(q, states.size()) + "\n LIMIT $3) c",
+                         states_array(states),
                          kMaxId, kMaxBulk + 1, values_array(q))[0]
       .as<long long>();
 }
@@ -237,7 +246,7 @@ BulkResult bulk(pqxx::connection& conn, BulkAction action, const Query& q, long 
                               : action == BulkAction::kCancel ? kCancelSql
                                                               : std::string(kDeleteSql);
   pqxx::work tx(conn);
-  const long long n = tx.exec_params1("WITH picked AS (SELECT j.id" + picked(q) + "\n LIMIT $3), changed AS (" +
+  const long long n = tx.exec_params1("WITH picked AS (SELECT j.id" + picked(q, states.size()) + "\n LIMIT $3), changed AS (" +
                                           change + ")\nSELECT count(*) FROM changed",
                                       states_array(states), kMaxId, kMaxBulk + 1, values_array(q))[0]
                           .as<long long>();
