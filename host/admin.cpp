@@ -20,7 +20,7 @@ SELECT id::text, queue_name, status, priority, payload::text, attempt_count, max
        to_char(lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        unique_key,
        to_char(cancel_requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-       progress
+       progress, flow_key
   FROM jobhost.jobs WHERE id = $1::uuid)sql";
 
 // Through the running state's partial index (the reaper's), oldest first.
@@ -55,11 +55,34 @@ SELECT q.name,
        coalesce(sum(l.n) FILTER (WHERE l.status = {retry_scheduled}), 0),
        coalesce((SELECT n FROM dead d WHERE d.queue_name = q.name), 0),
        coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = {completed}), 0),
-       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status <> {completed}), 0),
-       q.served_at > now() - interval '30 seconds'
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status NOT IN ({completed}, {throttled})), 0),
+       q.served_at > now() - interval '30 seconds',
+       q.paused_at IS NOT NULL, q.flow_keyed,
+       (SELECT count(*) FROM jobhost.paused_keys k WHERE k.queue_name = q.name),
+       coalesce((SELECT sum(n) FROM recent r WHERE r.queue_name = q.name AND r.status = {throttled}), 0)
   FROM jobhost.job_queues q LEFT JOIN live l ON l.queue_name = q.name
- GROUP BY q.name, q.served_at
+ GROUP BY q.name, q.served_at, q.paused_at, q.flow_keyed
  ORDER BY q.name)sql");
+
+// The keys of a queue with the most jobs not yet started (waiting in
+// PostgreSQL or in Redis), with their running jobs and whether each is paused.
+// Counts the queue's live rows: an operator's question, not a hot path.
+const std::string kQueueKeysSql = state_sql(R"sql(
+WITH k AS (
+  SELECT coalesce(flow_key, '') AS key,
+         count(*) FILTER (WHERE status <> {running}) AS waiting,
+         count(*) FILTER (WHERE status = {running}) AS running
+    FROM jobhost.jobs
+   WHERE queue_name = $1 AND status IN ({live})
+   GROUP BY 1
+)
+SELECT k.key, k.waiting, k.running, p.paused_at IS NOT NULL
+  FROM k LEFT JOIN jobhost.paused_keys p ON p.queue_name = $1 AND p.flow_key = k.key
+UNION ALL
+SELECT p.flow_key, 0, 0, true FROM jobhost.paused_keys p
+ WHERE p.queue_name = $1 AND NOT EXISTS (SELECT 1 FROM k WHERE k.key = p.flow_key)
+ ORDER BY 2 DESC, 3 DESC, 1
+ LIMIT $2)sql");
 
 const std::string kDlqSql = state_sql(R"sql(
 SELECT id::text, queue_name, attempt_count, max_attempts,
@@ -153,6 +176,7 @@ std::optional<nlohmann::json> job(pqxx::connection& conn, const std::string& id)
       {"unique_key", text_or_null(row[15])},
       {"cancel_requested_at", text_or_null(row[16])},
       {"progress", row[17].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[17].as<double>())},
+      {"flow_key", text_or_null(row[18])},
   };
 }
 
@@ -183,9 +207,26 @@ nlohmann::json queues(pqxx::connection& conn) {
         {key(JobState::kRetryScheduled), row[5].as<long long>()},
         {key(JobState::kFailed), row[6].as<long long>()},
         {"last_minute",
-         {{key(JobState::kCompleted), row[7].as<long long>()}, {"failed_attempts", row[8].as<long long>()}}},
+         {{key(JobState::kCompleted), row[7].as<long long>()},
+          {"failed_attempts", row[8].as<long long>()},
+          {"throttled", row[13].as<long long>()}}},
         {"served", !row[9].is_null() && row[9].as<bool>()},
+        {"paused", row[10].as<bool>()},
+        {"keyed", row[11].as<bool>()},
+        {"paused_keys", row[12].as<long long>()},
     });
+  }
+  return out;
+}
+
+nlohmann::json queue_keys(pqxx::connection& conn, const std::string& queue, int limit) {
+  pqxx::nontransaction tx(conn);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : tx.exec_params(kQueueKeysSql, queue, limit)) {
+    out.push_back({{"key", row[0].c_str()},
+                   {"waiting", row[1].as<long long>()},
+                   {key(JobState::kRunning), row[2].as<long long>()},
+                   {"paused", row[3].as<bool>()}});
   }
   return out;
 }

@@ -17,7 +17,12 @@ std::optional<nlohmann::json> job(pqxx::connection& conn, const std::string& id)
 // Per queue: depth by priority band (waiting = queued, in Redis or retry
 // scheduled), running, failed (DLQ) and completed counts, and the jobs that
 // finished in the last minute by outcome.
+// Also whether it is paused, dispatched by key, and how many of its keys are paused.
 nlohmann::json queues(pqxx::connection& conn);
+
+// The `limit` keys of a queue with the most jobs not yet started:
+// [{"key", "waiting", "running", "paused"}]; paused keys with no jobs too.
+nlohmann::json queue_keys(pqxx::connection& conn, const std::string& queue, int limit);
 
 // Attempts finished per minute over the last `minutes`, by outcome:
 // [{"minute": ISO, "completed": n, "failed": n, "retried": n, "cancelled": n}], oldest first, gaps filled.

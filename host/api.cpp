@@ -17,6 +17,8 @@
 #include "job_state.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
+#include "flow_dispatch.hpp"
+#include "pause.hpp"
 #include "pg.hpp"
 #include "readiness.hpp"
 #include "redis.hpp"
@@ -33,6 +35,8 @@ constexpr const char* kJson = "application/json";
 // Deeper JSON is refused before it is built (no request needs more than a few levels).
 constexpr int kMaxJsonDepth = 64;
 const std::string kId = "([0-9A-Za-z-]+)";
+// A queue (job type) name in a path.
+const std::string kQueue = "([0-9A-Za-z_.:-]{1,200})";
 
 // An error the client caused: status, message, and the field at fault.
 struct HttpError : std::runtime_error {
@@ -202,8 +206,10 @@ struct ApiServer::Impl {
   nlohmann::json create_job(const nlohmann::json& body) {
     for (const auto& [key, _] : body.items()) {
       if (key != "type" && key != "payload" && key != "priority" && key != "run_at" && key != "max_attempts" &&
-          key != "unique_key") {
-        throw HttpError(400, key + ": unknown field; expected type, payload, priority, run_at, max_attempts, unique_key",
+          key != "unique_key" && key != "flow_key") {
+        throw HttpError(400,
+                        key + ": unknown field; expected type, payload, priority, run_at, max_attempts, unique_key, "
+                              "flow_key",
                         key);
       }
     }
@@ -239,6 +245,13 @@ struct ApiServer::Impl {
       }
       unique_key = body["unique_key"].get<std::string>();
     }
+    std::optional<std::string> flow_key;
+    if (body.contains("flow_key")) {
+      if (!body["flow_key"].is_string() || body["flow_key"].get<std::string>().size() > 200) {
+        throw HttpError(400, "flow_key: must be a string of at most 200 characters", "flow_key");
+      }
+      flow_key = body["flow_key"].get<std::string>();
+    }
     if (hooks.validate) {
       if (const auto problem = hooks.validate(type, payload.dump()); problem && !problem->empty()) {
         throw HttpError(400, "payload: " + *problem, "payload");
@@ -257,8 +270,8 @@ struct ApiServer::Impl {
       }
       const pqxx::row r = tx.exec_params1(
           "SELECT jobhost.enqueue($1, $2::jsonb, coalesce($3::int, 100), coalesce($4::timestamptz, now()), $5::int, "
-          "$6::text)::text",
-          type, payload.dump(), priority, run_at, max_attempts, unique_key);
+          "$6::text, $7::text)::text",
+          type, payload.dump(), priority, run_at, max_attempts, unique_key, flow_key);
       tx.commit();
       return nlohmann::json{{"id", r[0].c_str()}};
     });
@@ -279,6 +292,51 @@ struct ApiServer::Impl {
       live["redis_error"] = e.what();
     }
     return live;
+  }
+
+  // Keyed queues: how many keys have jobs waiting in Redis, and how many of
+  // them a limit (or a pause) holds back right now.
+  void add_flow_view(nlohmann::json& queues) {
+    try {
+      std::unique_ptr<Redis> redis;
+      for (auto& q : queues) {
+        if (!q["keyed"].get<bool>()) continue;
+        if (!redis) redis = std::make_unique<Redis>(config.redis_url, std::chrono::seconds(2));
+        const QueueKeys keys(config.redis_key_prefix, q["name"].get<std::string>());
+        q["active_keys"] = active_keys(*redis, keys);
+        q["held_keys"] = held_keys(*redis, keys);
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("api: flow view of the queues not available: {}", e.what());
+    }
+  }
+
+  // POST /api/v1/queues/{q}/pause|resume[?key=K]: PostgreSQL first (the
+  // truth, which every host reads within a second), then Redis at once.
+  void pause_route(const httplib::Request& req, httplib::Response& res, bool paused) {
+    expect_no_body(req);
+    const std::string queue = req.matches[1];
+    std::optional<std::string> key;
+    if (req.has_param("key")) key = req.get_param_value("key");
+    bool changed = false;
+    try {
+      changed = pg.with([&](pqxx::connection& c) {
+        const bool ch = set_paused(c, queue, key, paused);
+        try {
+          Redis redis(config.redis_url, std::chrono::seconds(2));
+          refresh_pause(c, redis, QueueKeys(config.redis_key_prefix, queue), queue);
+        } catch (const std::exception& e) {
+          spdlog::warn("api: queue {} {} in PostgreSQL; Redis not told now ({}), hosts see it within a second",
+                       queue, paused ? "paused" : "resumed", e.what());
+        }
+        return ch;
+      });
+    } catch (const std::invalid_argument& e) {
+      throw HttpError(409, e.what(), "key");
+    }
+    nlohmann::json body{{"queue", queue}, {"paused", paused}, {"changed", changed}};
+    if (key) body["key"] = *key;
+    send_json(res, 200, body);
   }
 
   void routes() {
@@ -322,8 +380,26 @@ struct ApiServer::Impl {
                   }
                 }));
     server.Get("/api/v1/queues", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, {{"queues", pg.with([](pqxx::connection& c) { return admin::queues(c); })},
-                           {"plugins", hooks.plugins ? hooks.plugins() : nlohmann::json::array()}});
+      nlohmann::json queues = pg.with([](pqxx::connection& c) { return admin::queues(c); });
+      add_flow_view(queues);
+      send_json(res, 200, {{"queues", queues}, {"plugins", hooks.plugins ? hooks.plugins() : nlohmann::json::array()}});
+    }));
+    server.Post("/api/v1/queues/" + kQueue + "/pause", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      pause_route(req, res, true);
+    }));
+    server.Post("/api/v1/queues/" + kQueue + "/resume", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      pause_route(req, res, false);
+    }));
+    server.Get("/api/v1/queues/" + kQueue + "/keys", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const std::string queue = req.matches[1];
+      const int limit = query_int(req, "limit", 20, 1, 1000);
+      nlohmann::json body{{"queue", queue},
+                          {"keys", pg.with([&](pqxx::connection& c) { return admin::queue_keys(c, queue, limit); })}};
+      if (const auto flow = hooks.flow ? hooks.flow(queue) : std::nullopt) {
+        for (auto& k : body["keys"]) k["limits"] = limits_json(flow->for_key(k["key"].get<std::string>()));
+        body["flow"] = flow_json(*flow);
+      }
+      send_json(res, 200, body);
     }));
     server.Get("/api/v1/throughput", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
       const int minutes = query_int(req, "minutes", 15, 1, 1440);

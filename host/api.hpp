@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config.hpp"
+#include "flow.hpp"
 
 namespace jobhost {
 
@@ -33,6 +34,8 @@ struct ApiHooks {
   std::function<std::optional<std::string>(const std::string& type, const std::string& payload)> validate;
   // Called before /metrics renders, to refresh the gauges.
   std::function<void()> refresh_gauges;
+  // A queue's flow: block as this host serves it; nullopt when it does not.
+  std::function<std::optional<FlowConfig>(const std::string& queue)> flow;
 };
 
 class ApiServer {

@@ -7,6 +7,15 @@
 namespace jobhost {
 namespace {
 
+// The job_logs rows of the attempts a statement's `u` settled (those with a log status).
+const std::string kLogRows = R"sql(
+  INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
+                                finished_at, duration)
+  SELECT id, log_status, message, attempt, to_timestamp(started_us / 1e6::float8),
+         to_timestamp(finished_us / 1e6::float8), (finished_us - started_us) * interval '1 microsecond'
+    FROM u WHERE log_status IS NOT NULL
+)sql";
+
 // One statement per batch: guarded state change, then one job_logs row per
 // attempt whose guard matched. o.status is the state the attempt led to
 // (state_after, decided by the worker); the rules of job_state.hpp give the
@@ -34,20 +43,37 @@ WITH o AS (
     FROM o
    WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
   RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us
-), logged AS (
-  INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
-                                finished_at, duration)
-  SELECT id, log_status, message, attempt, to_timestamp(started_us / 1e6::float8),
-         to_timestamp(finished_us / 1e6::float8), (finished_us - started_us) * interval '1 microsecond'
-    FROM u WHERE log_status IS NOT NULL
-)
+), logged AS ({log_rows})
 SELECT count(*) FROM u)sql",
-    {{"next_state", sql_when_cancel_requested("o.status", "j.cancel_requested_at IS NOT NULL")},
+    {{"log_rows", kLogRows},
+     {"next_state", sql_when_cancel_requested("o.status", "j.cancel_requested_at IS NOT NULL")},
      {"handed_back", sql_literal(state_after(AttemptEnd::kHandedBack, false))},
      // RETURNING sees the row as updated: j.status is the next state.
      {"log_status", sql_attempt_log({AttemptEnd::kSucceeded, AttemptEnd::kFailed, AttemptEnd::kFailedPermanently,
                                      AttemptEnd::kHandedBack},
                                     "j.status")}});
+
+// Attempts a limit held back (Result::throttled): back to waiting until
+// run_at, the attempt given back, a 'throttled' job_logs row. Rare next to
+// the statement above, so kept apart from it.
+const std::string kThrottleSql = state_sql(R"sql(
+WITH o AS (
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])
+      AS o(id, attempt, delay_ms, message, started_us, finished_us)
+), u AS (
+  UPDATE jobhost.jobs j SET
+      status = {next_state},
+      attempt_count = j.attempt_count - 1,
+      run_at = to_timestamp(o.finished_us / 1e6::float8) + o.delay_ms * interval '1 millisecond',
+      worker_id = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM o
+   WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
+  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us
+), logged AS ({log_rows})
+SELECT count(*) FROM u)sql",
+    {{"log_rows", kLogRows},
+     {"next_state", sql_next_state(AttemptEnd::kThrottled, "false", "j.cancel_requested_at IS NOT NULL")},
+     {"log_status", sql_attempt_log({AttemptEnd::kThrottled}, "j.status")}});
 
 }  // namespace
 
@@ -121,7 +147,19 @@ std::chrono::milliseconds Completer::run_once(std::stop_token stop) {
 
 size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batch) {
   PgArray ids, attempts, statuses, delays, messages, started, finished;
+  PgArray t_ids, t_attempts, t_delays, t_messages, t_started, t_finished;
+  size_t throttled = 0;
   for (const Outcome& o : batch) {
+    if (o.kind == OutcomeKind::kThrottle) {
+      ++throttled;
+      t_ids.add(o.job_id);
+      t_attempts.add(o.attempt);
+      t_delays.add(o.delay_ms);
+      t_messages.add(o.message);
+      t_started.add(o.started_us);
+      t_finished.add(o.finished_us);
+      continue;
+    }
     ids.add(o.job_id);
     attempts.add(o.attempt);
     statuses.add(outcome_status(o.kind));
@@ -138,10 +176,17 @@ size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batc
   // before the answer, the batch is written again: the attempt guard makes a
   // second write of a committed outcome match nothing.
   pqxx::nontransaction tx(conn);
+  size_t written = 0;
+  if (throttled > 0) {
+    written += tx.exec_params1(kThrottleSql, t_ids.str(), t_attempts.str(), t_delays.str(), t_messages.str(),
+                               t_started.str(), t_finished.str())[0]
+                   .as<size_t>();
+  }
+  if (throttled == batch.size()) return written;
   const pqxx::result r = exec_hot(tx, "jobhost_complete", kCompleteSql.c_str(), ids.str(), attempts.str(),
                                   statuses.str(), delays.str(), messages.str(), started.str(),
                                   finished.str());
-  return r.at(0)[0].as<size_t>();
+  return written + r.at(0)[0].as<size_t>();
 }
 
 }  // namespace jobhost

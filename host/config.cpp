@@ -233,6 +233,9 @@ class Parser {
   void concurrency(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const;
   void scaling(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const;
   void retry(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const;
+  void flow(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const;
+  Limits limits(const YAML::Node& node, const std::string& path, Keys allowed) const;
+  void limiters(const YAML::Node& root, Config& c) const;
   void check_unique_name(const YAML::Node& node, const std::string& path, const PluginConfig& p,
                          const std::vector<PluginConfig>& earlier) const;
   void claim_job_types(const YAML::Node& node, const std::string& path, const PluginConfig& p,
@@ -402,7 +405,7 @@ Config Parser::parse(const YAML::Node& root) const {
   if (!root.IsNull() && !root.IsMap()) {
     fail(root, "", "the top level must be a mapping of sections (postgres, redis, host, plugins, ...)");
   }
-  expect_keys(root, "", {"postgres", "redis", "host", "api", "log", "schedules", "plugins"});
+  expect_keys(root, "", {"postgres", "redis", "host", "api", "log", "schedules", "plugins", "limiters"});
   Config c;
   c.file = file_;
   postgres(root, c);
@@ -412,6 +415,7 @@ Config Parser::parse(const YAML::Node& root) const {
   log(root, c);
   schedules(root, c);
   plugins(root, c);
+  limiters(root, c);
   return c;
 }
 
@@ -652,7 +656,7 @@ void Parser::plugins(const YAML::Node& root, Config& c) const {
 
 PluginConfig Parser::plugin(const YAML::Node& node, const std::string& path) const {
   expect_keys(node, path,
-              {"name", "library", "job_types", "concurrency", "scaling", "retry", "timeout_ms", "settings"});
+              {"name", "library", "job_types", "concurrency", "scaling", "retry", "timeout_ms", "settings", "flow"});
   PluginConfig p;
   p.line = line_of(node);
   p.name = required_text(node, path, "name");
@@ -663,6 +667,7 @@ PluginConfig Parser::plugin(const YAML::Node& node, const std::string& path) con
   concurrency(node, path, p);
   scaling(node, path, p);
   retry(node, path, p);
+  flow(node, path, p);
   read_int(node, path, "timeout_ms", p.timeout_ms, kPositive);
   if (const YAML::Node settings = node["settings"]; settings.IsDefined()) {
     p.settings_json = mapping_json(settings, join(path, "settings"));
@@ -713,6 +718,80 @@ void Parser::retry(const YAML::Node& plugin, const std::string& path, PluginConf
     fail((*node)["max_ms"], join(here, "max_ms"),
          "must be >= base_ms (" + std::to_string(*p.retry.base_ms) + "), got " +
              std::to_string(*p.retry.max_ms));
+  }
+}
+
+// flow: { key, fair, concurrency, rate, per_key: {concurrency, rate}, overrides: {KEY: {...}} }
+void Parser::flow(const YAML::Node& plugin, const std::string& path, PluginConfig& p) const {
+  const auto node = section(plugin, path, "flow", {"key", "fair", "concurrency", "rate", "per_key", "overrides"});
+  if (!node) return;
+  const std::string here = join(path, "flow");
+  FlowConfig& f = p.flow;
+  f.enabled = true;
+  if (const YAML::Node key = (*node)["key"]; key.IsDefined()) {
+    f.key_pointer = text(key, join(here, "key"));
+    try {
+      f.key_path = parse_json_pointer(f.key_pointer);
+    } catch (const std::invalid_argument& e) {
+      fail(key, join(here, "key"), e.what());
+    }
+  }
+  if (const YAML::Node fair = (*node)["fair"]; fair.IsDefined()) {
+    const std::string v = text(fair, join(here, "fair"));
+    if (v != "true" && v != "false") fail(fair, join(here, "fair"), "must be true or false, got " + quote(v));
+    f.fair = v == "true";
+  }
+  f.queue = limits(*node, here, {"key", "fair", "concurrency", "rate", "per_key", "overrides"});
+  if (const auto per_key = section(*node, here, "per_key", {"concurrency", "rate"})) {
+    f.per_key = limits(*per_key, join(here, "per_key"), {"concurrency", "rate"});
+  }
+  const YAML::Node overrides = (*node)["overrides"];
+  if (!overrides.IsDefined() || overrides.IsNull()) return;
+  if (!overrides.IsMap()) fail(overrides, join(here, "overrides"), "must be a mapping of key values to limits");
+  for (const auto& entry : overrides) {
+    const std::string key = entry.first.Scalar();
+    const std::string at = join(join(here, "overrides"), key);
+    if (f.overrides.count(key)) fail(entry.first, at, "given twice");
+    f.overrides[key] = limits(entry.second, at, {"concurrency", "rate"});
+  }
+}
+
+// The concurrency: and rate: of a mapping whose other keys are `allowed`.
+Limits Parser::limits(const YAML::Node& node, const std::string& path, Keys allowed) const {
+  expect_keys(node, path, allowed);
+  Limits out;
+  if (node.IsNull()) return out;
+  read_int(node, path, "concurrency", out.concurrency, Range{1, 10000000});
+  const auto rate = section(node, path, "rate", {"limit", "per_ms", "burst"});
+  if (!rate) return out;
+  const std::string here = join(path, "rate");
+  if (!(*rate)["limit"].IsDefined()) fail(*rate, join(here, "limit"), "is required");
+  RateLimit r;
+  read_int(*rate, here, "limit", r.limit, Range{1, 1000000000});
+  read_int(*rate, here, "per_ms", r.per_ms, Range{1, 86400000});
+  r.burst = r.limit;
+  read_int(*rate, here, "burst", r.burst, Range{1, 1000000000});
+  out.rate = r;
+  return out;
+}
+
+void Parser::limiters(const YAML::Node& root, Config& c) const {
+  const YAML::Node node = root["limiters"];
+  if (!node.IsDefined() || node.IsNull()) return;
+  if (!node.IsMap()) fail(node, "limiters", "must be a mapping of limiter names to limits");
+  for (const auto& entry : node) {
+    const std::string name = entry.first.Scalar();
+    const std::string at = join("limiters", name);
+    if (name.empty() || name == "*") fail(entry.first, at, "a limiter needs a name or a prefix before '*'");
+    if (name.find('*') != name.size() - 1 && name.find('*') != std::string::npos) {
+      fail(entry.first, at, "'*' may only end a name (\"domain:*\" matches every name starting \"domain:\")");
+    }
+    for (const auto& l : c.limiters) {
+      if (l.name == name) fail(entry.first, at, "given twice (first at line " + std::to_string(l.line) + ")");
+    }
+    LimiterConfig l{name, limits(entry.second, at, {"concurrency", "rate"}), line_of(entry.first)};
+    if (!l.limits.any()) fail(entry.second, at, "needs a concurrency: or a rate:");
+    c.limiters.push_back(std::move(l));
   }
 }
 

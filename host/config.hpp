@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "flow.hpp"
+
 namespace jobhost {
 
 // Thrown for any invalid configuration. what() reads
@@ -46,6 +48,7 @@ struct PluginConfig {
   RetryOverrides retry;
   int64_t timeout_ms = 30000;
   std::string settings_json = "{}";  // the settings: block as JSON text, untouched
+  FlowConfig flow;                    // the flow: block (DESIGN §9)
   int line = 0;                       // where the entry starts in the YAML (1-based)
 };
 
@@ -137,6 +140,7 @@ struct Config {
 
   std::vector<Schedule> schedules;
   std::vector<PluginConfig> plugins;
+  std::vector<LimiterConfig> limiters;  // top-level limiters:, for job.acquire()
 
   bool has_role(Role r) const { return roles.count(r) != 0; }
 };

@@ -2,9 +2,15 @@
 #include "fetcher.hpp"
 
 #include <algorithm>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
 
 #include "dispatch.hpp"
+#include "flow_dispatch.hpp"
 #include "lease.hpp"
+#include "metrics.hpp"
+#include "pause.hpp"
 #include "pg.hpp"
 #include "worker_pool.hpp"
 
@@ -31,22 +37,69 @@ Fetcher::Fetcher(WorkerPool& pool, const Config& config, std::vector<std::string
   for (const auto& q : queue_names_) queues_.emplace_back(config.redis_key_prefix, q);
 }
 
+FlowFetch Fetcher::fetch(size_t queue, const FlowConfig& flow, size_t max) {
+  const QueueKeys& keys = queues_[queue];
+  const FlowConfig* f = flow.enabled ? &flow : nullptr;
+  FlowFetch got = pop_flow(redis(), keys, f, max, lease_ms_);
+  if (got.status == FlowFetch::Status::kNeedsPauseSync) {
+    refresh_pause(pg(), redis(), keys, queue_names_[queue]);
+    got = pop_flow(redis(), keys, f, max, lease_ms_);
+  }
+  Metrics& m = Metrics::global();
+  for (const auto& [limit, n] : got.throttled) {
+    m.inc("flow_throttled_total", {{"queue", queue_names_[queue]}, {"limit", limit}}, static_cast<double>(n));
+  }
+  return got;
+}
+
 // Ids popped but not leased (a failure in between) stay 'migrated_to_redis'
 // in PostgreSQL; the reconciler pushes them again. Nothing is lost.
 std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
   const size_t free = pool_.wait_for_capacity(stop, kIdleWait);
   if (free == 0) return std::chrono::milliseconds(0);
-  // Round-robin over the plugin's queues; within one, high before normal before low.
-  std::vector<std::string> ids;
-  for (size_t i = 0; i < queues_.size() && ids.empty(); ++i) {
-    ids = pop_jobs(redis(), queues_[next_queue_], std::min(free, kMaxLeaseBatch));
+  const std::shared_ptr<const FlowConfig> flow = pool_.flow();
+  // Round-robin over the plugin's queues; within one, high before normal
+  // before low, and keys in turn.
+  FlowFetch got;
+  size_t from = 0;
+  long long retry_ms = -1;
+  for (size_t i = 0; i < queues_.size() && got.jobs.empty(); ++i) {
+    from = next_queue_;
+    got = fetch(from, *flow, std::min(free, kMaxLeaseBatch));
+    if (got.retry_in_ms >= 0 && (retry_ms < 0 || got.retry_in_ms < retry_ms)) retry_ms = got.retry_in_ms;
     next_queue_ = (next_queue_ + 1) % queues_.size();
   }
-  if (ids.empty()) {
-    wait_for_jobs(redis(), queues_, kIdleWait);
+  if (got.jobs.empty()) {
+    // A limit that frees itself with time (a rate, a slot that lapses) is
+    // looked at again then; a slot given back or a resume wakes us at once.
+    const auto wait = retry_ms >= 0 ? std::min(kIdleWait, std::chrono::milliseconds(std::max(1LL, retry_ms))) : kIdleWait;
+    wait_for_jobs(redis(), queues_, wait);
     return std::chrono::milliseconds(0);
   }
-  for (LeasedJob& job : lease_jobs(pg(), ids, worker_id_, lease_ms_)) {
+  const bool slots = flow->enabled && flow->counts_running();
+  std::vector<std::string> ids;
+  std::unordered_map<std::string, std::string> key_of;
+  ids.reserve(got.jobs.size());
+  for (const auto& j : got.jobs) {
+    ids.push_back(j.id);
+    if (slots) key_of.emplace(j.id, j.key);
+  }
+  std::vector<LeasedJob> leased = lease_jobs(pg(), ids, worker_id_, lease_ms_);
+  if (slots) {
+    for (LeasedJob& job : leased) {
+      auto it = key_of.find(job.id);
+      job.slot_key = it->second;
+      key_of.erase(it);
+    }
+    // Taken from Redis but not leased (cancelled, or leased elsewhere after a
+    // reconciler push): their slots go back now rather than when they lapse.
+    if (!key_of.empty()) {
+      std::vector<KeyedId> unused;
+      for (auto& [id, key] : key_of) unused.push_back({id, key});
+      release_slots(redis(), queues_[from], unused);
+    }
+  }
+  for (LeasedJob& job : leased) {
     if (std::string bad = pool_.plugin().validate(job.type, job.payload); !bad.empty()) {
       pool_.settle_without_running(std::move(job), outcome_for(AttemptEnd::kFailedPermanently, false),
                                    "invalid payload: " + bad);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "flow_dispatch.hpp"
 #include "routing.hpp"
 #include "service.hpp"
 
@@ -24,6 +25,8 @@ class Fetcher : public Service {
  private:
   // Waits for a free worker, then takes, leases and hands over one batch.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
+  // One fetch from one queue under its limits, syncing its pause state first if due.
+  FlowFetch fetch(size_t queue, const FlowConfig& flow, size_t max);
 
   WorkerPool& pool_;
   std::string worker_id_;

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "admin.hpp"
+#include "flow_dispatch.hpp"
 #include "job_state.hpp"
 #include "metrics.hpp"
 #include "queue_signals.hpp"
@@ -22,12 +23,26 @@ void Gauges::refresh() {
     const nlohmann::json queues = pg_.with([](pqxx::connection& c) { return admin::queues(c); });
     m.clear("queue_depth");
     m.clear("dlq_size");
+    m.clear("queue_paused");
+    m.clear("flow_active_keys");
+    std::vector<std::string> keyed;
     for (const auto& q : queues) {
       const std::string name = q["name"];
+      m.set("queue_paused", {{"queue", name}}, q["paused"].get<bool>() ? 1 : 0);
+      if (q["keyed"].get<bool>()) keyed.push_back(name);
       for (const char* band : {"high", "normal", "low"}) {
         m.set("queue_depth", {{"queue", name}, {"priority", band}}, q["waiting"][band].get<double>());
       }
       m.set("dlq_size", {{"queue", name}}, q[std::string(to_text(JobState::kFailed))].get<double>());
+    }
+    if (!keyed.empty()) {
+      flow_.redis().with([&](Redis& r) {
+        for (const auto& name : keyed) {
+          m.set("flow_active_keys", {{"queue", name}},
+                static_cast<double>(active_keys(r, QueueKeys(flow_.prefix(), name))));
+        }
+        return 0;
+      });
     }
   } catch (const std::exception& e) {
     spdlog::warn("metrics: queue depths not refreshed: {}", e.what());

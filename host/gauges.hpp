@@ -4,6 +4,7 @@
 // (read from PostgreSQL: the whole deployment's figure).
 #pragma once
 
+#include "flow_runtime.hpp"
 #include "pg.hpp"
 #include "pool_set.hpp"
 
@@ -11,7 +12,7 @@ namespace jobhost {
 
 class Gauges {
  public:
-  Gauges(const PoolSet& pools, PgPool& pg) : pools_(pools), pg_(pg) {}
+  Gauges(const PoolSet& pools, PgPool& pg, FlowRuntime& flow) : pools_(pools), pg_(pg), flow_(flow) {}
 
   // Sets every gauge from a fresh snapshot. PostgreSQL unreachable: the queue
   // gauges keep their last values and a warning is logged; never throws.
@@ -20,6 +21,7 @@ class Gauges {
  private:
   const PoolSet& pools_;
   PgPool& pg_;
+  FlowRuntime& flow_;
 };
 
 }  // namespace jobhost

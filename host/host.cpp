@@ -11,6 +11,7 @@
 #include "api.hpp"
 #include "autoscaler.hpp"
 #include "completer.hpp"
+#include "flow_runtime.hpp"
 #include "gauges.hpp"
 #include "pooler.hpp"
 #include "job_context.hpp"
@@ -31,6 +32,7 @@ namespace jobhost {
 
 struct Host::Parts {
   std::unique_ptr<PgPool> pg_pool;
+  std::unique_ptr<FlowRuntime> flow;
   std::unique_ptr<Completer> completer;
   PoolSet pools;
   QueueRegistry registry{pools};
@@ -124,6 +126,7 @@ int Host::run() {
   check_schema(config_);
 
   p.pg_pool = std::make_unique<PgPool>(config_.postgres_url, static_cast<size_t>(config_.postgres_pool_size));
+  p.flow = std::make_unique<FlowRuntime>(config_.redis_url, config_.redis_key_prefix, config_.limiters);
   p.completer = std::make_unique<Completer>(config_.postgres_url);
   if (config_.has_role(Role::kWorker)) {
     for (size_t i = 0; i < config_.plugins.size(); ++i) {
@@ -137,9 +140,9 @@ int Host::run() {
     auto conn = pg_connect(config_.postgres_url);
     p.registry.register_now(*conn);
   }
-  p.gauges = std::make_unique<Gauges>(p.pools, *p.pg_pool);
+  p.gauges = std::make_unique<Gauges>(p.pools, *p.pg_pool, *p.flow);
   p.reloader = std::make_unique<Reloader>(
-      config_, p.pools, [this](const PluginConfig& pc) { return make_pool(pc); }, p.registry);
+      config_, p.pools, [this](const PluginConfig& pc) { return make_pool(pc); }, p.registry, *p.flow);
 
   p.completer->start();
   for (auto& pool : p.pools.active()) pool->start();
@@ -160,7 +163,7 @@ int Host::run() {
       throw StartupError(e.what());
     }
   }
-  p.lease_keeper = std::make_unique<LeaseKeeper>(config_, p.pools, p.registry);
+  p.lease_keeper = std::make_unique<LeaseKeeper>(config_, p.pools, p.registry, *p.flow);
   p.housekeeping = std::jthread([k = p.lease_keeper.get()](std::stop_token st) { k->run(st); });
   spdlog::info("jobhost {} ready", config_.host_id);
 
@@ -217,7 +220,7 @@ std::shared_ptr<WorkerPool> Host::make_pool(const PluginConfig& pc) {
                pc.scaling ? fmt::format("{}..{} (elastic)", pc.concurrency_min, pc.concurrency_max)
                           : std::to_string(pc.concurrency_max),
                plugin->retry().max_attempts);
-  return std::make_shared<WorkerPool>(plugin, pc, config_, *p.completer, *p.pg_pool);
+  return std::make_shared<WorkerPool>(plugin, pc, config_, *p.completer, *p.pg_pool, *p.flow);
 }
 
 ApiHooks Host::api_hooks() {
@@ -242,6 +245,13 @@ ApiHooks Host::api_hooks() {
     return std::nullopt;
   };
   hooks.refresh_gauges = [this] { parts_->gauges->refresh(); };
+  hooks.flow = [this](const std::string& queue) -> std::optional<FlowConfig> {
+    for (const auto& pool : parts_->pools.active()) {
+      const auto& types = pool->plugin().job_types();
+      if (std::find(types.begin(), types.end(), queue) != types.end()) return *pool->flow();
+    }
+    return std::nullopt;
+  };
   return hooks;
 }
 

@@ -4,10 +4,15 @@
 // code, which may be C or built by another compiler (abi.h).
 #include "job_context.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <optional>
 
 #include <spdlog/spdlog.h>
+
+#include "flow_dispatch.hpp"
+#include "metrics.hpp"
 
 namespace jobhost {
 namespace {
@@ -71,7 +76,7 @@ int32_t enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json
                                        std::string(payload_json ? payload_json : "{}"),
                                        priority.value_or(100), std::string(),
                                        delay_ms < 0 ? 0 : delay_ms, max_attempts < 0 ? 0 : max_attempts,
-                                       std::string(unique_key ? unique_key : ""));
+                                       std::string(unique_key ? unique_key : ""), std::optional<std::string>());
       tx.commit();
       return std::string(row[0].c_str());
     });
@@ -105,19 +110,90 @@ int32_t api_enqueue_job(jobhost_job_ctx* ctx, const jobhost_enqueue_request* r, 
                  r->max_attempts, r->unique_key, id_out, err, err_len);
 }
 
+int64_t api_acquire(jobhost_job_ctx* ctx, const char* limiter) noexcept {
+  if (ctx == nullptr || ctx->flow == nullptr || limiter == nullptr) return -1;
+  try {
+    const std::string name(limiter);
+    {
+      std::lock_guard lock(ctx->limiters_mu);
+      if (std::find(ctx->limiters.begin(), ctx->limiters.end(), name) != ctx->limiters.end()) return 0;
+    }
+    const auto limiters = ctx->flow->limiters();
+    const LimiterConfig* entry = find_limiter(*limiters, name);
+    if (entry == nullptr) return 0;  // nothing limits it
+    const std::string holder = ctx->job.id + "/" + std::to_string(ctx->job.attempt);
+    const long long wait = ctx->flow->redis().with([&](Redis& r) {
+      return acquire_limiter(r, ctx->flow->prefix(), name, entry->limits, holder, ctx->limiter_slot_ms);
+    });
+    if (wait > 0) {
+      Metrics::global().inc("flow_throttled_total", {{"queue", ctx->job.type}, {"limit", "limiter " + entry->name}});
+      return wait;
+    }
+    if (entry->limits.concurrency) {
+      std::lock_guard lock(ctx->limiters_mu);
+      ctx->limiters.push_back(name);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::warn("job {}: limiter {} not taken: {}", ctx->job.id, limiter, e.what());
+  } catch (...) {
+  }
+  return -1;
+}
+
+void api_hold_off(jobhost_job_ctx* ctx, const char* limiter, int64_t delay_ms) noexcept {
+  if (ctx == nullptr || ctx->flow == nullptr || limiter == nullptr) return;
+  try {
+    ctx->flow->redis().with([&](Redis& r) {
+      hold_limiter(r, ctx->flow->prefix(), limiter, delay_ms);
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    spdlog::warn("job {}: could not hold limiter {} back: {}", ctx->job.id, limiter, e.what());
+  } catch (...) {
+  }
+}
+
 // ABI 1.0 plugins get the table as 1.0 defined it: abi_version is the plain 1
 // they were built with, and they know nothing past `enqueue`.
 const jobhost_host_api kHostApi_1_0 = {
-    1u, &api_log, &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue, 0, nullptr,
+    1u, &api_log, &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue, 0, nullptr, nullptr, nullptr,
 };
 
+// A 1.1 plugin's table ends at enqueue_job: its struct_size says so.
 const jobhost_host_api kHostApi_1_1 = {
     JOBHOST_ABI_MAKE(1, 1), &api_log,         &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue,
-    sizeof(jobhost_host_api), &api_enqueue_job,
+    offsetof(jobhost_host_api, enqueue_job) + sizeof(&api_enqueue_job), &api_enqueue_job, nullptr, nullptr,
+};
+
+const jobhost_host_api kHostApi_1_2 = {
+    JOBHOST_ABI_MAKE(1, 2), &api_log,         &api_heartbeat, &api_cancelled, &api_set_error, &api_enqueue,
+    sizeof(jobhost_host_api), &api_enqueue_job, &api_acquire, &api_hold_off,
 };
 
 }  // namespace
 
-const jobhost_host_api* host_api(uint32_t minor) { return minor == 0 ? &kHostApi_1_0 : &kHostApi_1_1; }
+const jobhost_host_api* host_api(uint32_t minor) {
+  return minor == 0 ? &kHostApi_1_0 : minor == 1 ? &kHostApi_1_1 : &kHostApi_1_2;
+}
+
+void release_attempt_limiters(jobhost_job_ctx& ctx) noexcept {
+  try {
+    std::vector<std::string> names;
+    {
+      std::lock_guard lock(ctx.limiters_mu);
+      names.swap(ctx.limiters);
+    }
+    if (names.empty() || ctx.flow == nullptr) return;
+    const std::string holder = ctx.job.id + "/" + std::to_string(ctx.job.attempt);
+    ctx.flow->redis().with([&](Redis& r) {
+      release_limiters(r, ctx.flow->prefix(), names, holder);
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    spdlog::warn("job {}: limiters not given back ({}); their slots lapse by themselves", ctx.job.id, e.what());
+  } catch (...) {
+  }
+}
 
 }  // namespace jobhost

@@ -23,6 +23,7 @@ std::string literal_list(Pred pred) {
 std::optional<std::string> model_placeholder(std::string_view name) {
   if (const auto s = job_state_from_text(name)) return sql_literal(*s);
   if (name == kStalledLog) return sql_literal(kStalledLog);
+  if (name == kThrottledLog) return sql_literal(kThrottledLog);
   if (name == "ready") return literal_list(is_ready);
   if (name == "live") return literal_list([](JobState s) { return !is_terminal(s); });
   if (name == "terminal") return literal_list(is_terminal);

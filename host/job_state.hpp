@@ -73,6 +73,8 @@ constexpr bool is_ready(JobState s) { return s == JobState::kQueued || s == JobS
 // the attempt led to, except for an expired lease that put the job back in
 // the queue, which is logged as "stalled".
 inline constexpr std::string_view kStalledLog = "stalled";
+// ... and an attempt a limit held back (Result::throttled), which does not count.
+inline constexpr std::string_view kThrottledLog = "throttled";
 
 // How an attempt ended (for a lease that expired: how the reaper found it).
 enum class AttemptEnd {
@@ -81,11 +83,12 @@ enum class AttemptEnd {
   kFailedPermanently,  // the handler declared a permanent failure, or the payload was refused
   kHandedBack,         // leased but never started (shutdown, reload): the attempt is given back
   kLeaseExpired,       // its host stopped heartbeating (killed, crashed or stuck): the reaper
+  kThrottled,          // the handler was held back by a limit: it runs again later, the attempt given back
 };
 
-inline constexpr std::array<AttemptEnd, 5> kAttemptEnds = {
+inline constexpr std::array<AttemptEnd, 6> kAttemptEnds = {
     AttemptEnd::kSucceeded, AttemptEnd::kFailed, AttemptEnd::kFailedPermanently, AttemptEnd::kHandedBack,
-    AttemptEnd::kLeaseExpired,
+    AttemptEnd::kLeaseExpired, AttemptEnd::kThrottled,
 };
 
 // Attempts are counted at lease time (invariant 4), so attempt n of n is the last.
@@ -102,6 +105,7 @@ constexpr JobState state_after(AttemptEnd end, bool last_attempt) {
     case AttemptEnd::kFailedPermanently: return JobState::kFailed;
     case AttemptEnd::kHandedBack: return JobState::kQueued;
     case AttemptEnd::kLeaseExpired: return last_attempt ? JobState::kFailed : JobState::kQueued;
+    case AttemptEnd::kThrottled: return JobState::kRetryScheduled;  // never the last: it is given back
   }
   return JobState::kFailed;
 }
@@ -119,14 +123,18 @@ constexpr JobState next_state(AttemptEnd end, bool last_attempt, bool cancel_req
   return cancel_requested ? when_cancel_requested(s) : s;
 }
 
-// Whether the attempt is given back (attempt_count lowered again): it never started.
-constexpr bool gives_attempt_back(AttemptEnd end) { return end == AttemptEnd::kHandedBack; }
+// Whether the attempt is given back (attempt_count lowered again): it never
+// started, or a limit held it back.
+constexpr bool gives_attempt_back(AttemptEnd end) {
+  return end == AttemptEnd::kHandedBack || end == AttemptEnd::kThrottled;
+}
 
 // The job_logs status of an attempt that ended with `end` and led to `next`;
 // nullopt when no row is written (an attempt handed back never ran).
 constexpr std::optional<std::string_view> attempt_log(AttemptEnd end, JobState next) {
   if (end == AttemptEnd::kHandedBack && next == JobState::kQueued) return std::nullopt;
   if (end == AttemptEnd::kLeaseExpired && next == JobState::kQueued) return kStalledLog;
+  if (end == AttemptEnd::kThrottled && next == JobState::kRetryScheduled) return kThrottledLog;
   return to_text(next);
 }
 
@@ -135,7 +143,7 @@ constexpr std::optional<std::string_view> attempt_log(AttemptEnd end, JobState n
 // A statement that mentions states is written as a template and composed
 // once, at static initialisation, by state_sql():
 //   {queued}, {running}, ...  a state's literal: 'queued'
-//   {stalled}                 the job_logs status of a stalled attempt: 'stalled'
+//   {stalled}, {throttled}    the job_logs status of a stalled / throttled attempt
 //   {ready}, {live}, {terminal}  lists of literals, for IN (...): the ready
 //                             states, the non-terminal ones, the terminal ones
 //   {name}                    a fragment passed in `fragments` (a rule below)

@@ -6,6 +6,7 @@
 // cannot overwrite the newer attempt's outcome (invariant 2).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,10 @@ struct LeasedJob {
   int max_attempts = 0;
   int priority = 100;
   int64_t created_at_ms = 0;  // ms since the Unix epoch
+  std::string flow_key;       // "" none
+  // Set when the job holds a concurrency slot in Redis (flow_dispatch.hpp):
+  // the key the slot was taken under, for giving it back.
+  std::optional<std::string> slot_key;
 };
 
 // Leases the given jobs that are still 'migrated_to_redis' (others were taken
@@ -39,6 +44,8 @@ struct HeldLease {
   std::string id;
   int attempt = 0;
   double progress = -1.0;  // < 0: none reported
+  std::string queue;
+  std::optional<std::string> slot_key;  // LeasedJob::slot_key
 };
 
 // Extends the leases still held, writes the progress reported, and reports

@@ -3,6 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <map>
+
+#include "flow_dispatch.hpp"
 #include "lease.hpp"
 #include "pg.hpp"
 #include "worker_pool.hpp"
@@ -16,7 +19,8 @@ constexpr auto kSupervisePeriod = std::chrono::milliseconds(100);
 
 // The watchdog must keep its cadence while PostgreSQL is down, so a failure
 // backs off no further than the next supervise.
-LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry)
+LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry,
+                         FlowRuntime& flow)
     : Service({.name = "housekeeping",
                .postgres_url = config.postgres_url,
                .redis_url = {},
@@ -25,10 +29,29 @@ LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const Queue
                .max_backoff = kSupervisePeriod}),
       pools_(pools),
       registry_(registry),
+      flow_(flow),
+      key_prefix_(config.redis_key_prefix),
       heartbeat_(config.heartbeat_ms),
       lease_ms_(config.lease_duration_ms),
       next_heartbeat_(std::chrono::steady_clock::now() + heartbeat_),
       next_register_(std::chrono::steady_clock::now() + QueueRegistry::kRefreshPeriod) {}
+
+// The concurrency slots of the jobs held go on as long as their leases do.
+void LeaseKeeper::extend_slots_of(const std::vector<HeldLease>& held) {
+  std::map<std::string, std::vector<KeyedId>> by_queue;
+  for (const auto& h : held) {
+    if (h.slot_key) by_queue[h.queue].push_back({h.id, *h.slot_key});
+  }
+  if (by_queue.empty()) return;
+  try {
+    flow_.redis().with([&](Redis& r) {
+      for (const auto& [queue, jobs] : by_queue) extend_slots(r, QueueKeys(key_prefix_, queue), jobs, lease_ms_);
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    spdlog::warn("concurrency slots of {} queues not extended: {}", by_queue.size(), e.what());
+  }
+}
 
 std::chrono::milliseconds LeaseKeeper::run_once(std::stop_token) {
   const auto pools = pools_.all();
@@ -40,6 +63,7 @@ std::chrono::milliseconds LeaseKeeper::run_once(std::stop_token) {
     std::vector<HeldLease> held;
     for (auto& pool : pools) pool->held_leases(held);
     const LeaseCheck check = extend_leases(conn, held, lease_ms_);
+    extend_slots_of(held);
     if (!check.lost.empty()) {
       spdlog::warn("{} leases were lost (expired and reaped); cancelling those attempts", check.lost.size());
       for (auto& pool : pools) pool->cancel(check.lost);

@@ -9,6 +9,8 @@
 #include <chrono>
 
 #include "config.hpp"
+#include "flow_runtime.hpp"
+#include "lease.hpp"
 #include "pool_set.hpp"
 #include "queue_registry.hpp"
 #include "service.hpp"
@@ -17,13 +19,16 @@ namespace jobhost {
 
 class LeaseKeeper : public Service {
  public:
-  LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry);
+  LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry, FlowRuntime& flow);
 
  private:
   std::chrono::milliseconds run_once(std::stop_token stop) override;
+  void extend_slots_of(const std::vector<HeldLease>& held);
 
   const PoolSet& pools_;
   const QueueRegistry& registry_;
+  FlowRuntime& flow_;
+  std::string key_prefix_;
   std::chrono::milliseconds heartbeat_;
   int64_t lease_ms_;
   std::chrono::steady_clock::time_point next_heartbeat_;

@@ -74,6 +74,11 @@ Metrics& Metrics::global() {
     r->declare("queue_depth", Type::kGauge,
                "Jobs waiting to run (queued, in Redis, or scheduled for retry), by queue and priority band.");
     r->declare("dlq_size", Type::kGauge, "Dead-lettered (failed) jobs, by queue.");
+    r->declare("flow_throttled_total", Type::kCounter,
+               "Starts held back by flow control, by queue and limit (concurrency, rate, key_concurrency, key_rate, "
+               "key_paused, handler, or \"limiter NAME\" of a limiters: entry). A held-back job is not an attempt.");
+    r->declare("flow_active_keys", Type::kGauge, "Flow keys with jobs waiting in Redis, by queue.");
+    r->declare("queue_paused", Type::kGauge, "1 while a queue is paused (jobctl queue pause), by queue.");
     r->declare("plugin_pool_size", Type::kGauge, "Worker threads of a plugin's pool in this host.");
     r->declare("plugin_scale_up", Type::kGauge,
                "1 while a plugin's queue depth is above its scaling.queue_depth_above: more workers or hosts would help.");

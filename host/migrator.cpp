@@ -38,7 +38,37 @@ c AS (
   SELECT id FROM h UNION ALL SELECT id FROM n UNION ALL SELECT id FROM l LIMIT $2)
 UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c WHERE j.id = c.id
-RETURNING j.id::text, j.priority)sql");
+RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''))sql");
+
+// The fair claim of one band (DESIGN §9): walks the band's keys in order
+// from $3 (inclusive) up to $4 (exclusive; NULL: the last key), at most $7
+// of them, one index probe each (jobs_flow_ready_idx), and takes up to $5
+// due jobs of each, oldest first, $6 in all. The walk is evaluated only as
+// far as the LIMIT needs, so a claim costs the keys it takes from.
+const std::string kFairClaimSql = state_sql(R"sql(
+WITH RECURSIVE k(key, n) AS (
+  (SELECT flow_key, 1 FROM jobhost.jobs
+    WHERE queue_name = $1 AND jobhost.priority_band(priority) = $2
+      AND status IN ({ready}) AND flow_key IS NOT NULL AND flow_key >= $3
+    ORDER BY flow_key LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.flow_key FROM jobhost.jobs j
+           WHERE j.queue_name = $1 AND jobhost.priority_band(j.priority) = $2
+             AND j.status IN ({ready}) AND j.flow_key IS NOT NULL AND j.flow_key > k.key
+           ORDER BY j.flow_key LIMIT 1), k.n + 1
+    FROM k WHERE k.key IS NOT NULL AND k.n < $7 AND ($4::text IS NULL OR k.key < $4)
+),
+c AS (
+  SELECT t.id FROM k CROSS JOIN LATERAL (
+    SELECT j.id FROM jobhost.jobs j
+     WHERE j.queue_name = $1 AND jobhost.priority_band(j.priority) = $2
+       AND j.status IN ({ready}) AND j.flow_key IS NOT NULL AND j.flow_key = k.key AND j.run_at <= now()
+     ORDER BY j.run_at LIMIT $5 FOR UPDATE SKIP LOCKED) t
+   WHERE k.key IS NOT NULL AND ($4::text IS NULL OR k.key < $4)
+   LIMIT $6)
+UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
+  FROM c WHERE j.id = c.id
+RETURNING j.id::text, j.flow_key)sql");
 
 // Undo of a claim whose push to Redis failed.
 const std::string kUnclaimSql = state_sql(R"sql(
@@ -61,17 +91,66 @@ SELECT ceil(extract(epoch FROM min(d.run_at) - clock_timestamp()) * 1000)::bigin
 constexpr long long kFullWindowRecheckMs = 20;
 
 constexpr const char* kServedSql = R"sql(
-SELECT name FROM jobhost.job_queues
+SELECT name, flow_keyed, flow_fair FROM jobhost.job_queues
  WHERE is_active AND served_at > now() - interval '30 seconds'
  ORDER BY name)sql";
 
+// The smallest text after `key` in the C collation: the next claim's first key.
+std::string after(const std::string& key) { return key + '\x01'; }
+
 }  // namespace
 
-std::vector<std::string> served_queues(pqxx::connection& conn) {
+std::vector<ServedQueue> served_queues(pqxx::connection& conn) {
   pqxx::nontransaction tx(conn);
-  std::vector<std::string> out;
-  for (const auto& row : exec_hot(tx, "jobhost_served", kServedSql)) out.emplace_back(row[0].c_str());
+  std::vector<ServedQueue> out;
+  for (const auto& row : exec_hot(tx, "jobhost_served", kServedSql)) {
+    out.push_back({row[0].c_str(), row[1].as<bool>(), row[2].as<bool>()});
+  }
   return out;
+}
+
+bool Migrator::claim_fair(pqxx::connection& conn, const std::string& queue, int band, int limit,
+                          std::vector<KeyedId>& out) {
+  bool more = false;
+  Turn& turn = turns_[{queue, band}];
+  // Each key's share of a batch, from how many keys took part in the last
+  // round: one key alone gets the whole batch (work-conserving).
+  const int quota = std::max<int>(1, static_cast<int>((static_cast<size_t>(limit) + turn.keys_last_round - 1) /
+                                                      std::max<size_t>(1, turn.keys_last_round)));
+  const int max_keys = std::max(64, 4 * limit);
+  const auto claim = [&](const std::string& from, const std::optional<std::string>& stop, int want) {
+    pqxx::nontransaction tx(conn);
+    const pqxx::result r = exec_hot(tx, "jobhost_claim_fair", kFairClaimSql.c_str(), queue, band, from, stop, quota,
+                                    want, max_keys);
+    std::string last;
+    std::map<std::string, int> per_key;
+    for (const auto& row : r) {
+      out.push_back({row[0].c_str(), row[1].c_str()});
+      turn.keys_this_round.insert(out.back().key);
+      last = std::max(last, out.back().key);
+      // A key that filled its quota may have more due: claim again at once.
+      if (++per_key[out.back().key] >= quota) more = true;
+    }
+    return std::make_pair(r.size(), last);
+  };
+  const std::string start = turn.cursor;
+  auto [n, last] = claim(start, std::nullopt, limit);
+  bool round_over = static_cast<int>(n) < limit;
+  if (round_over && !start.empty()) {
+    // Past the last key: on from the first, up to where this claim began.
+    auto [m, last2] = claim("", start, limit - static_cast<int>(n));
+    n += m;
+    if (m > 0) last = last2;
+    round_over = static_cast<int>(n) < limit;
+  }
+  if (round_over) {
+    turn.cursor.clear();
+    turn.keys_last_round = std::max<size_t>(1, turn.keys_this_round.size());
+    turn.keys_this_round.clear();
+  } else {
+    turn.cursor = after(last);
+  }
+  return more || !round_over;
 }
 
 Migrator::Migrator(const Config& config)
@@ -86,8 +165,9 @@ Migrator::Migrator(const Config& config)
 
 Migrator::~Migrator() = default;
 
-size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue,
+size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const ServedQueue& served,
                                PassResult& res) {
+  const std::string& queue = served.name;
   const QueueKeys keys(config_.redis_key_prefix, queue);
   // The last count we saw: fetchers only lower it, so it is trusted while it
   // is low; near the limit, ask Redis. (Another migrator can add a batch
@@ -100,20 +180,30 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
     return 0;
   }
   const int limit = static_cast<int>(std::min<long long>(config_.migrator_batch_size, room));
-  std::vector<std::string> by_band[3];
+  std::vector<KeyedId> by_band[3];
   size_t claimed = 0;
+  bool more_due = false;  // the fair claim stopped at keys' quotas, not for want of jobs
   const auto batch_start = std::chrono::steady_clock::now();
-  {
+  if (served.keyed && served.fair) {
+    // Keys take turns: band by band, each band's keys from where the last claim stopped.
+    for (Band b : kBandsInFetchOrder) {
+      const int band = static_cast<int>(b);
+      if (static_cast<int>(claimed) >= limit) break;
+      if (claim_fair(conn, queue, band, limit - static_cast<int>(claimed), by_band[band])) more_due = true;
+      claimed += by_band[band].size();
+    }
+  } else {
     // A single statement commits on its own (autocommit): one round trip
     // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
     pqxx::nontransaction tx(conn);
     const pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql.c_str(), queue, limit);
     claimed = r.size();
     for (const auto& row : r) {
-      by_band[static_cast<int>(band_for_priority(row[1].as<int>()))].emplace_back(row[0].c_str());
+      by_band[static_cast<int>(band_for_priority(row[1].as<int>()))].push_back({row[0].c_str(), row[2].c_str()});
     }
   }
   if (claimed == 0) return 0;
+  if (more_due && claimed < static_cast<size_t>(limit)) res.full = true;
   if (claimed >= static_cast<size_t>(limit)) {
     // More may be ready: go again at once, or soon if the window is what stopped us.
     if (limit == config_.migrator_batch_size) res.full = true;
@@ -121,14 +211,22 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
   }
   try {
     for (Band b : kBandsInFetchOrder) {
-      const auto& ids = by_band[static_cast<int>(b)];
-      if (!ids.empty()) waiting = push_jobs(redis, keys, b, ids);
+      const auto& jobs = by_band[static_cast<int>(b)];
+      if (jobs.empty()) continue;
+      if (served.keyed) {
+        waiting = push_keyed(redis, keys, b, jobs);
+        continue;
+      }
+      std::vector<std::string> ids;
+      ids.reserve(jobs.size());
+      for (const auto& j : jobs) ids.push_back(j.id);
+      waiting = push_jobs(redis, keys, b, ids);
     }
   } catch (const RedisError&) {
     // Give the claim back so the jobs are not stranded until the reconciler.
     PgArray all;
     for (const auto& band : by_band)
-      for (const auto& id : band) all.add(id);
+      for (const auto& j : band) all.add(j.id);
     try {
       pqxx::nontransaction tx(conn);
       tx.exec_params(kUnclaimSql, all.str());
@@ -146,11 +244,11 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const std::
 
 Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
   PassResult res;
-  const std::vector<std::string> queues = served_queues(conn);
+  const std::vector<ServedQueue> queues = served_queues(conn);
   for (const auto& q : queues) res.moved += migrate_queue(conn, redis, q, res);
   if (!res.full && !res.window_full && !queues.empty()) {
     PgArray names;
-    for (const auto& q : queues) names.add(q);
+    for (const auto& q : queues) names.add(q.name);
     pqxx::nontransaction tx(conn);
     const pqxx::result due = exec_hot(tx, "jobhost_next_due", kNextDueSql.c_str(), names.str());
     const auto row = due.at(0);

@@ -10,7 +10,10 @@
 // memory does not grow with the backlog and priorities hold across it.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -18,11 +21,19 @@
 #include <pqxx/pqxx>
 
 #include "config.hpp"
+#include "flow_dispatch.hpp"
 #include "notify_wait.hpp"
 #include "redis.hpp"
 #include "service.hpp"
 
 namespace jobhost {
+
+// A queue some live worker host serves, and how its hosts dispatch it.
+struct ServedQueue {
+  std::string name;
+  bool keyed = false;  // a flow: block: ids go to per-key lists in Redis
+  bool fair = false;   // keys take turns in the claim too
+};
 
 class Migrator : public Service {
  public:
@@ -43,14 +54,26 @@ class Migrator : public Service {
   // One pass, then the wait for a NOTIFY, the next run_at or poll_interval_ms.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
   void pg_dropping() override;
-  size_t migrate_queue(pqxx::connection& conn, Redis& redis, const std::string& queue, PassResult& res);
+  size_t migrate_queue(pqxx::connection& conn, Redis& redis, const ServedQueue& queue, PassResult& res);
+  // The fair claim of one band: keys in turn from the band's cursor, up to
+  // a quota each. Appends what it claimed; returns whether more may be due
+  // at once (the limit was reached, or a key filled its quota).
+  bool claim_fair(pqxx::connection& conn, const std::string& queue, int band, int limit, std::vector<KeyedId>& out);
+
+  // Where the fair claim of one queue and band goes on from.
+  struct Turn {
+    std::string cursor;          // the first key of the next claim (inclusive)
+    size_t keys_last_round = 1;  // keys that had due jobs in the last full round
+    std::set<std::string> keys_this_round;
+  };
 
   Config config_;
   NotifyWait wake_;  // LISTEN jobhost_jobs, on a connection of its own (notify_wait.hpp)
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
+  std::map<std::pair<std::string, int>, Turn> turns_;    // per queue and band
 };
 
-// Names of queues served by some live worker host.
-std::vector<std::string> served_queues(pqxx::connection& conn);
+// Queues served by some live worker host.
+std::vector<ServedQueue> served_queues(pqxx::connection& conn);
 
 }  // namespace jobhost

@@ -13,8 +13,8 @@ namespace jobhost {
 // The job's next state as the host that held the lease sees it: the
 // state_after() of the attempt. A cancellation requested meanwhile is applied
 // by the completer in PostgreSQL (next_state). kHandBack returns a leased job
-// that never started.
-enum class OutcomeKind { kCompleted, kRetry, kFailed, kHandBack };
+// that never started; kThrottle one a limit held back (Result::throttled).
+enum class OutcomeKind { kCompleted, kRetry, kFailed, kHandBack, kThrottle };
 
 constexpr JobState outcome_state(OutcomeKind k) {
   switch (k) {
@@ -22,12 +22,14 @@ constexpr JobState outcome_state(OutcomeKind k) {
     case OutcomeKind::kRetry: return JobState::kRetryScheduled;
     case OutcomeKind::kFailed: return JobState::kFailed;
     case OutcomeKind::kHandBack: return JobState::kQueued;
+    case OutcomeKind::kThrottle: return state_after(AttemptEnd::kThrottled, false);
   }
   return JobState::kFailed;
 }
 
 // The kind of outcome an attempt's end leads to (the rule of job_state.hpp).
 constexpr OutcomeKind outcome_for(AttemptEnd end, bool last_attempt) {
+  if (end == AttemptEnd::kThrottled) return OutcomeKind::kThrottle;  // its own statement (completer.cpp)
   switch (state_after(end, last_attempt)) {
     case JobState::kCompleted: return OutcomeKind::kCompleted;
     case JobState::kRetryScheduled: return OutcomeKind::kRetry;

@@ -130,6 +130,23 @@ Reply Redis::eval(const RedisScript& script, const std::vector<std::string>& key
   return r;
 }
 
+std::unique_ptr<Redis> RedisPool::acquire() {
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      auto r = std::move(idle_.back());
+      idle_.pop_back();
+      return r;
+    }
+  }
+  return std::make_unique<Redis>(url_, std::chrono::seconds(2));
+}
+
+void RedisPool::release(std::unique_ptr<Redis> r) {
+  std::lock_guard lock(mu_);
+  if (idle_.size() < max_idle_) idle_.push_back(std::move(r));
+}
+
 void require_non_evicting(Redis& redis) {
   Reply r = redis.command({"CONFIG", "GET", "maxmemory-policy"});
   if (reply_size(r) < 2) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -81,6 +82,34 @@ class Redis {
   std::chrono::milliseconds timeout_;
   redisContext* ctx_ = nullptr;
   size_t pending_ = 0;
+};
+
+// Connections shared by threads that talk to Redis now and then (handlers'
+// limiters, slot releases): each call borrows one, so callers never share a
+// connection at once. At most `max_idle` are kept between calls.
+class RedisPool {
+ public:
+  RedisPool(std::string url, size_t max_idle) : url_(std::move(url)), max_idle_(max_idle) {}
+
+  template <typename Fn>
+  auto with(Fn&& fn) {
+    std::unique_ptr<Redis> r = acquire();
+    struct Back {
+      RedisPool& pool;
+      std::unique_ptr<Redis>& r;
+      ~Back() { pool.release(std::move(r)); }  // a Redis that failed reconnects on its next use
+    } back{*this, r};
+    return fn(*r);
+  }
+
+ private:
+  std::unique_ptr<Redis> acquire();
+  void release(std::unique_ptr<Redis> r);
+
+  std::string url_;
+  size_t max_idle_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Redis>> idle_;
 };
 
 // Refuses Redis configurations that would silently drop queued jobs

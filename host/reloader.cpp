@@ -23,7 +23,8 @@ bool same_instance(const PluginConfig& a, const PluginConfig& b) {
 bool same_sizing(const PluginConfig& a, const PluginConfig& b) {
   return a.concurrency_min == b.concurrency_min && a.concurrency_max == b.concurrency_max && a.scaling == b.scaling &&
          a.scaling_queue_depth_above == b.scaling_queue_depth_above &&
-         a.scaling_memory_percent_above == b.scaling_memory_percent_above && a.scaling_idle_ms == b.scaling_idle_ms;
+         a.scaling_memory_percent_above == b.scaling_memory_percent_above && a.scaling_idle_ms == b.scaling_idle_ms &&
+         a.flow == b.flow;
 }
 
 // Settings a running host keeps until it restarts.
@@ -69,6 +70,11 @@ void Reloader::reload() {
   }
   if (const auto fixed = restart_only_changes(running_, next); !fixed.empty()) {
     spdlog::warn("SIGHUP: changes to {} take effect only after a restart", fmt::join(fixed, ", "));
+  }
+  if (!(running_.limiters == next.limiters)) {
+    flow_.set_limiters(next.limiters);
+    running_.limiters = next.limiters;
+    spdlog::info("SIGHUP: limiters changed: acquires use the new limits from now on");
   }
   if (!running_.has_role(Role::kWorker)) {
     spdlog::info("SIGHUP: reload applied (no worker role: no plugins to change)");

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "config.hpp"
+#include "flow_runtime.hpp"
 #include "pool_set.hpp"
 #include "queue_registry.hpp"
 
@@ -25,8 +26,9 @@ class Reloader {
 
   // `running` is the configuration in force; a reload that is applied
   // replaces its plugin list.
-  Reloader(Config& running, PoolSet& pools, PoolFactory make_pool, const QueueRegistry& registry)
-      : running_(running), pools_(pools), make_pool_(std::move(make_pool)), registry_(registry) {}
+  Reloader(Config& running, PoolSet& pools, PoolFactory make_pool, const QueueRegistry& registry,
+           FlowRuntime& flow)
+      : running_(running), pools_(pools), make_pool_(std::move(make_pool)), registry_(registry), flow_(flow) {}
 
   // One SIGHUP. Counts the result in config_reloads_total; never throws.
   void reload();
@@ -36,6 +38,7 @@ class Reloader {
   PoolSet& pools_;
   PoolFactory make_pool_;
   const QueueRegistry& registry_;
+  FlowRuntime& flow_;
 };
 
 }  // namespace jobhost

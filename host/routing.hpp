@@ -39,6 +39,8 @@ class QueueKeys {
   std::string members() const { return base_ + "members"; }
   // At most one element; pushed when jobs arrive, so idle fetchers block on it.
   std::string wake() const { return base_ + "wake"; }
+  // "<prefix>:{queue}:": flow control's keys (flow_dispatch.cpp) are named from it.
+  const std::string& base() const { return base_; }
 
  private:
   std::string base_;

@@ -11,12 +11,15 @@
 namespace jobhost {
 
 WorkerPool::WorkerPool(std::shared_ptr<LoadedPlugin> plugin, PluginConfig plugin_config,
-                       const Config& config, Completer& completer, PgPool& pg_pool)
+                       const Config& config, Completer& completer, PgPool& pg_pool, FlowRuntime& flow_runtime)
     : plugin_(std::move(plugin)),
       plugin_config_(std::move(plugin_config)),
       timeout_ms_(plugin_config_.timeout_ms),
       completer_(completer),
       pg_pool_(pg_pool),
+      flow_runtime_(flow_runtime),
+      key_prefix_(config.redis_key_prefix),
+      flow_(std::make_shared<const FlowConfig>(plugin_config_.flow)),
       fetcher_(std::make_unique<Fetcher>(*this, config, plugin_->job_types())),
       // With a scaling rule the pool starts small and grows on demand; without
       // one it runs concurrency.max workers throughout.
@@ -68,10 +71,17 @@ void WorkerPool::set_sizing(const PluginConfig& pc) {
     plugin_config_.scaling_queue_depth_above = pc.scaling_queue_depth_above;
     plugin_config_.scaling_memory_percent_above = pc.scaling_memory_percent_above;
     plugin_config_.scaling_idle_ms = pc.scaling_idle_ms;
+    plugin_config_.flow = pc.flow;
+    flow_ = std::make_shared<const FlowConfig>(pc.flow);
   }
   // Without scaling the pool runs max; with it, the current size is kept
   // within the new bounds and the autoscaler takes it from there.
   resize(pc.scaling ? target_size() : static_cast<size_t>(pc.concurrency_max));
+}
+
+std::shared_ptr<const FlowConfig> WorkerPool::flow() const {
+  std::lock_guard lock(mu_);
+  return flow_;
 }
 
 PluginConfig WorkerPool::plugin_config() const {
@@ -117,6 +127,8 @@ void WorkerPool::hand_over(LeasedJob job) {
   auto a = std::make_shared<Attempt>();
   a->ctx.job = std::move(job);
   a->ctx.pool = &pg_pool_;
+  a->ctx.flow = &flow_runtime_;
+  a->ctx.limiter_slot_ms = timeout_ms_ + 5000;
   {
     std::lock_guard lock(mu_);
     local_.push_back(std::move(a));
@@ -127,6 +139,11 @@ void WorkerPool::hand_over(LeasedJob job) {
 void WorkerPool::settle_without_running(LeasedJob job, OutcomeKind kind, std::string message) {
   const int64_t now = now_us();
   count_outcome(job.type, kind, -1);
+  {
+    jobhost_job_ctx ctx;
+    ctx.job = job;
+    release(ctx);
+  }
   completer_.submit({std::move(job.id), job.attempt, kind, 0, std::move(message), now, now});
 }
 
@@ -189,6 +206,14 @@ void WorkerPool::run(Attempt& a) {
     case JOBHOST_RETRY:
       o = failure(a, error.empty() ? "failed (no message)" : error, retry_after_ms);
       break;
+    case JOBHOST_THROTTLED:
+      // Defined by ABI 1.2: from an older plugin it is an unknown value.
+      if (plugin_->info().abi_minor >= 2) {
+        o = {a.ctx.job.id, a.ctx.job.attempt, OutcomeKind::kThrottle, std::max<int64_t>(0, retry_after_ms),
+             error.empty() ? std::string(kThrottledLog) : error, a.started_us, now_us()};
+        break;
+      }
+      [[fallthrough]];
     default:
       o = failure(a, "plugin returned unknown outcome " + std::to_string(code), -1);
   }
@@ -213,8 +238,24 @@ Outcome WorkerPool::failure(const Attempt& a, std::string message, int64_t retry
   return {j.id, j.attempt, kind, delay, std::move(message), started, now_us()};
 }
 
+void WorkerPool::release(jobhost_job_ctx& ctx) noexcept {
+  release_attempt_limiters(ctx);
+  if (!ctx.job.slot_key) return;
+  try {
+    const QueueKeys keys(key_prefix_, ctx.job.type);
+    flow_runtime_.redis().with([&](Redis& r) {
+      release_slots(r, keys, {{ctx.job.id, *ctx.job.slot_key}});
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    spdlog::warn("job {}: its concurrency slot was not given back ({}); it lapses with the lease", ctx.job.id,
+                 e.what());
+  }
+}
+
 void WorkerPool::settle(Attempt& a, Outcome o) {
   if (a.settled.exchange(true)) return;  // someone else already wrote this attempt
+  release(a.ctx);
   count_outcome(a.ctx.job.type, o.kind, o.finished_us - o.started_us);
   if (o.kind != OutcomeKind::kCompleted) {
     spdlog::info("job {} type={} attempt={}/{}: {} ({})", o.job_id, a.ctx.job.type, o.attempt,
@@ -232,6 +273,7 @@ void WorkerPool::count_outcome(const std::string& type, OutcomeKind kind, int64_
     case OutcomeKind::kCompleted: m.inc("jobs_completed_total", queue); break;
     case OutcomeKind::kFailed: m.inc("jobs_failed_total", queue); break;
     case OutcomeKind::kRetry: m.inc("jobs_retried_total", queue); break;
+    case OutcomeKind::kThrottle: m.inc("flow_throttled_total", {{"queue", type}, {"limit", "handler"}}); return;
     case OutcomeKind::kHandBack: return;  // never ran
   }
   if (run_us >= 0) m.observe("job_duration_seconds", queue, static_cast<double>(run_us) / 1e6);
@@ -271,10 +313,11 @@ void WorkerPool::supervise() {
 
 void WorkerPool::held_leases(std::vector<HeldLease>& out) const {
   std::lock_guard lock(mu_);
-  for (const auto& a : local_) out.push_back({a->ctx.job.id, a->ctx.job.attempt, -1.0});
+  for (const auto& a : local_) out.push_back({a->ctx.job.id, a->ctx.job.attempt, -1.0, a->ctx.job.type, a->ctx.job.slot_key});
   for (const auto& s : slots_) {
     if (s->current && !s->current->settled) {
-      out.push_back({s->current->ctx.job.id, s->current->ctx.job.attempt, s->current->ctx.progress.load()});
+      const auto& j = s->current->ctx.job;
+      out.push_back({j.id, j.attempt, s->current->ctx.progress.load(), j.type, j.slot_key});
     }
   }
 }

@@ -41,7 +41,7 @@ class Fetcher;
 class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
  public:
   WorkerPool(std::shared_ptr<LoadedPlugin> plugin, PluginConfig plugin_config, const Config& config,
-             Completer& completer, PgPool& pg_pool);
+             Completer& completer, PgPool& pg_pool, FlowRuntime& flow_runtime);
   ~WorkerPool();
 
   void start();
@@ -72,8 +72,10 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   size_t target_size() const;
   // A copy: a reload may change the sizing fields meanwhile.
   PluginConfig plugin_config() const;
-  // A reload changed only concurrency or scaling: apply them in place.
+  // A reload changed only concurrency, scaling or flow: apply them in place.
   void set_sizing(const PluginConfig& pc);
+  // The flow: block as of now (a reload may replace it meanwhile).
+  std::shared_ptr<const FlowConfig> flow() const;
   uint64_t abandoned_threads() const { return abandoned_; }
 
   // For the fetcher: blocks until a worker is free (or stop / timeout) and
@@ -98,6 +100,8 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   // it was the last attempt.
   Outcome failure(const Attempt& a, std::string message, int64_t retry_after_ms);
   void settle(Attempt& a, Outcome o);
+  // Gives back what the attempt held in Redis: its concurrency slot, its limiters.
+  void release(jobhost_job_ctx& ctx) noexcept;
   // Updates the job metrics for one settled attempt (run_us < 0: it never ran).
   static void count_outcome(const std::string& type, OutcomeKind kind, int64_t run_us);
   void abandon(const std::shared_ptr<Slot>& slot);  // mu_ held
@@ -107,6 +111,9 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   int64_t timeout_ms_;
   Completer& completer_;
   PgPool& pg_pool_;
+  FlowRuntime& flow_runtime_;
+  std::string key_prefix_;
+  std::shared_ptr<const FlowConfig> flow_;  // guarded by mu_
   std::unique_ptr<Fetcher> fetcher_;
   std::jthread fetch_thread_;
 

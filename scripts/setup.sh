@@ -9,6 +9,7 @@ packages=(
   libpqxx-dev libpq-dev libhiredis-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev catch2 libcurl4-openssl-dev libcpp-httplib-dev
   libssl-dev libcli11-dev
+  python3-dkim  # the independent DKIM verifier of email_send's signing tests
   postgresql-15 postgresql-contrib redis-server redis-tools
   prometheus  # promtool: checks the /metrics output, checks and unit-tests docs/deploy/alerts.yml
   pgbouncer  # the PgBouncer test: jobhost through a real pooler in transaction mode

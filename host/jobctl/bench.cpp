@@ -47,6 +47,13 @@ struct BenchOptions {
   int rate = 1000;
   int latency_seconds = 10;
   int chunk = 10000;
+  // Flow control (DESIGN §9): spread the jobs over this many keys (flow.key
+  // /k; 0: no flow: block), each key limited to this many running (0: none).
+  int flow_keys = 0;
+  int per_key_concurrency = 0;
+  // Run the latency phase while the drain runs, its jobs under a key of
+  // their own ("small"), to see whether a big backlog delays another key.
+  bool latency_during_drain = false;
   bool keep = false;
   std::string jobhost_bin;
   std::string plugin;
@@ -201,6 +208,10 @@ std::string host_yaml(const BenchOptions& o, const std::string& db_url, const st
     << "    library: " << yaml_quote(o.plugin) << "\n"
     << "    job_types: [noop]\n"
     << "    concurrency: { min: 1, max: " << o.concurrency << " }\n";
+  if (o.flow_keys > 0) {
+    y << "    flow:\n      key: /k\n";
+    if (o.per_key_concurrency > 0) y << "      per_key: { concurrency: " << o.per_key_concurrency << " }\n";
+  }
   return y.str();
 }
 
@@ -277,7 +288,11 @@ double enqueue_phase(pqxx::connection& conn, const BenchOptions& o, std::string&
   while (done < o.jobs) {
     PgArray payloads;
     const long n = std::min<long>(o.chunk, o.jobs - done);
-    for (long i = 0; i < n; ++i) payloads.add("{\"bench\": " + std::to_string(done + i) + "}");
+    for (long i = 0; i < n; ++i) {
+      const long k = done + i;
+      payloads.add(o.flow_keys > 0 ? "{\"bench\": " + std::to_string(k) + ", \"k\": \"k" + std::to_string(k % o.flow_keys) + "\"}"
+                                   : "{\"bench\": " + std::to_string(k) + "}");
+    }
     tx.exec_params("SELECT count(*) FROM jobhost.enqueue_many('noop', $1::jsonb[])", payloads.str());
     done += n;
   }
@@ -303,7 +318,8 @@ long latency_phase(const std::string& db_url, const BenchOptions& o) {
     pool.emplace_back([&, t] {
       try {
         auto conn = pg_connect(db_url);
-        conn->prepare("enqueue", "SELECT jobhost.enqueue('noop', '{\"latency\": true}')");
+        conn->prepare("enqueue", o.flow_keys > 0 ? "SELECT jobhost.enqueue('noop', '{\"latency\": true, \"k\": \"small\"}')"
+                                                 : "SELECT jobhost.enqueue('noop', '{\"latency\": true}')");
         // Stagger the producers evenly across one period.
         for (auto next = start + period * t / threads; next < end && !g_interrupted; next += period) {
           std::this_thread::sleep_until(next);
@@ -380,6 +396,11 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
 
   std::printf("jobctl bench: %ld no-op jobs, %d host(s) x concurrency %d, migrator batch %d\n", o.jobs,
               o.hosts, o.concurrency, o.batch);
+  if (o.flow_keys > 0) {
+    std::printf("flow        key /k over %d keys%s%s\n", o.flow_keys,
+                o.per_key_concurrency > 0 ? (", per_key concurrency " + std::to_string(o.per_key_concurrency)).c_str() : "",
+                o.latency_during_drain ? "; latency jobs under key \"small\" while the drain runs" : "");
+  }
   std::printf("machine     %u cores, %s, %.1f GiB RAM\n", std::thread::hardware_concurrency(),
               cpu_model().c_str(), mem_gib());
   std::printf("postgresql  %s\nredis       %s\n", server.c_str(), redis_version.c_str());
@@ -400,8 +421,25 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
               o.jobs, enqueue_secs, o.jobs / enqueue_secs, o.chunk);
   std::fflush(stdout);
 
+  // The latency phase during the drain: its producers run on threads of
+  // their own; the drain below waits for both.
+  long during_sent = 0;
+  std::thread during;
+  std::exception_ptr during_error;
+  if (o.latency_during_drain && o.latency_seconds > 0) {
+    during = std::thread([&] {
+      try {
+        during_sent = latency_phase(db_url, o);
+      } catch (...) {
+        during_error = std::current_exception();
+      }
+    });
+  }
   const auto drain_timeout = std::chrono::seconds(60 + o.jobs / 500);
-  if (!wait_drained(*conn, c.hosts, drain_timeout)) {
+  const bool drained = wait_drained(*conn, c.hosts, drain_timeout);
+  if (during.joinable()) during.join();
+  if (during_error) std::rethrow_exception(during_error);
+  if (!drained) {
     pqxx::nontransaction tx(*conn);
     throw std::runtime_error("drain did not finish in " + std::to_string(drain_timeout.count()) + " s; " +
                              tx.exec1(kRemainingSql)[0].c_str() + " jobs left");
@@ -430,7 +468,7 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
   std::fflush(stdout);
 
   if (o.latency_seconds > 0) {
-    const long sent = latency_phase(db_url, o);
+    const long sent = o.latency_during_drain ? during_sent : latency_phase(db_url, o);
     if (!wait_drained(*conn, c.hosts, 60s)) throw std::runtime_error("latency jobs did not finish in 60 s");
     pqxx::nontransaction tx(*conn);
     const auto r = tx.exec1(kLatencySql);
@@ -438,9 +476,9 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
       c.evidence = true;
       throw std::runtime_error("latency: " + std::to_string(sent) + " jobs sent but " + r[0].c_str() + " ran");
     }
-    std::printf("latency     %ld jobs at %d/s for %d s, creation -> handler start: "
+    std::printf("latency     %ld jobs at %d/s for %d s%s, creation -> handler start: "
                 "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n",
-                sent, o.rate, o.latency_seconds, r[1].as<double>(), r[2].as<double>(), r[3].as<double>(),
+                sent, o.rate, o.latency_seconds, o.latency_during_drain ? " during the drain" : "", r[1].as<double>(), r[2].as<double>(), r[3].as<double>(),
                 r[4].as<double>());
   }
   return 0;
@@ -466,6 +504,12 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
   b->add_option("--jobhost", o.jobhost_bin, "jobhost binary")->capture_default_str();
   b->add_option("--plugin", o.plugin, "noop plugin library")->capture_default_str();
   b->add_flag("--keep", o.keep, "keep the database, Redis keys, configs and logs");
+  b->add_option("--flow-keys", o.flow_keys, "spread the jobs over N flow keys (flow.key /k); 0: no flow: block")
+      ->capture_default_str()->check(CLI::Range(0, 10000000));
+  b->add_option("--per-key-concurrency", o.per_key_concurrency, "with --flow-keys: each key's running jobs at most")
+      ->check(CLI::Range(0, 100000));
+  b->add_flag("--latency-during-drain", o.latency_during_drain,
+              "run the latency phase while the drain runs (with --flow-keys: under a key of its own)");
   b->callback([&] {
     action = [&] {
       std::signal(SIGINT, on_interrupt);

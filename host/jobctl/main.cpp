@@ -14,6 +14,7 @@
 #include "config.hpp"
 #include "job_state.hpp"
 #include "migrations.hpp"
+#include "pause.hpp"
 #include "pg.hpp"
 #include "plugin_loader.hpp"
 #include "redis.hpp"
@@ -41,6 +42,7 @@ void resolve(Urls& u) {
   }
   if (const char* v = std::getenv("DATABASE_URL")) u.database_url = v;
   if (const char* v = std::getenv("REDIS_URL")) u.redis_url = v;
+  if (const char* v = std::getenv("JOBHOST_REDIS_PREFIX"); v != nullptr && *v != '\0') u.key_prefix = v;
 }
 
 std::unique_ptr<pqxx::connection> db(const Urls& u) {
@@ -66,6 +68,7 @@ struct EnqueueArgs {
   std::string run_at;
   int max_attempts = 0;
   std::string unique_key;
+  std::optional<std::string> flow_key;
 };
 
 int cmd_enqueue(const Urls& u, const EnqueueArgs& a) {
@@ -79,7 +82,7 @@ int cmd_enqueue(const Urls& u, const EnqueueArgs& a) {
   auto conn = db(u);
   pqxx::work tx(*conn);
   const auto row = tx.exec_params1(jobhost::kEnqueueSql, a.type, a.payload, a.priority, a.run_at,
-                                   0, a.max_attempts, a.unique_key);
+                                   0, a.max_attempts, a.unique_key, a.flow_key);
   tx.commit();
   std::printf("%s\n", row[0].c_str());
   return 0;
@@ -90,7 +93,8 @@ SELECT id::text, queue_name, status, priority, attempt_count, max_attempts, payl
        run_at, created_at, started_at, completed_at, failed_at, updated_at,
        coalesce(last_error_message, ''), coalesce(worker_id, ''), lease_expires_at,
        coalesce(unique_key, ''),
-       CASE WHEN status = {running} THEN coalesce(round(progress::numeric * 100, 1) || ' %', 'not reported') END
+       CASE WHEN status = {running} THEN coalesce(round(progress::numeric * 100, 1) || ' %', 'not reported') END,
+       CASE WHEN flow_key = '' THEN '(empty)' ELSE flow_key END
   FROM jobhost.jobs WHERE id = $1::uuid)sql");
 
 constexpr const char* kLogsSql = R"sql(
@@ -109,8 +113,9 @@ int cmd_status(const Urls& u, const std::string& id) {
   const auto& j = r[0];
   const char* labels[] = {"id", "type", "status", "priority", "attempts", "max_attempts", "payload",
                           "run_at", "created_at", "started_at", "completed_at", "failed_at",
-                          "updated_at", "last_error", "worker", "lease_expires_at", "unique_key", "progress"};
-  for (int i = 0; i < 18; ++i) {
+                          "updated_at", "last_error", "worker", "lease_expires_at", "unique_key", "progress",
+                          "flow_key"};
+  for (int i = 0; i < 19; ++i) {
     if (j[i].is_null() || std::string(j[i].c_str()).empty()) continue;
     std::printf("%-17s %s\n", labels[i], j[i].c_str());
   }
@@ -142,9 +147,11 @@ SELECT q.name,
        count(j.id) FILTER (WHERE j.status = {running}),
        count(j.id) FILTER (WHERE j.status = {completed}),
        count(j.id) FILTER (WHERE j.status = {failed}),
-       coalesce(q.served_at > now() - interval '30 seconds', false)
+       coalesce(q.served_at > now() - interval '30 seconds', false),
+       q.paused_at IS NOT NULL,
+       (SELECT count(*) FROM jobhost.paused_keys k WHERE k.queue_name = q.name)
   FROM jobhost.job_queues q LEFT JOIN jobhost.jobs j ON j.queue_name = q.name
- GROUP BY q.name, q.served_at ORDER BY q.name)sql");
+ GROUP BY q.name, q.served_at, q.paused_at ORDER BY q.name)sql");
 
 int cmd_queues(const Urls& u) {
   auto conn = db(u);
@@ -166,9 +173,48 @@ int cmd_queues(const Urls& u) {
         lists += (lists.empty() ? "" : "/") + std::to_string(n->integer);
       }
     }
+    std::string served = r[7].as<bool>() ? "yes" : "NO PLUGIN (jobs wait)";
+    if (r[8].as<bool>()) served += ", PAUSED";
+    if (r[9].as<long>() > 0) served += ", " + std::string(r[9].c_str()) + " keys paused";
     std::printf("%-24s %8s %8s %8s %8s %10s %8s %-20s %s\n", r[0].c_str(), r[1].c_str(), r[2].c_str(),
-                r[3].c_str(), r[4].c_str(), r[5].c_str(), r[6].c_str(), lists.c_str(),
-                r[7].as<bool>() ? "yes" : "NO PLUGIN (jobs wait)");
+                r[3].c_str(), r[4].c_str(), r[5].c_str(), r[6].c_str(), lists.c_str(), served.c_str());
+  }
+  return 0;
+}
+
+// PostgreSQL holds the pause; Redis is told at once when we can reach it,
+// otherwise every host reads it from PostgreSQL within a second.
+int cmd_pause(const Urls& u, const std::string& queue, const std::optional<std::string>& key, bool paused) {
+  auto conn = db(u);
+  bool changed = false;
+  try {
+    changed = jobhost::set_paused(*conn, queue, key, paused);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "jobctl: %s\n", e.what());
+    return 1;
+  }
+  if (!u.redis_url.empty()) {
+    try {
+      jobhost::Redis redis(u.redis_url);
+      jobhost::refresh_pause(*conn, redis, jobhost::QueueKeys(u.key_prefix, queue), queue);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "jobctl: Redis not told (%s); hosts see it within a second\n", e.what());
+    }
+  }
+  const std::string what = key ? "key '" + *key + "' of queue " + queue : "queue " + queue;
+  std::printf("%s %s%s\n", what.c_str(), paused ? "paused" : "resumed", changed ? "" : " (it already was)");
+  return 0;
+}
+
+int cmd_queue_keys(const Urls& u, const std::string& queue, int limit) {
+  auto conn = db(u);
+  const nlohmann::json keys = jobhost::admin::queue_keys(*conn, queue, limit);
+  const std::string running(jobhost::to_text(jobhost::JobState::kRunning));
+  std::printf("%-32s %10s %8s %s\n", "key", "waiting", running.c_str(), "paused");
+  for (const auto& k : keys) {
+    const std::string key = k["key"];
+    std::printf("%-32s %10lld %8lld %s\n", key.empty() ? "(none)" : key.c_str(), k["waiting"].get<long long>(),
+                k[running].get<long long>(), k["paused"].get<bool>() ? "PAUSED" : "");
   }
   return 0;
 }
@@ -271,6 +317,7 @@ int main(int argc, char** argv) {
   enq->add_option("--run-at", ea.run_at, "timestamp, e.g. '2026-12-01 08:00:00+00' (default now)");
   enq->add_option("--max-attempts", ea.max_attempts, "default: the queue's")->check(CLI::PositiveNumber);
   enq->add_option("--unique-key", ea.unique_key, "deduplicate: one job per queue and key");
+  enq->add_option("--flow-key", ea.flow_key, "the job's flow key (tenant, relay...); default: from the payload by flow.key");
   enq->callback([&] { action = [&] { return cmd_enqueue(urls, ea); }; });
 
   std::string id;
@@ -286,6 +333,23 @@ int main(int argc, char** argv) {
 
   std::string queue;
   int limit = 50;
+  std::optional<std::string> flow_key;
+  auto* qc = app.add_subcommand("queue", "one queue: pause, resume, its keys");
+  qc->require_subcommand(1);
+  auto* qp = qc->add_subcommand("pause", "no host starts a new job of the queue (or of --key) until resumed");
+  qp->add_option("queue", queue, "queue (job type)")->required();
+  qp->add_option("--key", flow_key, "pause only this flow key");
+  qp->callback([&] { action = [&] { return cmd_pause(urls, queue, flow_key, true); }; });
+  auto* qr = qc->add_subcommand("resume", "start jobs of the queue (or of --key) again");
+  qr->add_option("queue", queue, "queue (job type)")->required();
+  qr->add_option("--key", flow_key, "resume only this flow key");
+  qr->callback([&] { action = [&] { return cmd_pause(urls, queue, flow_key, false); }; });
+  int key_limit = 20;
+  auto* qk = qc->add_subcommand("keys", "the keys with the most waiting jobs");
+  qk->add_option("queue", queue, "queue (job type)")->required();
+  qk->add_option("--limit", key_limit, "how many keys (default 20)")->check(CLI::Range(1, 1000));
+  qk->callback([&] { action = [&] { return cmd_queue_keys(urls, queue, key_limit); }; });
+
   auto* dlq = app.add_subcommand("dlq", "dead-lettered (failed) jobs");
   dlq->require_subcommand(1);
   auto* dl = dlq->add_subcommand("list", "list failed jobs, newest first");

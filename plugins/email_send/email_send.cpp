@@ -1,11 +1,13 @@
 // email_send: the job type "email.send". Renders a tenant's template for one
-// recipient and hands it to the first SMTP relay that takes it.
+// recipient, signs it with DKIM when the From domain has a key, and hands it
+// to the first SMTP relay that takes it, over a pooled, pipelined session.
 //
 // Payload: {"recipient", "template_id", "variables", "tenant_id", "campaign_id"?}.
 // Settings: database_url, db_pool_size (4), providers: [{name, url, username?,
-// password?, timeout_ms?}] tried in order (primary, then fallbacks),
-// circuit_breaker: {failures: 5, open_ms: 30000}, helo (the EHLO name); any
-// other key, at any level, is refused naming it.
+// password?, timeout_ms?, max_sessions?, max_messages_per_session?,
+// max_idle_ms?, pipelining?, ca_file?}] tried in order (primary, then
+// fallbacks), circuit_breaker: {failures: 5, open_ms: 30000}, helo (the EHLO
+// name); any other key, at any level, is refused naming it.
 //
 // What a relay's answer means:
 //  - MAIL, RCPT or DATA refused (4xx/5xx), unreachable, or timed out before
@@ -16,6 +18,7 @@
 //  - the end of the message answered with 4xx/5xx: refused, next relay.
 //  - the whole message written and then no answer (timeout, connection lost):
 //    the relay may have queued it. Never sent elsewhere; see below.
+// A 421/450/451/452 ("try later") goes through on_relay_deferral() first.
 //
 // Never twice per job id: app.email_messages has one row per job, claimed as
 // 'sending' (committed) before any relay is contacted. An attempt that knows
@@ -26,9 +29,20 @@
 // logs (to resend anyway, set that row's status to 'failed' and replay the job).
 // Every message carries Message-ID <job-id@jobhost>, so a relay that
 // deduplicates by Message-ID drops a copy even when an operator resends.
+// A kept session that turns out closed before answering anything is retried
+// once on a new session of the same relay: nothing of the message was handed
+// over. A session that failed in any other way is closed, never reused.
+//
+// Database round trips per message, when nothing is retried: the claim
+// (MessageClaims: the row, the template's and the DKIM key's versions, the
+// campaign, the suppression list) and the outcome (OutcomeWriter), each one
+// statement for all the workers that arrive together (GroupCommit), so less
+// than one each per message under load. A template or key that changed
+// costs one more read; a later attempt of a job takes the old path (a
+// transaction of three to six statements).
 #include <algorithm>
 #include <chrono>
-#include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,15 +52,19 @@
 #include <thread>
 #include <vector>
 
-#include <curl/curl.h>
-
 #include <jobhost/plugin.hpp>
 #include <jobhost_plugins/email_address.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
 #include <jobhost_plugins/settings.hpp>
 
+#include "dkim.hpp"
+#include "dkim_canon.hpp"
+#include "message_claim.hpp"
+#include "outcome_writer.hpp"
 #include "render.hpp"
+#include "smtp_pool.hpp"
+#include "versioned_cache.hpp"
 
 namespace {
 
@@ -54,15 +72,17 @@ using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
 using nlohmann::json;
+using smtp_client::Outcome;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kLoadTemplate =
-    "SELECT from_email, subject, html_body, text_body FROM app.email_templates WHERE tenant_id = $1 AND id = $2";
-constexpr const char* kCampaignExists = "SELECT 1 FROM app.campaigns WHERE tenant_id = $1 AND id = $2";
-constexpr const char* kClaim =
-    "INSERT INTO app.email_messages (tenant_id, job_id, campaign_id, template_id, recipient, subject, status, "
-    "message_id, attempt) VALUES ($1, $2::uuid, $3, $4, $5, $6, 'sending', $7, $8) "
-    "ON CONFLICT (job_id) DO NOTHING RETURNING id";
+    "SELECT from_email, subject, html_body, text_body, updated_at::text FROM app.email_templates "
+    "WHERE tenant_id = $1 AND id = $2";
+constexpr const char* kLoadDomain =
+    "SELECT dkim_selector, coalesce(dkim_private_key, ''), dkim_algorithm, updated_at::text FROM app.sending_domains "
+    "WHERE tenant_id = $1 AND domain = $2";
+
+// A later attempt (the row exists): learn what the earlier one did, as before.
 constexpr const char* kPrior =
     "SELECT id, status, attempt, coalesce(provider, '') FROM app.email_messages "
     "WHERE tenant_id = $1 AND job_id = $2::uuid FOR UPDATE";
@@ -70,6 +90,8 @@ constexpr const char* kReclaim =
     "UPDATE app.email_messages SET status = 'sending', attempt = $3, subject = $4, provider = NULL, error = NULL "
     "WHERE tenant_id = $1 AND id = $2";
 constexpr const char* kSuppression = "SELECT reason FROM app.suppressions WHERE tenant_id = $1 AND email = $2";
+constexpr const char* kDomainVersion =
+    "SELECT updated_at::text FROM app.sending_domains WHERE tenant_id = $1 AND domain = $2";
 constexpr const char* kSetStatus =
     "UPDATE app.email_messages SET status = $3, provider = nullif($4, ''), error = nullif($5, ''), "
     "sent_at = CASE WHEN $3 = 'sent' THEN now() END WHERE tenant_id = $1 AND id = $2";
@@ -80,8 +102,9 @@ constexpr const char* kEvent =
 // ---- settings -------------------------------------------------------------
 
 struct Provider {
-  std::string name, url, username, password;
+  std::string name, url;
   long timeout_ms = 30000;
+  std::unique_ptr<smtp_client::SessionPool> sessions;
   // Circuit breaker, under EmailSend::mu_: consecutive failures, and while
   // open (failures >= threshold) the time before which it is skipped.
   int failures = 0;
@@ -90,103 +113,24 @@ struct Provider {
 
 const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url", "db_pool_size", "providers",
                                                      "circuit_breaker", "helo"};
+const jobhost_plugins::SettingsReader::Keys kProviderKeys = {
+    "name", "url", "username", "password", "timeout_ms", "max_sessions", "max_messages_per_session", "max_idle_ms",
+    "pipelining", "ca_file"};
 
-// ---- one SMTP transaction ---------------------------------------------------
-
-// What one relay did with the message.
-enum class Outcome {
-  kSent,               // 250 after the end of the message
-  kNotTaken,           // known not to have the message: refused or never reached
-  kRecipientRejected,  // RCPT answered 5xx
-  kUnknown,            // the whole message went out, no answer came back
+struct Template {
+  std::string from, subject, html, text;
 };
 
-struct Transfer {
-  const std::string* message;
-  size_t sent = 0;
-  const Job* job;
-  std::string refusal;  // the relay's last 4xx/5xx reply line, for error messages
+// A domain's signer, or why it cannot sign (a bad key is cached too, so it
+// is not parsed again for every message until the row changes).
+struct DomainKey {
+  std::shared_ptr<const dkim::Signer> signer;
+  std::string problem;
 };
 
-size_t read_message(char* out, size_t size, size_t n, void* user) {
-  auto* t = static_cast<Transfer*>(user);
-  const size_t len = std::min(size * n, t->message->size() - t->sent);
-  std::memcpy(out, t->message->data() + t->sent, len);
-  t->sent += len;
-  return len;
-}
-
-// Cancelling aborts only while the relay cannot yet have the message: once it
-// is all out, aborting would turn a probable delivery into an unknown one.
-int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  const auto* t = static_cast<const Transfer*>(user);
-  return t->job->cancelled() && t->sent < t->message->size() ? 1 : 0;
-}
-
-int on_debug(CURL*, curl_infotype type, char* data, size_t size, void* user) {
-  if (type != CURLINFO_HEADER_IN) return 0;
-  std::string line(data, std::min<size_t>(size, 300));
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-  if (!line.empty() && (line[0] == '4' || line[0] == '5')) static_cast<Transfer*>(user)->refusal = line;
-  return 0;
-}
-
-Outcome transact(const Job& job, const Provider& prov, const std::string& helo, const std::string& from,
-                 const std::string& to, const std::string& message, std::string& error) {
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-  if (!curl) {
-    error = "curl_easy_init failed";
-    return Outcome::kNotTaken;
-  }
-  CURL* c = curl.get();
-  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> rcpt(curl_slist_append(nullptr, ("<" + to + ">").c_str()),
-                                                                   curl_slist_free_all);
-  Transfer t{&message, 0, &job, {}};
-  char errbuf[CURL_ERROR_SIZE] = {0};
-  // The URL's path is the name libcurl gives in EHLO.
-  const bool has_path = prov.url.find('/', prov.url.find("://") + 3) != std::string::npos;
-  const std::string url = has_path || helo.empty() ? prov.url : prov.url + "/" + helo;
-  const std::string mail_from = "<" + from + ">";
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_MAIL_FROM, mail_from.c_str());
-  curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt.get());
-  curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-  curl_easy_setopt(c, CURLOPT_READFUNCTION, read_message);
-  curl_easy_setopt(c, CURLOPT_READDATA, &t);
-  curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(message.size()));
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, prov.timeout_ms);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, std::min(prov.timeout_ms, 10000L));
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
-  curl_easy_setopt(c, CURLOPT_VERBOSE, 1L);  // feeds on_debug only; nothing is printed
-  curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, on_debug);
-  curl_easy_setopt(c, CURLOPT_DEBUGDATA, &t);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-  if (!prov.username.empty()) {
-    curl_easy_setopt(c, CURLOPT_USERNAME, prov.username.c_str());
-    curl_easy_setopt(c, CURLOPT_PASSWORD, prov.password.c_str());
-    // Credentials go over TLS or not at all.
-    if (prov.url.rfind("smtps://", 0) != 0) curl_easy_setopt(c, CURLOPT_USE_SSL, static_cast<long>(CURLUSESSL_ALL));
-  } else if (prov.url.rfind("smtps://", 0) != 0) {
-    curl_easy_setopt(c, CURLOPT_USE_SSL, static_cast<long>(CURLUSESSL_TRY));
-  }
-  const CURLcode rc = curl_easy_perform(c);
-  if (rc == CURLE_OK) return Outcome::kSent;
-
-  long code = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-  error = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
-  if (!t.refusal.empty()) error += " (\"" + t.refusal + "\")";
-  if (rc == CURLE_ABORTED_BY_CALLBACK) error = "cancelled";
-  if (std::strncmp(errbuf, "RCPT failed", 11) == 0 && code >= 500 && code < 600) return Outcome::kRecipientRejected;
-  // Until the last byte is out the relay cannot have the whole message; after
-  // it, only an explicit refusal of the message says it was not taken.
-  if (t.sent < message.size()) return Outcome::kNotTaken;
-  if (rc == CURLE_WEIRD_SERVER_REPLY && code >= 400 && code < 600) return Outcome::kNotTaken;
-  return Outcome::kUnknown;
+std::string domain_of(const std::string& address) {
+  const auto at = address.rfind('@');
+  return at == std::string::npos ? "" : dkim::lower(address.substr(at + 1));
 }
 
 // ---- the plugin ------------------------------------------------------------
@@ -200,33 +144,53 @@ class EmailSend : public jobhost::sdk::Plugin {
       : pool_(s, 4) {
     if (!s.has("providers") || !s.json()["providers"].is_array() || s.json()["providers"].empty()) {
       s.fail("providers",
-             "must be a non-empty list of relays [{name, url, username?, password?, timeout_ms?}]");
+             "must be a non-empty list of relays [{name, url, username?, password?, timeout_ms?, ...}]");
     }
+    helo_ = s.string("helo", "");
+    if (helo_.find_first_of("/?# \t\r\n") != std::string::npos) s.fail("helo", "must be a host name");
     std::set<std::string> names;
-    for (const auto& p : s.mappings("providers", {"name", "url", "username", "password", "timeout_ms"})) {
-      Provider prov;
-      prov.name = p.required_string("name");
-      prov.url = p.required_string("url");
-      prov.username = p.string("username", "");
-      prov.password = p.string("password", "");
-      prov.timeout_ms = static_cast<long>(p.integer("timeout_ms", 30000, 1, 86400000));
-      if (prov.name.empty()) p.fail("name", "must not be empty");
-      if (!names.insert(prov.name).second) p.fail("name", "'" + prov.name + "' names two providers");
-      if ((prov.url.rfind("smtp://", 0) != 0 && prov.url.rfind("smtps://", 0) != 0) ||
-          prov.url.size() <= prov.url.find("://") + 3) {
-        p.fail("url", "must be smtp://HOST[:PORT] or smtps://HOST[:PORT], got '" + prov.url + "'");
-      }
-      if (prov.password.size() && prov.username.empty()) p.fail("password", "is set without a username");
-      providers_.push_back(prov);
+    for (const auto& p : s.mappings("providers", kProviderKeys)) {
+      auto prov = std::make_unique<Provider>();
+      prov->name = p.required_string("name");
+      prov->url = p.required_string("url");
+      prov->timeout_ms = static_cast<long>(p.integer("timeout_ms", 30000, 1, 86400000));
+      if (prov->name.empty()) p.fail("name", "must not be empty");
+      if (!names.insert(prov->name).second) p.fail("name", "'" + prov->name + "' names two providers");
+      smtp_client::Endpoint ep;
+      if (const std::string why = parse_url(prov->url, ep); !why.empty()) p.fail("url", why);
+      ep.username = p.string("username", "");
+      ep.password = p.string("password", "");
+      if (ep.password.size() && ep.username.empty()) p.fail("password", "is set without a username");
+      ep.require_tls = !ep.username.empty() && !ep.implicit_tls;  // credentials go over TLS or not at all
+      ep.timeout_ms = prov->timeout_ms;
+      ep.use_pipelining = p.boolean("pipelining", true);
+      ep.ca_file = p.string("ca_file", "");
+      if (ep.helo.empty()) ep.helo = helo_.empty() ? "localhost" : helo_;
+      smtp_client::PoolLimits limits;
+      limits.max_sessions = static_cast<int>(p.integer("max_sessions", 32, 1, 10000));
+      limits.max_messages = static_cast<int>(p.integer("max_messages_per_session", 1000, 1, 10000000));
+      limits.max_idle_ms = static_cast<long>(p.integer("max_idle_ms", 30000, 1, 86400000));
+      prov->sessions = std::make_unique<smtp_client::SessionPool>(ep, limits);
+      providers_.push_back(std::move(prov));
     }
     const jobhost_plugins::SettingsReader breaker = s.mapping("circuit_breaker", {"failures", "open_ms"});
     breaker_failures_ = static_cast<int>(breaker.integer("failures", 5, 1, 86400000));
     breaker_open_ms_ = static_cast<long>(breaker.integer("open_ms", 30000, 1, 86400000));
-    helo_ = s.string("helo", "");
-    if (helo_.find_first_of("/?# \t\r\n") != std::string::npos) s.fail("helo", "must be a host name");
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    outcomes_ = std::make_unique<email_send::OutcomeWriter>(pool_);
+    // Idle sessions past max_idle_ms are closed even when no message comes.
+    janitor_ = std::jthread([this](std::stop_token st) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      while (!st.stop_requested()) {
+        cv.wait_for(lock, st, std::chrono::seconds(1), [] { return false; });
+        if (st.stop_requested()) break;
+        for (auto& p : providers_) p->sessions->sweep();
+      }
+    });
   }
+
+  ~EmailSend() override { janitor_ = {}; }
 
   std::string validate(std::string_view, const json& p) override {
     using namespace jobhost_plugins;
@@ -258,79 +222,88 @@ class EmailSend : public jobhost::sdk::Plugin {
     const std::string job_id(job.id());
     const std::string message_id = "<" + job_id + "@jobhost>";
 
-    std::string from;
+    // Render with the cached template, claim on condition that it is still
+    // current; a changed template is read again and the claim retried.
+    // No database connection is held while a relay is contacted.
+    auto [tpl, version] = templates_.any(tenant, template_id);
     mail::Rendered r;
     long long row = 0;
-    {
-      // The connection is given back before any relay is contacted: with 100
-      // workers and a pool of 10, holding it through SMTP would cap sending
-      // at 10 messages at a time.
-      auto conn = pool_.acquire();
-      pqxx::work tx(*conn);
-      const pqxx::result t = tx.exec_params(kLoadTemplate, tenant, template_id);
-      if (t.empty()) {
-        return Result::permanent("payload.template_id: no template '" + template_id + "' for tenant '" + tenant + "'");
+    std::optional<std::string> domain_version;
+    for (int round = 0;; ++round) {
+      if (!tpl) {
+        auto conn = pool_.acquire();
+        pqxx::nontransaction tx(*conn);
+        const pqxx::result t = tx.exec_params(kLoadTemplate, tenant, template_id);
+        if (t.empty()) return no_template(template_id, tenant);
+        auto loaded = std::make_shared<Template>(
+            Template{t[0][0].c_str(), t[0][1].c_str(), t[0][2].c_str(), t[0][3].c_str()});
+        version = t[0][4].c_str();
+        templates_.put(tenant, template_id, version, loaded);
+        tpl = loaded;
       }
-      if (campaign && tx.exec_params(kCampaignExists, tenant, *campaign).empty()) {
-        return Result::permanent("payload.campaign_id: no campaign '" + *campaign + "' for tenant '" + tenant + "'");
-      }
-      from = t[0][0].c_str();
-      if (const auto why = jobhost_plugins::email_problem(from)) {
-        return Result::permanent("template '" + template_id + "': from_email '" + from + "' " + *why);
+      if (const auto why = jobhost_plugins::email_problem(tpl->from)) {
+        return Result::permanent("template '" + template_id + "': from_email '" + tpl->from + "' " + *why);
       }
       try {
-        r.subject = mail::render(t[0][1].c_str(), p["variables"], false);
-        r.html = mail::render(t[0][2].c_str(), p["variables"], true);
-        r.text = mail::render(t[0][3].c_str(), p["variables"], false);
+        r.subject = mail::render(tpl->subject, p["variables"], false);
+        r.html = mail::render(tpl->html, p["variables"], true);
+        r.text = mail::render(tpl->text, p["variables"], false);
       } catch (const mail::MissingVariable& e) {
         return Result::permanent(e.what());
       }
-
-      // Claim the job's message row, or learn what an earlier attempt did.
-      const pqxx::result claimed = tx.exec_params(kClaim, tenant, job_id, campaign, template_id, recipient, r.subject,
-                                                  message_id, job.attempt());
-      if (claimed.empty()) {
-        const pqxx::result prior = tx.exec_params(kPrior, tenant, job_id);
-        if (prior.empty()) {
-          // Only another tenant's payload reusing this job id could get here.
-          return Result::permanent("payload.tenant_id: job " + job_id + " already has a message of another tenant");
-        }
-        const std::string status = prior[0][1].c_str();
-        const std::string attempt = prior[0][2].c_str();
-        if (status == "sent" || status == "suppressed") {
-          tx.commit();
-          job.log_info("message " + message_id + " was already " + status + " by attempt " + attempt +
-                       "; not sending again");
-          return Result::ok();
-        }
-        if (status == "sending") {
-          const std::string relay = prior[0][3].size() ? prior[0][3].c_str() : provider_names();
-          return Result::permanent("delivery state unknown: attempt " + attempt + " stopped while handing Message-ID " +
-                                   message_id + " to " + relay +
-                                   "; not sending it twice (look the Message-ID up in the relay's log; to resend, "
-                                   "set the app.email_messages row of this job to 'failed' and replay the job)");
-        }
-        row = prior[0][0].as<long long>();
-        tx.exec_params(kReclaim, tenant, row, job.attempt(), r.subject);
-      } else {
-        row = claimed[0][0].as<long long>();
+      const email_send::ClaimResult c =
+          claims_.claim({tenant, job_id, campaign, template_id, recipient, r.subject, message_id,
+                         static_cast<int>(job.attempt()), version, domain_of(tpl->from)});
+      if (!c.template_version) return no_template(template_id, tenant);
+      if (!c.campaign_ok) {
+        return Result::permanent("payload.campaign_id: no campaign '" + *campaign + "' for tenant '" + tenant + "'");
       }
-
-      const pqxx::result sup = tx.exec_params(kSuppression, tenant, recipient);
-      if (!sup.empty()) {
-        const std::string reason = sup[0][0].c_str();
-        tx.exec_params(kSetStatus, tenant, row, "suppressed", "", "suppressed: " + reason);
-        tx.exec_params(kEvent, tenant, row, campaign, recipient, "suppressed", json{{"reason", reason}}.dump());
-        tx.commit();
-        job.log_info("recipient " + recipient + " is suppressed (" + reason + "); " + message_id + " not sent");
+      if (*c.template_version != version) {
+        if (round == 3) throw std::runtime_error("template '" + template_id + "' keeps changing; try again");
+        templates_.erase(tenant, template_id);
+        tpl = nullptr;
+        continue;
+      }
+      domain_version = c.domain_version;
+      if (!c.row) {
+        // Not claimed: the row exists, an earlier attempt made it.
+        if (auto done = earlier_attempt(job, tenant, job_id, message_id, recipient, campaign, r.subject, tpl->from,
+                                        row, domain_version)) {
+          return *done;
+        }
+      } else if (c.status == "suppressed") {
+        job.log_info("recipient " + recipient + " is suppressed (" + c.suppression + "); " + message_id + " not sent");
         return Result::ok();
+      } else {
+        row = *c.row;
       }
-      tx.commit();
+      break;
     }
 
-    const std::string message = mail::mime(from, recipient, message_id, r, std::time(nullptr));
+    std::string message = mail::mime(tpl->from, recipient, message_id, r, std::time(nullptr));
+    if (domain_version) {
+      const std::string domain = domain_of(tpl->from);
+      const std::shared_ptr<const DomainKey> key = domain_key(tenant, domain, *domain_version);
+      std::string problem = key->problem;
+      if (problem.empty()) {
+        try {
+          message = key->signer->signature(message, std::time(nullptr)) + message;
+        } catch (const dkim::KeyError& e) {
+          problem = e.what();
+        }
+      }
+      if (!problem.empty()) {
+        const std::string why = "cannot DKIM-sign mail from " + domain + " (app.sending_domains, tenant '" + tenant +
+                                "', domain '" + domain + "'): " + problem + "; fix or delete that row and replay the job";
+        outcomes_->write({tenant, row, "failed", "", why, "failed", campaign, recipient, json{{"reason", why}}.dump()});
+        return Result::permanent(why);
+      }
+    }
+
     std::vector<std::string> errors;
-    for (Provider& prov : providers_) {
+    const auto abort = [&job] { return job.cancelled(); };
+    for (auto& prov_ptr : providers_) {
+      Provider& prov = *prov_ptr;
       if (job.cancelled()) {
         errors.push_back("cancelled before trying " + prov.name);
         break;
@@ -339,46 +312,40 @@ class EmailSend : public jobhost::sdk::Plugin {
         errors.push_back(prov.name + ": circuit open");
         continue;
       }
-      std::string error;
-      const Outcome outcome = transact(job, prov, helo_, from, recipient, message, error);
-      settle_breaker(prov, outcome == Outcome::kSent || outcome == Outcome::kRecipientRejected);
-      switch (outcome) {
+      const smtp_client::Delivery d = deliver(prov, tpl->from, recipient, message, abort);
+      settle_breaker(prov, d.outcome == Outcome::kSent || d.outcome == Outcome::kRecipientRejected);
+      if (d.refusal.code == 421 || d.refusal.code == 450 || d.refusal.code == 451 || d.refusal.code == 452) {
+        on_relay_deferral(job, prov, d.refusal);
+      }
+      switch (d.outcome) {
         case Outcome::kSent:
-          record(tenant, row, "sent", prov.name, "", campaign, recipient,
-                 json{{"provider", prov.name}, {"message_id", message_id}});
+          outcomes_->write({tenant, row, "sent", prov.name, "", "sent", campaign, recipient,
+                            json{{"provider", prov.name}, {"message_id", message_id}}.dump()});
           job.log_info("sent " + message_id + " to " + recipient + " via " + prov.name);
           return Result::ok();
         case Outcome::kRecipientRejected: {
-          const std::string why = prov.name + " refused the recipient: " + error;
-          record(tenant, row, "failed", prov.name, why, campaign, recipient,
-                 json{{"provider", prov.name}, {"reason", why}});
+          const std::string why = prov.name + " refused the recipient: " + d.error;
+          outcomes_->write({tenant, row, "failed", prov.name, why, "failed", campaign, recipient,
+                            json{{"provider", prov.name}, {"reason", why}}.dump()});
           return Result::permanent("payload.recipient: '" + recipient + "' " + why);
         }
         case Outcome::kUnknown: {
           // The relay may have the message: no other relay may get it too.
-          const std::string why = prov.name + ": " + error + " after the whole message was handed over";
-          auto conn = pool_.acquire();
-          pqxx::work tx(*conn);
-          tx.exec_params(kSetStatus, tenant, row, "sending", prov.name, why);
-          tx.commit();
+          const std::string why = prov.name + ": " + d.error + " after the whole message was handed over";
+          outcomes_->write({tenant, row, "sending", prov.name, why, "", campaign, recipient, "{}"});
           return Result::permanent("delivery state unknown: " + why + "; not sending " + message_id +
                                    " twice (look it up in " + prov.name + "'s log)");
         }
         case Outcome::kNotTaken:
-          errors.push_back(prov.name + ": " + error);
-          job.log_warn("relay " + prov.name + " did not take " + message_id + ": " + error);
+          errors.push_back(prov.name + ": " + d.error);
+          job.log_warn("relay " + prov.name + " did not take " + message_id + ": " + d.error);
           break;
       }
     }
 
     std::string all;
     for (const auto& e : errors) all += (all.empty() ? "" : "; ") + e;
-    {
-      auto conn = pool_.acquire();
-      pqxx::work tx(*conn);
-      tx.exec_params(kSetStatus, tenant, row, "failed", "", all);
-      tx.commit();
-    }
+    outcomes_->write({tenant, row, "failed", "", all, "", campaign, recipient, "{}"});
     if (const auto reopen = all_open_until()) {
       const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*reopen - Clock::now());
       return Result::retry_after(std::max(wait, std::chrono::milliseconds(1)), "every relay's circuit is open: " + all);
@@ -387,6 +354,158 @@ class EmailSend : public jobhost::sdk::Plugin {
   }
 
  private:
+  static Result no_template(const std::string& template_id, const std::string& tenant) {
+    return Result::permanent("payload.template_id: no template '" + template_id + "' for tenant '" + tenant + "'");
+  }
+
+  // smtp://HOST[:PORT][/EHLO-NAME] or smtps://...; '' when fine, else why not.
+  static std::string parse_url(const std::string& url, smtp_client::Endpoint& ep) {
+    const std::string bad = "must be smtp://HOST[:PORT] or smtps://HOST[:PORT], got '" + url + "'";
+    size_t at = 0;
+    if (url.rfind("smtp://", 0) == 0) {
+      at = 7;
+      ep.port = 25;
+    } else if (url.rfind("smtps://", 0) == 0) {
+      at = 8;
+      ep.port = 465;
+      ep.implicit_tls = true;
+    } else {
+      return bad;
+    }
+    const size_t slash = url.find('/', at);
+    std::string hostport = url.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
+    if (slash != std::string::npos) ep.helo = url.substr(slash + 1);  // the URL's path is the EHLO name, as with libcurl
+    if (hostport.empty()) return bad;
+    size_t colon = std::string::npos;
+    if (hostport[0] == '[') {
+      const size_t close = hostport.find(']');
+      if (close == std::string::npos) return bad;
+      ep.host = hostport.substr(1, close - 1);
+      if (close + 1 < hostport.size()) {
+        if (hostport[close + 1] != ':') return bad;
+        colon = close + 1;
+      }
+    } else {
+      colon = hostport.rfind(':');
+      ep.host = hostport.substr(0, colon);
+    }
+    if (colon != std::string::npos) {
+      const std::string port = hostport.substr(colon + 1);
+      if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+          std::stoi(port) < 1 || std::stoi(port) > 65535) {
+        return bad;
+      }
+      ep.port = static_cast<uint16_t>(std::stoi(port));
+    }
+    if (ep.host.empty() || ep.helo.find_first_of("/?# \t\r\n") != std::string::npos) return bad;
+    return {};
+  }
+
+  // One message through one relay's pool. A kept session found closed
+  // before it answered anything gets one retry on a new session.
+  smtp_client::Delivery deliver(Provider& prov, const std::string& from, const std::string& to,
+                                const std::string& message, const std::function<bool()>& abort) {
+    smtp_client::Delivery d;
+    for (int tries = 0; tries < 2; ++tries) {
+      smtp_client::SessionPool::Lease lease;
+      try {
+        lease = prov.sessions->checkout(tries > 0);
+      } catch (const smtp_client::OpenError& e) {
+        d = smtp_client::Delivery{};
+        d.error = e.what();
+        d.refusal = e.reply;
+        return d;
+      } catch (const std::exception& e) {
+        d = smtp_client::Delivery{};
+        d.error = e.what();
+        return d;
+      }
+      d = lease->send(from, to, message, abort);
+      lease.reusable(d.reusable);
+      if (!d.stale) break;
+    }
+    return d;
+  }
+
+  // The one place a relay's "try later" (421, 450, 451, 452) lands, before
+  // the message fails over to the next relay as any refusal does. Flow
+  // control (issue 11) hooks its per-relay limiter here.
+  void on_relay_deferral(const Job& job, const Provider& prov, const smtp_client::Reply& reply) {
+    job.log_warn("relay " + prov.name + " deferred: \"" + reply.line + "\"");
+  }
+
+  // A later attempt of a job whose row exists. Returns the job's result when
+  // that attempt is settled (already sent or suppressed, unknown, another
+  // tenant's), or nullopt with `row` reclaimed as 'sending' for this attempt.
+  std::optional<Result> earlier_attempt(Job& job, const std::string& tenant, const std::string& job_id,
+                                        const std::string& message_id, const std::string& recipient,
+                                        const std::optional<std::string>& campaign, const std::string& subject,
+                                        const std::string& from, long long& row,
+                                        std::optional<std::string>& domain_version) {
+    auto conn = pool_.acquire();
+    pqxx::work tx(*conn);
+    const pqxx::result prior = tx.exec_params(kPrior, tenant, job_id);
+    if (prior.empty()) {
+      // Only another tenant's payload reusing this job id could get here.
+      return Result::permanent("payload.tenant_id: job " + job_id + " already has a message of another tenant");
+    }
+    const std::string status = prior[0][1].c_str();
+    const std::string attempt = prior[0][2].c_str();
+    if (status == "sent" || status == "suppressed") {
+      tx.commit();
+      job.log_info("message " + message_id + " was already " + status + " by attempt " + attempt +
+                   "; not sending again");
+      return Result::ok();
+    }
+    if (status == "sending") {
+      const std::string relay = prior[0][3].size() ? prior[0][3].c_str() : provider_names();
+      return Result::permanent("delivery state unknown: attempt " + attempt + " stopped while handing Message-ID " +
+                               message_id + " to " + relay +
+                               "; not sending it twice (look the Message-ID up in the relay's log; to resend, "
+                               "set the app.email_messages row of this job to 'failed' and replay the job)");
+    }
+    row = prior[0][0].as<long long>();
+    tx.exec_params(kReclaim, tenant, row, job.attempt(), subject);
+    const pqxx::result sup = tx.exec_params(kSuppression, tenant, recipient);
+    if (!sup.empty()) {
+      const std::string reason = sup[0][0].c_str();
+      tx.exec_params(kSetStatus, tenant, row, "suppressed", "", "suppressed: " + reason);
+      tx.exec_params(kEvent, tenant, row, campaign, recipient, "suppressed", json{{"reason", reason}}.dump());
+      tx.commit();
+      job.log_info("recipient " + recipient + " is suppressed (" + reason + "); " + message_id + " not sent");
+      return Result::ok();
+    }
+    const pqxx::result dom = tx.exec_params(kDomainVersion, tenant, domain_of(from));
+    domain_version = dom.empty() ? std::nullopt : std::optional<std::string>(dom[0][0].c_str());
+    tx.commit();
+    return std::nullopt;
+  }
+
+  // The signer of a tenant's domain at this version, read and parsed on a miss.
+  std::shared_ptr<const DomainKey> domain_key(const std::string& tenant, const std::string& domain,
+                                              const std::string& version) {
+    if (auto hit = keys_.at(tenant, domain, version)) return hit;
+    auto key = std::make_shared<DomainKey>();
+    std::string read_version = version;
+    {
+      auto conn = pool_.acquire();
+      pqxx::nontransaction tx(*conn);
+      const pqxx::result d = tx.exec_params(kLoadDomain, tenant, domain);
+      if (d.empty()) {
+        key->problem = "the row was deleted while sending";
+      } else {
+        read_version = d[0][3].c_str();
+        try {
+          key->signer = std::make_shared<dkim::Signer>(d[0][1].c_str(), d[0][2].c_str(), domain, d[0][0].c_str());
+        } catch (const dkim::KeyError& e) {
+          key->problem = e.what();
+        }
+      }
+    }
+    if (!key->problem.empty() || read_version == version) keys_.put(tenant, domain, read_version, key);
+    return key;
+  }
+
   // Closed, or open but past open_until: half-open, this caller makes the one
   // trial, and the others keep skipping the relay until it settles.
   bool admit(Provider& prov) {
@@ -413,49 +532,31 @@ class EmailSend : public jobhost::sdk::Plugin {
     const auto now = Clock::now();
     std::optional<Clock::time_point> earliest;
     for (const auto& p : providers_) {
-      if (p.failures < breaker_failures_ || now >= p.open_until) return std::nullopt;
-      if (!earliest || p.open_until < *earliest) earliest = p.open_until;
+      if (p->failures < breaker_failures_ || now >= p->open_until) return std::nullopt;
+      if (!earliest || p->open_until < *earliest) earliest = p->open_until;
     }
     return earliest;
   }
 
   std::string provider_names() const {
     std::string out;
-    for (const auto& p : providers_) out += (out.empty() ? "" : " or ") + p.name;
+    for (const auto& p : providers_) out += (out.empty() ? "" : " or ") + p->name;
     return out;
   }
 
-  // Writes the outcome of a transaction that reached a relay. It is tried for
-  // a few seconds: should it still fail, the row stays 'sending' and a retry
-  // reports the delivery state as unknown rather than send a second copy.
-  void record(const std::string& tenant, long long row, const std::string& status, const std::string& provider,
-              const std::string& error, const std::optional<std::string>& campaign, const std::string& recipient,
-              const json& detail) {
-    for (int attempt = 1;; ++attempt) {
-      try {
-        auto conn = pool_.acquire();
-        pqxx::work tx(*conn);
-        tx.exec_params(kSetStatus, tenant, row, status, provider, error);
-        tx.exec_params(kEvent, tenant, row, campaign, recipient, status, detail.dump());
-        tx.commit();
-        return;
-      } catch (const std::exception& e) {
-        if (attempt == 4) {
-          throw std::runtime_error("message " + status + " via " + provider + " but not recorded: " + e.what());
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(250 * attempt * attempt));
-      }
-    }
-  }
-
   jobhost_plugins::PgPool pool_;
-  std::vector<Provider> providers_;
+  std::vector<std::unique_ptr<Provider>> providers_;
   int breaker_failures_ = 5;
   long breaker_open_ms_ = 30000;
   std::string helo_;
   std::mutex mu_;
+  email_send::VersionedCache<Template> templates_;
+  email_send::VersionedCache<DomainKey> keys_;
+  email_send::MessageClaims claims_{pool_};
+  std::unique_ptr<email_send::OutcomeWriter> outcomes_;
+  std::jthread janitor_;  // last: stopped first
 };
 
 }  // namespace
 
-JOBHOST_PLUGIN(EmailSend, "email_send", "1.0.1", "email.send")
+JOBHOST_PLUGIN(EmailSend, "email_send", "1.1.0", "email.send")

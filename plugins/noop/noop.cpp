@@ -8,6 +8,8 @@
 //   {"crash": true}          abort the whole host process (a poison pill)
 //   {"hang": true}           never return, ignoring cancellation
 //   {"retry_after_ms": N}    with fail_attempts: ask for that retry delay
+//   {"acquire": "name"}      take the limiter first (limiters: in the config);
+//                            when it is full, come back later (Result::throttled)
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
@@ -30,6 +32,9 @@ class Noop : public jobhost::sdk::Plugin {
         return std::string("payload.") + key + ": must be a non-negative integer";
       }
     }
+    if (p.contains("acquire") && !(p["acquire"].is_string() && !p["acquire"].get<std::string>().empty())) {
+      return "payload.acquire: must be a limiter name";
+    }
     for (const char* key : {"permanent", "throw", "crash", "hang"}) {
       if (p.contains(key) && !p[key].is_boolean()) {
         return std::string("payload.") + key + ": must be true or false";
@@ -47,6 +52,11 @@ class Noop : public jobhost::sdk::Plugin {
     }
     if (p.value("throw", false)) throw std::runtime_error("noop: thrown as asked");
     if (p.value("permanent", false)) return Result::permanent("noop: permanent failure as asked");
+    if (p.contains("acquire")) {
+      if (const auto taken = job.acquire(p["acquire"]); !taken) {
+        return Result::throttled(taken.wait, "noop: limiter " + p["acquire"].get<std::string>() + " is full");
+      }
+    }
     if (job.attempt() <= p.value("fail_attempts", 0)) {
       const std::string msg = "noop: failing attempt " + std::to_string(job.attempt()) + " as asked";
       if (p.contains("retry_after_ms")) {
@@ -70,4 +80,4 @@ class Noop : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(Noop, "noop", "1.1.0", "noop")
+JOBHOST_PLUGIN(Noop, "noop", "1.2.0", "noop")

@@ -96,6 +96,22 @@ try {
   await page.dispatchEvent("#token", "change");
   await page.click(button);
   await until("the replay to be confirmed", async () => (await page.textContent("#status")).includes("replayed " + id));
+
+  // Pause the queue from its row: a job enqueued meanwhile waits; Resume runs it.
+  const pause = 'button.pause[data-queue="noop"]';
+  await page.click(pause);
+  await until("the queue to show as paused", async () =>
+    (await page.textContent('#queues tr[data-queue="noop"]')).includes("PAUSED"));
+  const held = await api("/api/v1/jobs", { type: "noop", payload: {} });
+  await new Promise((r) => setTimeout(r, 1500));
+  const whilePaused = await (await fetch(base + "/api/v1/jobs/" + held.id)).json();
+  if (whilePaused.status === "completed" || whilePaused.status === "running") {
+    throw new Error("a job of the paused queue ran: " + whilePaused.status);
+  }
+  if (shots) await page.screenshot({ path: `${shots}/dashboard-paused.png`, fullPage: true });
+  await page.click(pause);
+  await until("the paused job to run after Resume", async () =>
+    (await (await fetch(base + "/api/v1/jobs/" + held.id)).json()).status === "completed");
   if (errors.length) throw new Error("errors in the page: " + errors.join("; "));
   console.log(`saw ${running} running, progress ${progress.toFixed(2)}; completed counts ${[...seen].join(", ")}`);
   console.log("replayed " + id);

@@ -292,3 +292,69 @@ TEST_CASE("api: a running job's reported progress reaches its row, jobctl status
   REQUIRE(eventually([&] { return db.status(quiet) == "retry_scheduled"; }, 10s));
   CHECK(db.field(quiet, "progress").empty());
 }
+
+TEST_CASE("api: pause and resume a queue or one key, list its keys, and enqueue with a flow key", "[api][flow]") {
+  TestDb db;
+  HostOptions o;
+  o.plugin_yaml = "    flow:\n      key: /tenant\n      per_key: { concurrency: 2 }\n      overrides:\n"
+                  "        big: { concurrency: 5 }\n";
+  ApiHost api(db, o);
+  auto c = api.client();
+  const auto created = c.Post("/api/v1/jobs", api.auth(), R"({"type": "noop", "payload": {}, "flow_key": "big"})",
+                              "application/json");
+  REQUIRE(created);
+  CHECK(created->status == 201);
+  const std::string id = body_of(created)["id"];
+  REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 20s));
+  CHECK(body_of(c.Get(("/api/v1/jobs/" + id).c_str()))["flow_key"] == "big");
+  const auto bad = c.Post("/api/v1/jobs", api.auth(), R"({"type": "noop", "flow_key": 7})", "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(body_of(bad)["field"] == "flow_key");
+
+  // Writes need the token.
+  auto r = c.Post("/api/v1/queues/noop/pause", "", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  r = c.Post("/api/v1/queues/noop/pause?key=t1", api.auth(), "", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(body_of(r) == json{{"queue", "noop"}, {"key", "t1"}, {"paused", true}, {"changed", true}});
+  db.enqueue("noop", R"({"tenant": "t1"})");
+  db.enqueue("noop", R"({"tenant": "t2"})");
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE flow_key = 't2' AND status = 'completed'") == 1; }, 20s));
+  const json keys = body_of(c.Get("/api/v1/queues/noop/keys?limit=10"));
+  REQUIRE(keys["keys"].size() >= 1);
+  CHECK(keys["keys"][0]["key"] == "t1");
+  CHECK(keys["keys"][0]["waiting"] == 1);
+  CHECK(keys["keys"][0]["paused"] == true);
+  CHECK(keys["keys"][0]["limits"] == json{{"concurrency", 2}});
+  CHECK(keys["flow"]["overrides"]["big"] == json{{"concurrency", 5}});
+  json queues = body_of(c.Get("/api/v1/queues"));
+  CHECK(queues["queues"][0]["paused_keys"] == 1);
+  CHECK(queues["queues"][0]["keyed"] == true);
+
+  r = c.Post("/api/v1/queues/noop/resume?key=t1", api.auth(), "", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE flow_key = 't1' AND status = 'completed'") == 1; }, 20s));
+  r = c.Post("/api/v1/queues/noop/pause", api.auth(), "", "application/json");
+  REQUIRE(r);
+  CHECK(body_of(r)["changed"] == true);
+  queues = body_of(c.Get("/api/v1/queues"));
+  CHECK(queues["queues"][0]["paused"] == true);
+  r = c.Post("/api/v1/queues/noop/pause", api.auth(), "", "application/json");
+  CHECK(body_of(r)["changed"] == false);  // already paused
+  CHECK(c.Post("/api/v1/queues/noop/resume", api.auth(), "", "application/json")->status == 200);
+}
+
+TEST_CASE("api: pausing a key of a queue that is not dispatched by key is a 409 naming the key", "[api][flow]") {
+  TestDb db;
+  ApiHost api(db);
+  auto c = api.client();
+  const auto r = c.Post("/api/v1/queues/noop/pause?key=a", api.auth(), "", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 409);
+  CHECK(body_of(r)["field"] == "key");
+  CHECK_THAT(body_of(r)["error"].get<std::string>(), Catch::Contains("is not dispatched by key"));
+}

@@ -254,6 +254,11 @@ TEST_CASE("the shipped config/jobhost.yaml is valid, with every role and the see
   CHECK(plugin("import_contacts").concurrency_min == 2);
   CHECK(plugin("import_contacts").concurrency_max == 5);
   CHECK(plugin("import_contacts").scaling_memory_percent_above == 80.0);
+  // One import per tenant at once; at most 4 deliveries per webhook endpoint.
+  CHECK(plugin("import_contacts").flow.key_path == std::vector<std::string>{"tenant_id"});
+  CHECK(plugin("import_contacts").flow.per_key.concurrency == 1);
+  CHECK(plugin("webhook_dispatch").flow.key_path == std::vector<std::string>{"endpoint_id"});
+  CHECK(plugin("webhook_dispatch").flow.per_key.concurrency == 4);
   REQUIRE(c.schedules.size() == 1);
   CHECK(c.schedules[0].job_type == "maintenance.cleanup");
 }
@@ -468,7 +473,7 @@ TEST_CASE("an unknown key is refused naming it, with a suggestion when one is cl
         "/etc/jobhost/test.yaml:4: host.lease.heartbeat: unknown key; did you mean \"heartbeat_ms\"?");
   CHECK(error_of(kRequired + "workers: 4\n") ==
         "/etc/jobhost/test.yaml:3: workers: unknown key; expected one of: postgres, redis, host, api, log, "
-        "schedules, plugins");
+        "schedules, plugins, limiters");
 }
 
 TEST_CASE("a key written twice in one mapping is refused") {
@@ -600,4 +605,46 @@ TEST_CASE("api: bad limits are refused naming the file, line and key") {
       "/etc/jobhost/test.yaml:4: api.rate_limit.per_ip: unknown key; expected one of: per_client, per_token");
   CHECK(error_of(kRequired + "api:\n  header_timeout: 100\n") ==
         "/etc/jobhost/test.yaml:4: api.header_timeout: unknown key; did you mean \"header_timeout_ms\"?");
+}
+
+TEST_CASE("a flow: block and limiters: are read with their defaults, and mistakes are named") {
+  const std::string plugin = "plugins:\n  - name: p\n    library: libp.so\n";
+  const Config c = parse(kRequired + plugin +
+                         "    flow:\n      key: /tenant/id~1x\n      concurrency: 200\n"
+                         "      rate: { limit: 500, per_ms: 1000 }\n"
+                         "      per_key: { concurrency: 20, rate: { limit: 50, per_ms: 1000, burst: 5 } }\n"
+                         "      overrides:\n        big: { concurrency: 50 }\n"
+                         "limiters:\n  \"relay:primary\": { rate: { limit: 14, per_ms: 1000 }, concurrency: 10 }\n"
+                         "  \"domain:*\": { rate: { limit: 20, per_ms: 1000 } }\n");
+  const jobhost::FlowConfig& f = c.plugins.at(0).flow;
+  CHECK(f.enabled);
+  CHECK(f.fair);
+  CHECK(f.key_path == std::vector<std::string>{"tenant", "id/x"});
+  CHECK(f.queue.concurrency == 200);
+  REQUIRE(f.queue.rate);
+  CHECK(f.queue.rate->burst == 500);  // the limit when not given
+  CHECK(f.for_key("big").concurrency == 50);
+  REQUIRE(f.for_key("big").rate);
+  CHECK(f.for_key("big").rate->burst == 5);  // the rest from per_key
+  CHECK(f.for_key("other").concurrency == 20);
+  CHECK(f.counts_running());
+  REQUIRE(c.limiters.size() == 2);
+  CHECK(jobhost::find_limiter(c.limiters, "relay:primary") == &c.limiters[0]);
+  CHECK(jobhost::find_limiter(c.limiters, "domain:gmail.com") == &c.limiters[1]);
+  CHECK(jobhost::find_limiter(c.limiters, "domain:") == nullptr);
+  CHECK(jobhost::find_limiter(c.limiters, "relay:backup") == nullptr);
+  CHECK_FALSE(parse(kRequired + plugin).plugins.at(0).flow.enabled);
+
+  CHECK(error_of(kRequired + plugin + "    flow: { key: tenant_id }\n") ==
+        "/etc/jobhost/test.yaml:6: plugins[0].flow.key: must be a JSON pointer starting with '/', such as "
+        "/tenant_id; got 'tenant_id'");
+  CHECK(error_of(kRequired + plugin + "    flow: { rate: { per_ms: 1000 } }\n") ==
+        "/etc/jobhost/test.yaml:6: plugins[0].flow.rate.limit: is required");
+  CHECK(error_of(kRequired + plugin + "    flow: { per_key: { concurency: 2 } }\n") ==
+        "/etc/jobhost/test.yaml:6: plugins[0].flow.per_key.concurency: unknown key; did you mean \"concurrency\"?");
+  CHECK(error_of(kRequired + "limiters:\n  \"a*b\": { concurrency: 1 }\n") ==
+        "/etc/jobhost/test.yaml:4: limiters.a*b: '*' may only end a name (\"domain:*\" matches every name "
+        "starting \"domain:\")");
+  CHECK(error_of(kRequired + "limiters:\n  x: {}\n") ==
+        "/etc/jobhost/test.yaml:4: limiters.x: needs a concurrency: or a rate:");
 }

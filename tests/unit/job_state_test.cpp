@@ -195,7 +195,7 @@ TEST_CASE("the migrations' status CHECK, default and partial indexes agree with 
 TEST_CASE("no file of the host spells a state's name outside job_state.*", "[state]") {
   std::string names;
   for (const auto& n : model_names()) names += (names.empty() ? "" : "|") + n;
-  names += "|" + std::string(kStalledLog);
+  names += "|" + std::string(kStalledLog) + "|" + std::string(jobhost::kThrottledLog);
   const std::regex literal("['\"](" + names + ")['\"]");
   const std::filesystem::path host = std::filesystem::path(JOBHOST_SOURCE_DIR) / "host";
   size_t files = 0;

@@ -5,11 +5,16 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <cctype>
 #include <cerrno>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -57,7 +62,21 @@ Sink::Sink(uint16_t port, std::filesystem::path maildir) : maildir_(std::move(ma
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
-Sink::~Sink() { stop(); }
+Sink::~Sink() {
+  stop();
+  if (tls_ctx_ != nullptr) SSL_CTX_free(tls_ctx_);
+}
+
+void Sink::enable_tls(const std::string& cert_file, const std::string& key_file, bool implicit) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr || SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    if (ctx != nullptr) SSL_CTX_free(ctx);
+    throw std::runtime_error("smtp sink: cannot load the TLS certificate or key");
+  }
+  tls_implicit_ = implicit;
+  tls_ctx_ = ctx;
+}
 
 void Sink::refuse_with(int code, Stage stage) { refuse_[static_cast<int>(stage)] = code; }
 
@@ -120,22 +139,54 @@ void Sink::accept_loop() {
   }
 }
 
+namespace {
+
+// Whether a fault armed `n` times fires now (and counts it down).
+bool fires(std::atomic<int>& n) {
+  int v = n.load();
+  while (v != 0) {
+    if (v < 0) return true;
+    if (n.compare_exchange_weak(v, v - 1)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void Sink::serve(Client& client) {
   const int fd = client.fd;
+  const int now_open = ++open_;
+  for (int p = peak_; now_open > p && !peak_.compare_exchange_weak(p, now_open);) {
+  }
   std::string buffer;
+  SSL* ssl = nullptr;  // once TLS started (STARTTLS, or at once with implicit TLS)
+  const auto start_tls = [&] {
+    ssl = SSL_new(tls_ctx_);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) != 1) {
+      ERR_clear_error();
+      return false;
+    }
+    ++tls_sessions_;
+    return true;
+  };
+  // When the bytes of the latest command arrived: its reply leaves delay_ms after.
+  auto arrived = std::chrono::steady_clock::now();
   // Sleeps in slices so stop() is not held up by a slow reply.
-  const auto pause = [&](int ms) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  const auto pause_until = [&](std::chrono::steady_clock::time_point until) {
     while (!stopping_ && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          until - std::chrono::steady_clock::now(), std::chrono::milliseconds(10)));
     }
   };
   const auto reply = [&](const std::string& text) {
-    if (const int ms = delay_ms_; ms > 0) pause(ms);
+    if (const int ms = delay_ms_; ms > 0) pause_until(arrived + std::chrono::milliseconds(ms));
     const std::string out = text + "\r\n";
+    if (ssl != nullptr) return SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size());
     return send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
   };
-  // One line without its CRLF; false when the peer went away.
+  // One line without its CRLF; false when the peer went away, or stayed
+  // silent past the idle limit (then the session is closed, 421 first).
   const auto read_line = [&](std::string& line) {
     for (;;) {
       const auto end = buffer.find("\r\n");
@@ -145,33 +196,71 @@ void Sink::serve(Client& client) {
         return true;
       }
       if (buffer.size() > kMaxLine) return false;
+      if (const int idle = idle_close_ms_; idle > 0) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, idle) == 0) {
+          if (idle_421_) send(fd, "421 idle timeout, closing\r\n", 27, MSG_NOSIGNAL);
+          return false;
+        }
+      }
       char chunk[16384];
-      const ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+      const ssize_t n = ssl != nullptr ? SSL_read(ssl, chunk, sizeof chunk) : recv(fd, chunk, sizeof chunk, 0);
       if (n <= 0) return false;
+      arrived = std::chrono::steady_clock::now();
       buffer.append(chunk, static_cast<size_t>(n));
     }
   };
   const auto refusal = [&](Stage s) { return refuse_[static_cast<int>(s)].load(); };
+  // A stage's misbehaviour: "drop" ends the session at once; "stall" hangs
+  // until the client gives up or the sink stops.
+  const auto misbehaves = [&](Stage s) {
+    if (fires(drop_[static_cast<int>(s)])) return true;
+    if (fires(stall_[static_cast<int>(s)])) {
+      while (!stopping_) {
+        char sink[4096];
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+          if (recv(fd, sink, sizeof sink, MSG_PEEK | MSG_DONTWAIT) == 0) break;  // client gone
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+      }
+      return true;
+    }
+    return false;
+  };
 
   Message m;
   bool have_sender = false;
   std::string line;
-  if (reply("220 jobhost-smtp-sink ready")) {
+  const bool implicit = tls_ctx_ != nullptr && tls_implicit_;
+  if ((!implicit || start_tls()) && reply("220 jobhost-smtp-sink ready")) {
     while (read_line(line)) {
       bool ok = true;
       if (starts_with_ci(line, "EHLO")) {
-        ok = reply("250-jobhost-smtp-sink\r\n250-8BITMIME\r\n250 SIZE 35882577");
+        const bool offer_tls = tls_ctx_ != nullptr && !tls_implicit_ && ssl == nullptr;
+        ok = reply(std::string("250-jobhost-smtp-sink\r\n") + (pipelining_ ? "250-PIPELINING\r\n" : "") +
+                   (offer_tls ? "250-STARTTLS\r\n" : "") + "250-8BITMIME\r\n250 SIZE 35882577");
+      } else if (starts_with_ci(line, "STARTTLS") && tls_ctx_ != nullptr && ssl == nullptr) {
+        if (!reply("220 go ahead") || !start_tls()) break;
+        m = Message{};
+        have_sender = false;
       } else if (starts_with_ci(line, "HELO")) {
         ok = reply("250 jobhost-smtp-sink");
       } else if (starts_with_ci(line, "MAIL FROM:")) {
+        ++mail_commands_;
+        // RCPT and DATA already here with MAIL: the client pipelined them.
+        if (buffer.find("\r\nDATA\r\n") != std::string::npos || buffer.rfind("DATA\r\n", 0) == 0) ++pipelined_;
+        if (misbehaves(Stage::kMail)) break;
         if (const int code = refusal(Stage::kMail); code != 0) {
           ok = reply(std::to_string(code) + " sender refused by the test sink");
         } else {
           m = Message{address_of(line), {}, {}};
           have_sender = true;
+          ++transactions_;
           ok = reply("250 sender ok");
         }
       } else if (starts_with_ci(line, "RCPT TO:")) {
+        if (misbehaves(Stage::kRcpt)) break;
         if (!have_sender) {
           ok = reply("503 need MAIL first");
         } else if (const int code = refusal(Stage::kRcpt); code != 0) {
@@ -181,6 +270,7 @@ void Sink::serve(Client& client) {
           ok = reply("250 recipient ok");
         }
       } else if (starts_with_ci(line, "DATA")) {
+        if (misbehaves(Stage::kData)) break;
         if (m.to.empty()) {
           ok = reply("503 no recipients");
         } else if (const int code = refusal(Stage::kData); code != 0) {
@@ -197,19 +287,21 @@ void Sink::serve(Client& client) {
             m.data += (line.rfind('.', 0) == 0 ? line.substr(1) : line) + "\r\n";  // dot-unstuffing
           }
           if (!complete) break;
-          if (const int code = refusal(Stage::kEndOfData); code != 0) {
+          const bool drop = fires(drop_[static_cast<int>(Stage::kEndOfData)]);
+          if (const int code = refusal(Stage::kEndOfData); code != 0 && !drop) {
             ok = reply(std::to_string(code) + " message refused by the test sink");
           } else {
             size_t n = 0;
             {
               std::lock_guard lock(mu_);
-              messages_.push_back(m);
-              n = messages_.size();
+              n = ++received_;
+              if (keep_) messages_.push_back(m);
             }
             if (!maildir_.empty()) {
               std::ofstream(maildir_ / (std::to_string(n) + ".eml"), std::ios::binary) << m.data;
             }
-            if (const int ms = delay_end_ms_; ms > 0) pause(ms);
+            if (drop) break;
+            if (const int ms = delay_end_ms_; ms > 0) pause_until(std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
             ok = reply("250 queued as " + std::to_string(n));
           }
           m = Message{};
@@ -230,7 +322,12 @@ void Sink::serve(Client& client) {
       if (!ok) break;
     }
   }
+  if (ssl != nullptr) {
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+  }
   shutdown(fd, SHUT_RDWR);
+  --open_;
   client.done = true;
 }
 

@@ -1,10 +1,13 @@
 // smtp-sink: the test SMTP server as a program, for the demo and for running
 // jobhost by hand: stores each message it receives as a .eml file.
-//   smtp-sink --listen 127.0.0.1:2525 --maildir DIR [--refuse CODE] [--delay-ms N]
+//   smtp-sink --listen 127.0.0.1:2525 (--maildir DIR | --count-only) [--refuse CODE] [--delay-ms N]
 // --refuse answers every MAIL FROM with CODE (try a failover by hand);
-// --delay-ms waits before every reply (try the relays' timeout_ms).
-// Prints "listening on 127.0.0.1:PORT" once it accepts connections, and runs
-// until SIGTERM or SIGINT.
+// --delay-ms sends each reply N ms after its command arrived, as a relay that
+// far away would (try the relays' timeout_ms, or pipelining: commands sent
+// together are answered together); --count-only keeps no message, only
+// counts them (the benchmark). Prints "listening on 127.0.0.1:PORT" once it
+// accepts connections, and runs until SIGTERM or SIGINT; then prints
+// "N messages received, C connections (at most P open at once)".
 #include <signal.h>
 
 #include <cstdio>
@@ -33,7 +36,13 @@ long number(const std::string& s) {
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:2525", maildir;
   long refuse = 0, delay_ms = 0;
+  bool count_only = false;
   for (int i = 1; i < argc; i += 2) {
+    if (std::strcmp(argv[i], "--count-only") == 0) {
+      count_only = true;
+      --i;
+      continue;
+    }
     if (i + 1 >= argc) return usage((std::string(argv[i]) + " needs a value").c_str());
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--listen") {
@@ -50,7 +59,7 @@ int main(int argc, char** argv) {
       return usage(("unknown option " + flag).c_str());
     }
   }
-  if (maildir.empty()) return usage("--maildir DIR is required");
+  if (maildir.empty() == !count_only) return usage("give one of --maildir DIR or --count-only");
   const long port = listen.rfind("127.0.0.1:", 0) == 0 ? number(listen.substr(10)) : -1;
   if (port < 0 || port > 65535) return usage("--listen: give 127.0.0.1:PORT (loopback only)");
 
@@ -64,12 +73,15 @@ int main(int argc, char** argv) {
     smtp::Sink sink(static_cast<uint16_t>(port), maildir);
     if (refuse != 0) sink.refuse_with(static_cast<int>(refuse), smtp::Stage::kMail);
     if (delay_ms != 0) sink.delay_replies_ms(static_cast<int>(delay_ms));
-    std::printf("smtp-sink: listening on 127.0.0.1:%u, messages under %s\n", sink.port(), maildir.c_str());
+    sink.keep_messages(!count_only);
+    std::printf("smtp-sink: listening on 127.0.0.1:%u, %s%s\n", sink.port(), count_only ? "counting messages" : "messages under ",
+                maildir.c_str());
     std::fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);
     sink.stop();
-    std::printf("smtp-sink: %zu messages received; stopped\n", sink.messages().size());
+    std::printf("smtp-sink: %zu messages received, %d connections (at most %d open at once); stopped\n",
+                sink.received(), sink.connections(), sink.peak_connections());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "smtp-sink: %s\n", e.what());
     return 1;

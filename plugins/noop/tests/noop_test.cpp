@@ -62,3 +62,19 @@ TEST_CASE("noop reports its progress while sleeping and stops when cancelled", "
   CHECK(cancelled.error == "noop: cancelled while sleeping");
   CHECK(cancelled.heartbeats.size() == 2);
 }
+
+TEST_CASE("noop takes the limiter it is asked to, and is throttled while the limiter is full", "[noop][flow]") {
+  Harness h(jobhost_plugin_entry());
+  const TestJob job{"noop", {{"acquire", "relay:test"}}};
+  auto run = h.run(job);
+  CHECK(run.ok());
+  CHECK(run.acquired == std::vector<std::string>{"relay:test"});
+  h.limit("relay:test", std::chrono::milliseconds(750));
+  run = h.run(job);
+  CHECK(run.throttled());
+  REQUIRE(run.retry_after_ms);
+  CHECK(*run.retry_after_ms == 750);
+  CHECK(run.error == "noop: limiter relay:test is full");
+  CHECK(run.acquired.empty());
+  CHECK(h.validate("noop", {{"acquire", 3}}) == "payload.acquire: must be a limiter name");
+}

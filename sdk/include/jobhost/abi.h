@@ -47,14 +47,19 @@ extern "C" {
 #define JOBHOST_ABI_MINOR_OF(v) ((v) < 0x10000u ? 0u : ((v) & 0xffffu))
 
 #define JOBHOST_ABI_MAJOR 1u
-#define JOBHOST_ABI_MINOR 1u
+#define JOBHOST_ABI_MINOR 2u
 #define JOBHOST_ABI_VERSION JOBHOST_ABI_MAKE(JOBHOST_ABI_MAJOR, JOBHOST_ABI_MINOR)
 
 /* Outcome of one attempt, returned by handle(). */
 typedef enum jobhost_outcome {
   JOBHOST_OK = 0,        /* done: the job is completed */
   JOBHOST_RETRY = 1,     /* failed, may succeed later: retried with backoff or after *retry_after_ms */
-  JOBHOST_PERMANENT = 2  /* failed for good: dead-lettered at once */
+  JOBHOST_PERMANENT = 2, /* failed for good: dead-lettered at once */
+  /* since 1.2: held back by a limit (a limiter to wait for, a relay's
+   * deferral): put back to run again after *retry_after_ms (0 if unset)
+   * WITHOUT using an attempt; a job_logs row with status "throttled" records
+   * it. A host reads it only from plugins built for 1.2 or later. */
+  JOBHOST_THROTTLED = 3
 } jobhost_outcome;
 
 /* Log levels for jobhost_host_api.log. */
@@ -81,6 +86,8 @@ typedef struct jobhost_job {
   uint32_t struct_size;     /* sizeof(jobhost_job) as the host was built */
   int32_t priority;         /* 0..1000, lower runs first (<= 50 high, 51..150 normal) */
   int64_t created_at_ms;    /* when the job was enqueued, ms since the Unix epoch */
+  /* since 1.2 */
+  const char* flow_key;     /* the job's flow key (DESIGN §9), "" when it has none */
 } jobhost_job;
 
 /* A follow-up job for jobhost_host_api.enqueue_job (since 1.1). Zero-initialise
@@ -143,6 +150,21 @@ typedef struct jobhost_host_api {
    * attempts); same return values, cost and transaction rules as enqueue. */
   int32_t (*enqueue_job)(jobhost_job_ctx* ctx, const jobhost_enqueue_request* request, char* id_out,
                          char* err, size_t err_len);
+  /* since 1.2 */
+  /* Takes the named limiter of the config's limiters: section (an exact name,
+   * or one matching a "prefix:*" entry) for the rest of this attempt, across
+   * all hosts. Returns 0 when taken (or when no entry governs the name: then
+   * nothing limits it); otherwise > 0, the milliseconds to wait before it
+   * could be taken, and nothing is held. A handler that gets a wait normally
+   * returns JOBHOST_THROTTLED with that delay, which costs no attempt. Taking
+   * a limiter the attempt already holds returns 0 again. A concurrency slot
+   * is given back when the attempt ends, or lapses after the plugin's
+   * timeout_ms if its host dies. Returns -1 with no limiter taken when Redis
+   * cannot be reached. Cost: one Redis round trip. */
+  int64_t (*acquire)(jobhost_job_ctx* ctx, const char* limiter);
+  /* Holds the named limiter back for delay_ms on every host (a relay deferred
+   * us): acquire() of it returns a wait until then. Cost: one Redis round trip. */
+  void (*hold_off)(jobhost_job_ctx* ctx, const char* limiter, int64_t delay_ms);
 } jobhost_host_api;
 
 /* What a plugin is and what it can do. Returned by jobhost_plugin_entry(). */

@@ -53,6 +53,31 @@ class Job {
     return std::chrono::system_clock::time_point(std::chrono::milliseconds(job_->created_at_ms));
   }
   std::string_view payload_text() const { return job_->payload_json; }
+  // The job's flow key (DESIGN §9): a tenant, an endpoint; "" when it has none.
+  std::string_view flow_key() const { return job_->flow_key != nullptr ? job_->flow_key : ""; }
+
+  // A named limiter of the config's limiters: section, taken or not.
+  struct Acquired {
+    bool ok = false;
+    std::chrono::milliseconds wait{0};  // when !ok: try again no sooner than this
+    explicit operator bool() const { return ok; }
+  };
+  // Takes the limiter `name` ("relay:primary", "domain:example.com") for the
+  // rest of this attempt, across all hosts; a name no entry governs is always
+  // free. When it is full, nothing is held and the wait says when to try
+  // again: return Result::throttled(wait) so the job comes back then without
+  // using an attempt. When Redis cannot be reached the answer is a one-second
+  // wait. Cost: one Redis round trip.
+  Acquired acquire(const std::string& name) const {
+    const int64_t wait = host_->acquire(ctx_, name.c_str());
+    if (wait == 0) return {true, {}};
+    return {false, std::chrono::milliseconds(wait > 0 ? wait : 1000)};
+  }
+  // Makes every host wait `delay` before the limiter `name` is taken again
+  // (a relay or mailbox provider deferred us). Cost: one Redis round trip.
+  void hold_off(const std::string& name, std::chrono::milliseconds delay) const {
+    host_->hold_off(ctx_, name.c_str(), delay.count());
+  }
 
   // The payload, parsed on first use (once, whichever thread asks first).
   // Throws nlohmann::json::parse_error only if the host handed over invalid

@@ -15,6 +15,8 @@ namespace jobhost::sdk {
 //   Result::retry("smtp 451")            retry with the plugin's backoff policy
 //   Result::retry_after(30s, "429")      retry no sooner than the given delay
 //   Result::permanent("bad recipient")   dead-letter now, no more attempts
+//   Result::throttled(2s, "relay busy")  held back by a limit: run again after
+//                                        the delay, without using an attempt
 class Result {
  public:
   static Result ok() { return Result(JOBHOST_OK, {}, std::nullopt); }
@@ -26,6 +28,11 @@ class Result {
   }
   static Result permanent(std::string message) {
     return Result(JOBHOST_PERMANENT, std::move(message), std::nullopt);
+  }
+  // Since ABI 1.2. The attempt does not count: attempts stay as they were,
+  // and a job_logs row with status "throttled" (and the message) records it.
+  static Result throttled(std::chrono::milliseconds delay, std::string message = "throttled") {
+    return Result(JOBHOST_THROTTLED, std::move(message), delay);
   }
 
   jobhost_outcome outcome() const { return outcome_; }

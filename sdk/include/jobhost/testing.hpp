@@ -49,6 +49,7 @@ struct TestJob {
   int priority = 100;
   std::string id = "00000000-0000-7000-8000-000000000001";
   std::chrono::system_clock::time_point created_at = std::chrono::system_clock::now();
+  std::string flow_key = "";  // none
 };
 
 struct LogLine {
@@ -75,8 +76,11 @@ struct Run {
   std::vector<LogLine> logs;
   std::vector<double> heartbeats;  // every progress value reported, in order
   std::vector<Enqueued> enqueued;
+  std::vector<std::string> acquired;  // limiters taken (job.acquire returned ok)
+  std::vector<std::pair<std::string, int64_t>> held_off;  // job.hold_off(name, ms)
 
   bool ok() const { return outcome == JOBHOST_OK; }
+  bool throttled() const { return outcome == JOBHOST_THROTTLED; }
   bool retried() const { return outcome == JOBHOST_RETRY; }
   bool permanent() const { return outcome == JOBHOST_PERMANENT; }
   // True when some log line contains `text`.
@@ -106,6 +110,7 @@ struct Shared {
   std::mutex mu;
   std::vector<LogLine> host_logs;  // lines logged outside a job (ctx NULL)
   std::map<std::string, std::string> unique_ids;  // type + '\0' + key -> id
+  std::map<std::string, int64_t> limiter_waits;   // name -> the wait acquire() reports
   unsigned long next_id = 1;
 };
 
@@ -236,10 +241,41 @@ inline int32_t fake_enqueue_job(jobhost_job_ctx* ctx, const jobhost_enqueue_requ
   }
 }
 
+// A limiter is free unless Harness::limit() said otherwise.
+inline int64_t fake_acquire(jobhost_job_ctx* ctx, const char* limiter) {
+  if (ctx == nullptr || limiter == nullptr) return -1;
+  try {
+    Attempt* a = attempt_of(ctx);
+    int64_t wait = 0;
+    {
+      std::lock_guard lock(a->shared->mu);
+      const auto it = a->shared->limiter_waits.find(limiter);
+      if (it != a->shared->limiter_waits.end()) wait = it->second;
+    }
+    if (wait == 0) {
+      std::lock_guard lock(a->mu);
+      a->run.acquired.emplace_back(limiter);
+    }
+    return wait;
+  } catch (...) {
+    return -1;
+  }
+}
+
+inline void fake_hold_off(jobhost_job_ctx* ctx, const char* limiter, int64_t delay_ms) {
+  if (ctx == nullptr || limiter == nullptr) return;
+  try {
+    Attempt* a = attempt_of(ctx);
+    std::lock_guard lock(a->mu);
+    a->run.held_off.emplace_back(limiter, delay_ms);
+  } catch (...) {
+  }
+}
+
 inline const jobhost_host_api* fake_host_api() {
   static const jobhost_host_api api = {
       JOBHOST_ABI_VERSION, &fake_log,  &fake_heartbeat, &fake_cancelled, &fake_set_error, &fake_enqueue,
-      sizeof(jobhost_host_api), &fake_enqueue_job,
+      sizeof(jobhost_host_api), &fake_enqueue_job, &fake_acquire, &fake_hold_off,
   };
   return &api;
 }
@@ -324,6 +360,7 @@ class Harness {
     c.priority = job.priority;
     c.created_at_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(job.created_at.time_since_epoch()).count();
+    c.flow_key = job.flow_key.c_str();
     detail::Attempt a;
     a.shared = shared_.get();
     {
@@ -352,6 +389,12 @@ class Harness {
   void cancel_after_heartbeats(int heartbeats) {
     std::lock_guard lock(mu_);
     cancel_after_ = heartbeats;
+  }
+  // From now on job.acquire(name) reports `wait` (0: free again), as if the
+  // limiter were full on the host.
+  void limit(const std::string& name, std::chrono::milliseconds wait) {
+    std::lock_guard lock(shared_->mu);
+    shared_->limiter_waits[name] = wait.count();
   }
   // Lines the plugin logged outside any job (from its constructor, say).
   std::vector<LogLine> host_logs() const {
