@@ -1,16 +1,19 @@
 // api.cpp: the admin HTTP API's routes, on HttpServer (see api.hpp).
 #include "api.hpp"
 
-#include <openssl/crypto.h>
-
+#include <algorithm>
 #include <limits>
 #include <set>
+#include <type_traits>
 #include <stdexcept>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include "access.hpp"
 #include "admin.hpp"
+#include "audit.hpp"
+#include "job_search.hpp"
 #include "job_state.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
@@ -137,49 +140,28 @@ struct ApiServer::Impl {
   Impl(const Config& c, ApiHooks h)
       : config(c),
         hooks(std::move(h)),
+        access(c.api_access),
         pg(c.postgres_url, 4),
         readiness(c.postgres_url, c.redis_url),
-        server(c.api_limits, [this](const std::string& authorization) -> std::optional<std::string> {
-          if (is_token(authorization)) return "api.token";
-          return std::nullopt;
-        }) {}
+        server(c.api_limits, [this](const std::string& authorization) { return access.identify(authorization); }) {}
 
   const Config& config;
   ApiHooks hooks;
+  AccessPolicy access;
   PgPool pg;
   Readiness readiness;
   HttpServer server;
 
-  static constexpr std::string_view kBearer = "Bearer ";
-
-  // Compared in constant time; never logged.
-  bool is_token(const std::string& authorization) const {
-    if (config.api_token.empty() || authorization.compare(0, kBearer.size(), kBearer) != 0) return false;
-    const std::string_view given = std::string_view(authorization).substr(kBearer.size());
-    return given.size() == config.api_token.size() &&
-           CRYPTO_memcmp(given.data(), config.api_token.data(), given.size()) == 0;
-  }
-
-  // Writes need the token.
-  void authorize(const httplib::Request& req) const {
-    if (config.api_token.empty()) {
-      throw HttpError(403, "writes are disabled: no api.token is configured");
-    }
-    const std::string header = req.get_header_value("Authorization");
-    if (header.empty()) throw HttpError(401, "missing Authorization: Bearer <token>");
-    if (header.compare(0, kBearer.size(), kBearer) != 0) {
-      throw HttpError(401, "the Authorization header must be \"Bearer <token>\"");
-    }
-    if (!is_token(header)) throw HttpError(403, "wrong token");
-  }
-
-  // Runs a handler, turning exceptions into JSON errors.
+  // Runs a handler after the route class's access check, turning exceptions
+  // into JSON errors.
   template <typename Fn>
-  HttpServer::Handler wrap(bool write, Fn fn) {
-    return [this, write, fn](const httplib::Request& req, httplib::Response& res) {
+  HttpServer::Handler wrap_as(RouteClass route, Fn fn) {
+    return [this, route, fn](const httplib::Request& req, httplib::Response& res) {
       try {
-        if (write) authorize(req);
+        access.check(route, req.get_header_value("Authorization"));
         fn(req, res);
+      } catch (const AccessDenied& e) {
+        send_error(res, e.status, e.what());
       } catch (const HttpError& e) {
         send_error(res, e.status, e.what(), e.field);
       } catch (const std::invalid_argument& e) {
@@ -191,6 +173,34 @@ struct ApiServer::Impl {
         send_error(res, 500, e.what());
       }
     };
+  }
+  // Writes need a write token; reads a read token when one is configured.
+  template <typename Fn>
+  HttpServer::Handler wrap(bool write, Fn fn) {
+    return wrap_as(write ? RouteClass::kWrite : RouteClass::kRead, std::move(fn));
+  }
+
+  // Records an admin write in jobhost.audit_log, after it was done: who (the
+  // request's token name), what, on which target, how many jobs. Every write
+  // route calls it. A failure to record is logged, not returned: the change
+  // is made, and a client told otherwise would retry it.
+  void audit(const httplib::Request& req, std::string_view action, const std::string& target, long long count,
+             nlohmann::json detail = nlohmann::json::object()) {
+    detail["client"] = req.remote_addr;
+    audit::Entry e{.actor = access.identify(req.get_header_value("Authorization")).value_or("anonymous"),
+                   .action = std::string(action),
+                   .target = target,
+                   .count = count,
+                   .detail = std::move(detail)};
+    try {
+      pg.with([&](pqxx::connection& c) {
+        audit::record(c, e);
+        return 0;
+      });
+    } catch (const std::exception& ex) {
+      spdlog::error("audit: {} {} by {} ({} jobs) done but not recorded: {}", e.action, e.target, e.actor, e.count,
+                    ex.what());
+    }
   }
 
   nlohmann::json create_job(const nlohmann::json& body) {
@@ -337,7 +347,7 @@ struct ApiServer::Impl {
       const Readiness::Answer a = readiness.answer();
       send_json(res, a.status, a.body);
     });
-    server.Get("/metrics", wrap(false, [this](const httplib::Request&, httplib::Response& res) {
+    server.Get("/metrics", wrap_as(RouteClass::kMetrics, [this](const httplib::Request&, httplib::Response& res) {
       if (hooks.refresh_gauges) hooks.refresh_gauges();
       res.set_content(Metrics::global().render(), "text/plain; version=0.0.4; charset=utf-8");
     }));
@@ -358,8 +368,10 @@ struct ApiServer::Impl {
                   const std::string id = req.matches[1];
                   switch (pg.with([&](pqxx::connection& c) { return admin::cancel(c, id); })) {
                     case admin::CancelResult::kCancelled:
+                      audit(req, "job.cancel", id, 1);
                       return send_json(res, 200, {{"id", id}, {"result", to_text(JobState::kCancelled)}});
                     case admin::CancelResult::kRequested:
+                      audit(req, "job.cancel", id, 1);
                       return send_json(res, 202, {{"id", id}, {"result", "cancel_requested"}});
                     case admin::CancelResult::kFinished:
                       throw HttpError(409, "job " + id + " has already finished");
@@ -416,6 +428,7 @@ struct ApiServer::Impl {
       }
       const std::string queue = req.get_param_value("queue");
       const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, "", queue); });
+      audit(req, "dlq.replay", queue, n);
       send_json(res, 200, {{"queue", queue}, {"replayed", n}});
     }));
     server.Post("/api/v1/dlq/" + kId + "/replay",
@@ -424,8 +437,154 @@ struct ApiServer::Impl {
                   const std::string id = req.matches[1];
                   const long n = pg.with([&](pqxx::connection& c) { return admin::replay(c, id, ""); });
                   if (n == 0) throw HttpError(404, "job " + id + " is not in the DLQ");
+                  audit(req, "dlq.replay", id, n);
                   send_json(res, 200, {{"id", id}, {"replayed", n}});
                 }));
+    ops_routes();
+  }
+
+  // Operating at scale (DESIGN §12): the audit log; job search, the job page
+  // and bulk actions (job_search.hpp).
+  void ops_routes() {
+    server.Get("/api/v1/audit", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 50, 1, 1000);
+      send_json(res, 200, {{"entries", pg.with([&](pqxx::connection& c) { return audit::recent(c, limit); })}});
+    }));
+    server.Get("/api/v1/jobs", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      search::Query q = search_query(req, {"limit", "cursor"});
+      q.limit = query_int(req, "limit", 50, 1, 500);
+      if (req.has_param("cursor")) q.cursor = req.get_param_value("cursor");
+      send_json(res, 200, searching([&](pqxx::connection& c) { return search::find(c, q); }));
+    }));
+    server.Get("/api/v1/jobs/" + kId + "/attempts",
+               wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+                 const std::string id = req.matches[1];
+                 send_json(res, 200, {{"attempts", searching([&](pqxx::connection& c) { return search::attempts(c, id); })}});
+               }));
+    server.Get("/api/v1/scheduled", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 50, 1, 500);
+      send_json(res, 200, {{"jobs", pg.with([&](pqxx::connection& c) { return search::scheduled(c, limit); })}});
+    }));
+    // {action, filter: {status, type, since, until}}: how many jobs it would
+    // change; with "count": N as well, does it when it changes exactly N.
+    server.Post("/api/v1/jobs/bulk", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      const nlohmann::json body = parse_body(req);
+      for (const auto& [key, _] : body.items()) {
+        if (key != "action" && key != "filter" && key != "count") {
+          throw HttpError(400, key + ": unknown field; expected action, filter, count", key);
+        }
+      }
+      const auto action = body.contains("action") && body["action"].is_string()
+                              ? search::bulk_action_from_text(body["action"].get<std::string>())
+                              : std::nullopt;
+      if (!action) throw HttpError(400, "action: required, one of replay, cancel, delete", "action");
+      const search::Query q = bulk_filter(body.value("filter", nlohmann::json::object()));
+      const std::string name = std::string("jobs.bulk_") + search::action_name(*action);
+      if (!body.contains("count")) {
+        const long long n = searching([&](pqxx::connection& c) { return search::bulk_count(c, *action, q); });
+        return send_json(res, 200, {{"action", search::action_name(*action)}, {"would_change", n},
+                                    {"max", search::kMaxBulk}, {"filter", q.describe()}});
+      }
+      if (!integer_in(body["count"], 0, search::kMaxBulk)) {
+        throw HttpError(400, "count: the number of jobs confirmed, 0 to " + std::to_string(search::kMaxBulk), "count");
+      }
+      const long long expected = body["count"].get<long long>();
+      audit::Entry entry{.actor = access.identify(req.get_header_value("Authorization")).value_or("anonymous"),
+                         .action = name,
+                         .target = "",
+                         .count = 0,
+                         .detail = {{"filter", q.describe()}, {"client", req.remote_addr}}};
+      const search::BulkResult r = searching([&](pqxx::connection& c) {
+        return search::bulk(c, *action, q, expected, [&](pqxx::transaction_base& tx, long long n) {
+          entry.count = n;
+          audit::record(tx, entry);
+        });
+      });
+      if (!r.done) {
+        throw HttpError(409, "the filter matches " + std::to_string(r.count) + " jobs now, not the " +
+                                 std::to_string(expected) + " confirmed: nothing was changed; look again" +
+                                 (r.count > search::kMaxBulk ? " (at most " + std::to_string(search::kMaxBulk) +
+                                                                   " at once: narrow the filter)"
+                                                             : ""));
+      }
+      send_json(res, 200, {{"action", search::action_name(*action)}, {"changed", r.count}});
+    }));
+  }
+
+  // Runs a search, turning a value PostgreSQL cannot use into a 400 naming it.
+  template <typename Fn>
+  std::invoke_result_t<Fn&, pqxx::connection&> searching(Fn fn) {
+    try {
+      return pg.with(fn);
+    } catch (const search::BadParam& e) {
+      throw HttpError(400, e.what(), e.param);
+    }
+  }
+
+  // The state and kFilters parameters of a search; any other parameter than
+  // those and `also` is refused.
+  static search::Query search_query(const httplib::Request& req, std::initializer_list<std::string> also) {
+    nlohmann::json given = nlohmann::json::object();
+    for (const auto& [key, value] : req.params) {
+      const bool known = key == "status" || std::find(also.begin(), also.end(), key) != also.end() ||
+                         std::any_of(search::kFilters.begin(), search::kFilters.end(),
+                                     [&](const search::FilterDef& f) { return key == f.param; });
+      if (!known) throw HttpError(400, key + ": unknown parameter; expected " + search_params(also), key);
+      if (std::find(also.begin(), also.end(), key) == also.end()) given[key] = value;
+    }
+    return bulk_filter(given);
+  }
+
+  static std::string search_params(std::initializer_list<std::string> also) {
+    std::string out = "status";
+    for (const auto& f : search::kFilters) out += std::string(", ") + f.param;
+    for (const auto& a : also) out += ", " + a;
+    return out;
+  }
+
+  // {status: "failed,cancelled" or [..], type, since, until, ...} → a query.
+  static search::Query bulk_filter(const nlohmann::json& filter) {
+    if (!filter.is_object()) throw HttpError(400, "filter: must be a JSON object", "filter");
+    search::Query q;
+    for (const auto& [key, value] : filter.items()) {
+      if (key == "status") continue;
+      const auto f = std::find_if(search::kFilters.begin(), search::kFilters.end(),
+                                  [&](const search::FilterDef& d) { return key == d.param; });
+      if (f == search::kFilters.end()) throw HttpError(400, key + ": unknown filter; expected " + search_params({}), key);
+      if (!value.is_string()) throw HttpError(400, key + ": must be a string", key);
+      if (!value.get<std::string>().empty()) {
+        q.filters.emplace_back(static_cast<size_t>(f - search::kFilters.begin()), value.get<std::string>());
+      }
+    }
+    if (filter.contains("status")) {
+      std::vector<std::string> names;
+      const nlohmann::json& st = filter["status"];
+      if (st.is_string()) {
+        std::string text = st.get<std::string>();
+        for (size_t start = 0; start <= text.size();) {
+          const size_t comma = std::min(text.find(',', start), text.size());
+          if (comma > start) names.push_back(text.substr(start, comma - start));
+          start = comma + 1;
+        }
+      } else if (st.is_array()) {
+        for (const auto& n : st) {
+          if (!n.is_string()) throw HttpError(400, "status: a list of state names", "status");
+          names.push_back(n.get<std::string>());
+        }
+      } else {
+        throw HttpError(400, "status: a state name, or several separated by commas", "status");
+      }
+      for (const auto& n : names) {
+        const auto s = job_state_from_text(n);
+        if (!s) {
+          std::string valid;
+          for (JobState k : kJobStates) valid += (valid.empty() ? "" : ", ") + std::string(to_text(k));
+          throw HttpError(400, "status: unknown state \"" + n + "\"; expected " + valid, "status");
+        }
+        if (std::find(q.states.begin(), q.states.end(), *s) == q.states.end()) q.states.push_back(*s);
+      }
+    }
+    return q;
   }
 };
 

@@ -1,8 +1,11 @@
 // api.hpp: the `api` role: the admin HTTP API, /metrics, health and readiness.
 //
-// Reads are open to whoever can reach api.listen (loopback by default); every
-// write needs `Authorization: Bearer <api.token>`: 401 without one, 403 with a
-// wrong one, and 403 for all writes when no token is configured. Errors are
+// Who may call what is access.hpp's: probes open; /metrics open unless
+// api.metrics_token is set; reads open unless a read token is configured;
+// every write needs `Authorization: Bearer <write token>` (api.token or an
+// api.tokens entry with role write): 401 without one, 403 with a wrong one,
+// and 403 for all writes when no write token is configured. Every write is
+// recorded in jobhost.audit_log under the token's name (audit.hpp). Errors are
 // JSON {"error": "...", "field": "..."} with the field named when one is at
 // fault; a handler that throws gets 500 and the host carries on. Connection
 // and rate limits, timeouts and the body limit are HttpServer's (api.* in the

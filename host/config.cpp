@@ -222,6 +222,7 @@ class Parser {
   std::set<Role> roles(const YAML::Node& node, const std::string& path) const;
   void lease(const YAML::Node& host, Config& c) const;
   void api(const YAML::Node& root, Config& c) const;
+  void api_access(const YAML::Node& api, Config& c) const;
   void rate(const YAML::Node& parent, const std::string& path, const char* key, double& per_s,
             double& burst) const;
   void log(const YAML::Node& root, Config& c) const;
@@ -419,10 +420,12 @@ Config Parser::parse(const YAML::Node& root) const {
 }
 
 void Parser::postgres(const YAML::Node& root, Config& c) const {
-  const auto node = section(root, "", "postgres", {"url", "pool_size"});
+  const auto node = section(root, "", "postgres", {"url", "pool_size", "listen_url", "pooler"});
   if (!node) fail(root, "postgres.url", "is required");
   c.postgres_url = required_text(*node, "postgres", "url");
   read_int(*node, "postgres", "pool_size", c.postgres_pool_size, Range{1, 1000});
+  read_text(*node, "postgres", "listen_url", c.postgres_listen_url);
+  read_choice(*node, "postgres", "pooler", c.postgres_pooler, {"none", "transaction"});
 }
 
 void Parser::redis(const YAML::Node& root, Config& c) const {
@@ -499,11 +502,13 @@ void Parser::api(const YAML::Node& root, Config& c) const {
   const auto node = section(root, "", "api",
                             {"listen", "health_listen", "token", "max_connections",
                              "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
-                             "idle_timeout_ms", "max_body_bytes", "threads", "queue", "rate_limit"});
+                             "idle_timeout_ms", "max_body_bytes", "threads", "queue", "rate_limit",
+                             "read_token", "metrics_token", "tokens"});
   if (!node) return;
   read_text(*node, "api", "listen", c.api_listen);
   read_text(*node, "api", "health_listen", c.api_health_listen);
   read_text(*node, "api", "token", c.api_token);
+  api_access(*node, c);
   // Port 0 picks a free port for each, so two of them do not clash.
   const bool any_port =
       c.api_listen.size() >= 2 && c.api_listen.compare(c.api_listen.size() - 2, 2, ":0") == 0;
@@ -530,6 +535,52 @@ void Parser::api(const YAML::Node& root, Config& c) const {
   if (!limit) return;
   rate(*limit, "api.rate_limit", "per_client", l.client_per_s, l.client_burst);
   rate(*limit, "api.rate_limit", "per_token", l.token_per_s, l.token_burst);
+}
+
+// api.token, api.read_token, api.metrics_token and api.tokens: [{name, token,
+// role}] as one list of named tokens. Messages never quote a token's value.
+void Parser::api_access(const YAML::Node& api, Config& c) const {
+  struct Given {
+    ApiToken token;
+    YAML::Node at;
+    std::string path;
+  };
+  std::vector<Given> given;
+  const auto single = [&](const char* key, ApiToken::Role role) {
+    std::string value;
+    read_text(api, "api", key, value);
+    if (!value.empty()) given.push_back({{join("api", key), value, role}, api[key], join("api", key)});
+  };
+  single("token", ApiToken::Role::kWrite);
+  single("read_token", ApiToken::Role::kRead);
+  single("metrics_token", ApiToken::Role::kMetrics);
+  if (const YAML::Node list = api["tokens"]; list.IsDefined()) {
+    expect_list(list, "api.tokens");
+    std::size_t i = 0;
+    for (const YAML::Node& item : list) {
+      const std::string path = index("api.tokens", i++);
+      expect_keys(item, path, {"name", "token", "role"});
+      ApiToken t;
+      t.name = required_text(item, path, "name");
+      t.token = required_text(item, path, "token");
+      std::string role = "read";
+      read_choice(item, path, "role", role, {"read", "write"});
+      t.role = role == "write" ? ApiToken::Role::kWrite : ApiToken::Role::kRead;
+      given.push_back({t, item["token"], join(path, "token")});
+      for (std::size_t j = 0; j + 1 < given.size(); ++j) {
+        if (given[j].token.name == t.name) fail(item["name"], join(path, "name"), "given twice; names must be unique");
+      }
+    }
+  }
+  for (std::size_t i = 0; i < given.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (given[i].token.token == given[j].token.token) {
+        fail(given[i].at, given[i].path,
+             "the same token as " + given[j].path + "; each token must name one caller (the audit log says who)");
+      }
+    }
+    c.api_access.push_back(given[i].token);
+  }
 }
 
 // { requests_per_s: R, burst: B }: R = 0 turns the limit off; B defaults to 2 R.

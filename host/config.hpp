@@ -77,11 +77,28 @@ struct ApiLimits {
   bool operator==(const ApiLimits&) const = default;
 };
 
+// A named API token (api.tokens): the audit log says who by its name.
+struct ApiToken {
+  enum class Role { kRead, kWrite, kMetrics };  // write implies read; metrics reads /metrics only
+  std::string name;
+  std::string token;
+  Role role = Role::kRead;
+  bool operator==(const ApiToken&) const = default;
+};
+
 struct Config {
   std::filesystem::path file;
 
   std::string postgres_url;
   int postgres_pool_size = 8;
+  // A direct connection (not through a pooler) for LISTEN; empty: LISTEN on
+  // postgres.url, or poll when postgres.pooler is "transaction".
+  std::string postgres_listen_url;
+  // "transaction": postgres.url goes through a transaction-mode pooler
+  // (PgBouncer), so nothing may rely on session state: no named prepared
+  // statements, and LISTEN only on postgres.listen_url.
+  std::string postgres_pooler = "none";
+  bool behind_transaction_pooler() const { return postgres_pooler == "transaction"; }
 
   std::string redis_url;
   std::string redis_key_prefix = "jobhost";
@@ -113,6 +130,10 @@ struct Config {
   std::string api_health_listen;
   std::string api_token;
   ApiLimits api_limits;
+  // Access control (README, "Access control and audit"): every configured
+  // token, api.token (write), api.read_token (read), api.metrics_token and
+  // api.tokens, with the name the audit log records.
+  std::vector<ApiToken> api_access;
 
   std::string log_format = "text";  // text | json
   std::string log_level = "info";   // trace|debug|info|warn|error

@@ -7,6 +7,7 @@
 #include "flow_dispatch.hpp"
 #include "job_state.hpp"
 #include "metrics.hpp"
+#include "queue_signals.hpp"
 #include "worker_pool.hpp"
 
 namespace jobhost {
@@ -45,6 +46,14 @@ void Gauges::refresh() {
     }
   } catch (const std::exception& e) {
     spdlog::warn("metrics: queue depths not refreshed: {}", e.what());
+  }
+  try {
+    pg_.with([&m](pqxx::connection& c) {
+      refresh_queue_signals(c, m);
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    spdlog::warn("metrics: queue lag and ready work not refreshed: {}", e.what());
   }
 }
 

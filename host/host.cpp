@@ -13,6 +13,7 @@
 #include "completer.hpp"
 #include "flow_runtime.hpp"
 #include "gauges.hpp"
+#include "pooler.hpp"
 #include "job_context.hpp"
 #include "lease_keeper.hpp"
 #include "migrations.hpp"
@@ -119,6 +120,7 @@ int Host::run() {
   std::string roles;
   for (Role r : config_.roles) roles += std::string(roles.empty() ? "" : ",") + role_name(r);
   spdlog::info("jobhost {} starting: roles={} config={}", config_.host_id, roles, config_.file.string());
+  apply_pooler_mode(config_);
 
   check_redis(config_);
   check_schema(config_);

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "job_state.hpp"
+#include "metrics.hpp"
 #include "pg.hpp"
 
 namespace jobhost {
@@ -24,7 +25,8 @@ UPDATE jobhost.jobs j
   FROM unnest($1::uuid[]) AS t(id)
  WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}
 RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts, j.priority,
-          (extract(epoch FROM j.created_at) * 1000)::bigint, coalesce(j.flow_key, ''))sql");
+          (extract(epoch FROM j.created_at) * 1000)::bigint, coalesce(j.flow_key, ''),
+          extract(epoch FROM now() - greatest(j.run_at, j.created_at))::float8)sql");
 
 const std::string kExtendSql = state_sql(R"sql(
 UPDATE jobhost.jobs j
@@ -49,6 +51,9 @@ std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std:
   for (const auto& row : r) {
     out.push_back({row[0].c_str(), row[1].c_str(), row[2].c_str(), row[3].as<int>(), row[4].as<int>(),
                    row[5].as<int>(), row[6].as<int64_t>(), row[7].c_str(), std::nullopt});
+    // The fetcher leases only as many jobs as it has free workers: the lease is the start.
+    Metrics::global().observe("job_start_delay_seconds", {{"queue", out.back().type}},
+                              std::max(0.0, row[8].as<double>()));
   }
   return out;
 }

@@ -66,7 +66,8 @@ Metrics& Metrics::global() {
     const std::vector<double> job_seconds{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
     r->declare("jobs_completed_total", Type::kCounter, "Jobs whose handler succeeded, by queue.");
     r->declare("jobs_failed_total", Type::kCounter,
-               "Jobs dead-lettered (status failed) by this host, by queue: permanent failures and last attempts.");
+               "Jobs dead-lettered (status failed) by this host, by queue: permanent failures, last attempts, and "
+               "expired leases on the last attempt (the reaper's).");
     r->declare("jobs_retried_total", Type::kCounter, "Failed attempts scheduled for a retry, by queue.");
     r->declare("job_duration_seconds", Type::kHistogram, "Handler run time of one attempt, by queue.", job_seconds);
     r->declare("jobs_in_flight", Type::kGauge, "Attempts running now in this host, by plugin.");
@@ -87,6 +88,16 @@ Metrics& Metrics::global() {
     r->declare("api_connections", Type::kGauge, "Open connections of the admin API, by listener.");
     r->declare("api_refused_total", Type::kCounter,
                "Connections and requests the admin API refused or dropped, by reason.");
+    // Operating at scale (DESIGN §12): host/queue_signals.hpp, the reaper and the lease.
+    r->declare("queue_lag_seconds", Type::kGauge,
+               "Age of the oldest job that is due and not running, by queue and priority band (0: none).");
+    r->declare("queue_ready", Type::kGauge,
+               "Jobs due now and not running (not future-dated, not backing off), by queue and priority band.");
+    r->declare("queue_jobs", Type::kGauge, "Jobs in each live state (waiting and in flight), by queue.");
+    r->declare("queue_served", Type::kGauge, "1 while a host serving the queue reported in the last 30 s.");
+    r->declare("job_start_delay_seconds", Type::kHistogram,
+               "Time from a job being due (created, or its run_at if later) to its attempt's start, by queue.",
+               {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600});
     return r;
   }();
   return *m;

@@ -26,36 +26,30 @@ int schema_version(pqxx::connection& conn) {
   return tx.exec1("SELECT coalesce(max(version), 0) FROM jobhost.schema_migrations")[0].as<int>();
 }
 
+// Each step takes the lock for its own transaction (pg_advisory_xact_lock), so
+// that migrating works through a transaction-mode pooler too: a session lock
+// taken and released in separate statements there may land on different
+// server connections and never be released.
 std::vector<std::string> migrate(pqxx::connection& conn) {
+  const std::string lock = "SELECT pg_advisory_xact_lock(" + std::to_string(kMigrationLockKey) + ")";
   std::vector<std::string> applied;
   {
-    pqxx::nontransaction nt(conn);
-    nt.exec("SELECT pg_advisory_lock(" + std::to_string(kMigrationLockKey) + ")");
+    pqxx::work tx(conn);
+    tx.exec(lock);
+    tx.exec(kCreateLedger);
+    tx.commit();
   }
-  try {
-    {
-      pqxx::work tx(conn);
-      tx.exec(kCreateLedger);
-      tx.commit();
-    }
-    for (const Migration& m : kMigrations) {
-      pqxx::work tx(conn);
-      const auto done = tx.exec_params("SELECT 1 FROM jobhost.schema_migrations WHERE version = $1",
-                                       m.version);
-      if (!done.empty()) continue;
-      tx.exec(m.sql);
-      tx.exec_params("INSERT INTO jobhost.schema_migrations (version, name) VALUES ($1, $2)",
-                     m.version, std::string(m.name));
-      tx.commit();
-      applied.emplace_back(m.name);
-    }
-  } catch (...) {
-    pqxx::nontransaction nt(conn);
-    nt.exec("SELECT pg_advisory_unlock(" + std::to_string(kMigrationLockKey) + ")");
-    throw;
+  for (const Migration& m : kMigrations) {
+    pqxx::work tx(conn);
+    tx.exec(lock);
+    const auto done = tx.exec_params("SELECT 1 FROM jobhost.schema_migrations WHERE version = $1", m.version);
+    if (!done.empty()) continue;
+    tx.exec(m.sql);
+    tx.exec_params("INSERT INTO jobhost.schema_migrations (version, name) VALUES ($1, $2)", m.version,
+                   std::string(m.name));
+    tx.commit();
+    applied.emplace_back(m.name);
   }
-  pqxx::nontransaction nt(conn);
-  nt.exec("SELECT pg_advisory_unlock(" + std::to_string(kMigrationLockKey) + ")");
   return applied;
 }
 

@@ -103,12 +103,6 @@ SELECT name, flow_keyed, flow_fair FROM jobhost.job_queues
 // The smallest text after `key` in the C collation: the next claim's first key.
 std::string after(const std::string& key) { return key + '\x01'; }
 
-class Wake : public pqxx::notification_receiver {
- public:
-  explicit Wake(pqxx::connection_base& c) : pqxx::notification_receiver(c, "jobhost_jobs") {}
-  void operator()(const std::string&, int) override {}
-};
-
 }  // namespace
 
 std::vector<ServedQueue> served_queues(pqxx::connection& conn) {
@@ -171,7 +165,8 @@ Migrator::Migrator(const Config& config)
                .first_pass_after = std::chrono::milliseconds(0),
                .backoff = std::chrono::milliseconds(200),
                .max_backoff = std::chrono::milliseconds(2000)}),
-      config_(config) {}
+      config_(config),
+      wake_(listen_url_for(config)) {}
 
 Migrator::~Migrator() = default;
 
@@ -267,12 +262,12 @@ Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
   return res;
 }
 
-void Migrator::pg_connected(pqxx::connection& conn) { wake_ = std::make_unique<Wake>(conn); }
-
+// A failed pass drops the LISTEN connection too: it may be as broken as pg().
 void Migrator::pg_dropping() { wake_.reset(); }
 
 std::chrono::milliseconds Migrator::run_once(std::stop_token stop) {
   pqxx::connection& conn = pg();
+  wake_.listen();
   const auto t0 = std::chrono::steady_clock::now();
   const PassResult res = pass(conn, redis());
   if (res.moved > 0) {
@@ -281,7 +276,7 @@ std::chrono::milliseconds Migrator::run_once(std::stop_token stop) {
                       std::chrono::steady_clock::now() - t0).count());
   }
   if (res.full) {
-    conn.get_notifs();  // drain: we are about to look again anyway
+    wake_.drain();  // we are about to look again anyway
     return std::chrono::milliseconds(0);
   }
   long long wait_ms = config_.migrator_poll_interval_ms;
@@ -294,7 +289,7 @@ std::chrono::milliseconds Migrator::run_once(std::stop_token stop) {
                                deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) break;
     const long long slice = std::min(left, 250LL);
-    if (conn.await_notification(slice / 1000, (slice % 1000) * 1000) > 0) break;
+    if (wake_.wait(std::chrono::milliseconds(slice))) break;
   }
   return std::chrono::milliseconds(0);
 }

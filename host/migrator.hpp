@@ -22,6 +22,7 @@
 
 #include "config.hpp"
 #include "flow_dispatch.hpp"
+#include "notify_wait.hpp"
 #include "redis.hpp"
 #include "service.hpp"
 
@@ -52,7 +53,6 @@ class Migrator : public Service {
  private:
   // One pass, then the wait for a NOTIFY, the next run_at or poll_interval_ms.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
-  void pg_connected(pqxx::connection& conn) override;
   void pg_dropping() override;
   size_t migrate_queue(pqxx::connection& conn, Redis& redis, const ServedQueue& queue, PassResult& res);
   // The fair claim of one band: keys in turn from the band's cursor, up to
@@ -68,7 +68,7 @@ class Migrator : public Service {
   };
 
   Config config_;
-  std::unique_ptr<pqxx::notification_receiver> wake_;  // LISTEN jobhost_jobs on pg()
+  NotifyWait wake_;  // LISTEN jobhost_jobs, on a connection of its own (notify_wait.hpp)
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
   std::map<std::pair<std::string, int>, Turn> turns_;    // per queue and band
 };

@@ -1,10 +1,17 @@
 // pg.cpp: array literals, connecting, and the connection pool.
 #include "pg.hpp"
 
+#include <atomic>
 #include <regex>
 #include <stdexcept>
 
 namespace jobhost {
+namespace {
+std::atomic<bool> g_prepared_statements{true};
+}  // namespace
+
+void set_prepared_statements(bool enabled) { g_prepared_statements = enabled; }
+bool prepared_statements() { return g_prepared_statements; }
 
 void PgArray::sep() {
   if (count_++ > 0) out_ += ',';

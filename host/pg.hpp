@@ -67,12 +67,22 @@ class PgPool {
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
 };
 
+// Whether exec_hot() may use named prepared statements: not when postgres.url
+// goes through a transaction-mode pooler (postgres.pooler: transaction), where
+// a statement prepared on one server connection is unknown on the next (and
+// PgBouncer 1.18, Debian 12's, cannot carry them across). Set once at start.
+void set_prepared_statements(bool enabled);
+bool prepared_statements();
+
 // Runs a hot-path statement as a prepared statement of the transaction's
 // connection: parsed and planned once per connection, not on every call.
 // `name` must be unique to `sql` (prepare() refuses a changed definition).
+// Without prepared statements, the same SQL as one parameterised statement
+// (the unnamed statement, parsed and run in one round trip).
 template <typename... Args>
 pqxx::result exec_hot(pqxx::transaction_base& tx, const char* name, const char* sql,
                       Args&&... args) {
+  if (!prepared_statements()) return tx.exec_params(sql, std::forward<Args>(args)...);
   tx.conn().prepare(name, sql);  // registers once; later calls compare and return
   return tx.exec_prepared(name, std::forward<Args>(args)...);
 }

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "job_state.hpp"
+#include "metrics.hpp"
 #include "pg.hpp"
 
 namespace jobhost {
@@ -52,6 +53,10 @@ size_t Reaper::pass(pqxx::connection& conn) {
   if (!r.empty()) tx.exec("SELECT pg_notify('jobhost_jobs', '')");
   tx.commit();
   for (const auto& row : r) {
+    // A lease that expired on the last attempt dead-letters the job here, not in a worker.
+    if (row[2].c_str() == to_text(JobState::kFailed)) {
+      Metrics::global().inc("jobs_failed_total", {{"queue", row[1].c_str()}});
+    }
     spdlog::warn("job {} type={} attempt={}: lease expired; now {}", row[0].c_str(),
                  row[1].c_str(), row[3].as<int>(), row[2].c_str());
   }

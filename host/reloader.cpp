@@ -33,14 +33,16 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   const auto check = [&](bool same, const char* what) {
     if (!same) out.emplace_back(what);
   };
-  check(a.postgres_url == b.postgres_url && a.postgres_pool_size == b.postgres_pool_size, "postgres");
+  check(a.postgres_url == b.postgres_url && a.postgres_pool_size == b.postgres_pool_size &&
+            a.postgres_listen_url == b.postgres_listen_url && a.postgres_pooler == b.postgres_pooler,
+        "postgres");
   check(a.redis_url == b.redis_url && a.redis_key_prefix == b.redis_key_prefix, "redis");
   check(a.migrator_batch_size == b.migrator_batch_size && a.migrator_poll_interval_ms == b.migrator_poll_interval_ms &&
             a.migrator_max_in_redis == b.migrator_max_in_redis,
         "host.migrator");
   check(a.lease_duration_ms == b.lease_duration_ms && a.heartbeat_ms == b.heartbeat_ms, "host.lease");
   check(a.api_listen == b.api_listen && a.api_health_listen == b.api_health_listen && a.api_token == b.api_token &&
-            a.api_limits == b.api_limits,
+            a.api_access == b.api_access && a.api_limits == b.api_limits,
         "api");
   check(a.shutdown_grace_ms == b.shutdown_grace_ms, "host.shutdown_grace_ms");
   bool same_schedules = a.schedules.size() == b.schedules.size();

@@ -11,7 +11,9 @@ packages=(
   libssl-dev libcli11-dev
   python3-dkim  # the independent DKIM verifier of email_send's signing tests
   postgresql-15 postgresql-contrib redis-server redis-tools
-  prometheus  # promtool, which checks the /metrics output in the tests
+  prometheus  # promtool: checks the /metrics output, checks and unit-tests docs/deploy/alerts.yml
+  pgbouncer  # the PgBouncer test: jobhost through a real pooler in transaction mode
+  postgresql-client  # psql, which reads PgBouncer's console in that test
   chromium  # the dashboard's browser test, driven by playwright-core from npm
   libreoffice-calc-nogui  # import_contacts' test saves a real spreadsheet as Windows-1252 CSV
 )
