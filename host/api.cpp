@@ -336,6 +336,7 @@ struct ApiServer::Impl {
     }
     nlohmann::json body{{"queue", queue}, {"paused", paused}, {"changed", changed}};
     if (key) body["key"] = *key;
+    audit(req, paused ? "queue.pause" : "queue.resume", key ? queue + " key " + *key : queue, changed ? 1 : 0);
     send_json(res, 200, body);
   }
 

@@ -32,6 +32,8 @@ struct FilterDef {
 // must stay cheap on its own).
 inline const std::vector<FilterDef> kFilters = {
     {"type", "j.queue_name = $V", "text"},
+    // Keyed jobs only are in jobs_flow_key_idx (013_flow_search.sql).
+    {"flow_key", "j.flow_key = $V", "text"},
     // A job's id is made in its enqueue transaction, at or after created_at:
     // the id bound is safe for since, and for until allows 10 minutes.
     {"since", "j.id >= jobhost.job_id_floor($V::timestamptz) AND j.created_at >= $V::timestamptz", "timestamptz"},

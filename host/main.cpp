@@ -4,6 +4,7 @@
 //   jobhost --config FILE --roles worker,api   run only these roles (overrides host.roles)
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -62,6 +63,10 @@ int main(int argc, char** argv) {
   try {
     if (!check_file.empty()) return check_config(check_file);
     jobhost::Host::block_signals();
+    // A peer that closes its end (an SMTP relay over TLS, an HTTP client) must
+    // fail that write with EPIPE, not kill the host: OpenSSL writes with
+    // write(2), which raises SIGPIPE.
+    std::signal(SIGPIPE, SIG_IGN);
     jobhost::Config cfg = jobhost::load_config(config_file);
     if (!roles.empty()) cfg.roles = jobhost::parse_roles(roles);
     jobhost::setup_logging(cfg.log_format, cfg.log_level);

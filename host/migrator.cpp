@@ -119,9 +119,13 @@ bool Migrator::claim_fair(pqxx::connection& conn, const std::string& queue, int 
   bool more = false;
   Turn& turn = turns_[{queue, band}];
   // Each key's share of a batch, from how many keys took part in the last
-  // round: one key alone gets the whole batch (work-conserving).
-  const int quota = std::max<int>(1, static_cast<int>((static_cast<size_t>(limit) + turn.keys_last_round - 1) /
-                                                      std::max<size_t>(1, turn.keys_last_round)));
+  // round: one key alone gets the whole batch (work-conserving). At least
+  // kMinQuota, so a batch over many small keys probes fewer of them: Redis
+  // still hands them out one job per key in turn, and a key's share stays far
+  // below the Redis window, which is what the claim's fairness protects.
+  constexpr int kMinQuota = 16;
+  const int quota = std::max<int>(kMinQuota, static_cast<int>((static_cast<size_t>(limit) + turn.keys_last_round - 1) /
+                                                              std::max<size_t>(1, turn.keys_last_round)));
   const int max_keys = std::max(64, 4 * limit);
   const auto claim = [&](const std::string& from, const std::optional<std::string>& stop, int want) {
     pqxx::nontransaction tx(conn);
