@@ -198,8 +198,6 @@ TEST_CASE("email.send fails over when the primary refuses or is down", "[email]"
   primary.refuse_with(451, smtp::Stage::kRcpt);  // temporary: try elsewhere
   through_fallback("rcpt451@example.com");
   primary.refuse_with(0, smtp::Stage::kRcpt);
-  // The 451 held the primary back for example.com (deferral_hold_ms): let it pass.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   primary.refuse_with(452, smtp::Stage::kData);
   through_fallback("data452@example.com");
   primary.refuse_with(0, smtp::Stage::kData);
