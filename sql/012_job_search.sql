@@ -10,8 +10,16 @@
 -- no more. On a large jobs table, build them first with CREATE INDEX
 -- CONCURRENTLY under these names: the migration then leaves them be instead
 -- of locking the table for the build.
-CREATE INDEX IF NOT EXISTS jobs_search_status_idx ON jobhost.jobs (status, id);
-CREATE INDEX IF NOT EXISTS jobs_search_type_idx ON jobhost.jobs (queue_name, status, id);
+--
+-- Only finished jobs are in them: a job gets its entries once, when it
+-- finishes, instead of one per state change on the hot path (measured with
+-- both indexes over every state: the no-op drain fell from about 12,800 to
+-- 7,700 jobs/s on a 2-core machine). The live states, of which there are far
+-- fewer rows, are found through their own partial indexes and the primary key.
+CREATE INDEX IF NOT EXISTS jobs_search_status_idx ON jobhost.jobs (status, id)
+    WHERE status IN ('completed', 'failed', 'cancelled');
+CREATE INDEX IF NOT EXISTS jobs_search_type_idx ON jobhost.jobs (queue_name, status, id)
+    WHERE status IN ('completed', 'failed', 'cancelled');
 
 -- The smallest time-ordered id of a moment: the 48-bit millisecond prefix,
 -- the rest zero. Turns since/until into a range of ids, so a time window is
