@@ -47,7 +47,7 @@ std::optional<std::string> AccessPolicy::identify(std::string_view authorization
 }
 
 std::string AccessPolicy::check(RouteClass route, std::string_view authorization) const {
-  const bool open = route == RouteClass::kProbe || (route == RouteClass::kMetrics && !metrics_protected_) ||
+  const bool open = route == RouteClass::kProbe || route == RouteClass::kPublic || (route == RouteClass::kMetrics && !metrics_protected_) ||
                     (route == RouteClass::kRead && !reads_protected_);
   const Entry* who = authorization.empty() ? nullptr : match(authorization);
   if (open) return who ? who->name : "anonymous";

@@ -27,7 +27,9 @@
 
 namespace jobhost {
 
-enum class RouteClass { kProbe, kMetrics, kRead, kWrite };
+// kPublic: open to anyone, as a probe, for routes whose request carries its
+// own credential (a signed one-click unsubscribe link).
+enum class RouteClass { kProbe, kPublic, kMetrics, kRead, kWrite };
 
 // An access refused: the HTTP status (401 or 403) and why.
 struct AccessDenied : std::runtime_error {

@@ -2,8 +2,10 @@
 #include "admin.hpp"
 
 #include <cctype>
+#include <optional>
 #include <stdexcept>
 
+#include "batches.hpp"
 #include "job_state.hpp"
 
 namespace jobhost::admin {
@@ -20,7 +22,7 @@ SELECT id::text, queue_name, status, priority, payload::text, attempt_count, max
        to_char(lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        unique_key,
        to_char(cancel_requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-       progress, flow_key
+       progress, flow_key, batch_id::text
   FROM jobhost.jobs WHERE id = $1::uuid)sql";
 
 // Through the running state's partial index (the reaper's), oldest first.
@@ -91,23 +93,33 @@ SELECT id::text, queue_name, attempt_count, max_attempts,
   FROM jobhost.jobs WHERE status = {failed} AND ($1 = '' OR queue_name = $1)
  ORDER BY failed_at DESC LIMIT $2)sql");
 
-// Exactly the job asked for (the seeds' replay reset another one).
+// Exactly the job asked for (the seeds' replay reset another one). A member
+// of a batch leaves its failed count; a finished batch is reopened.
 const std::string kReplaySql = state_sql(R"sql(
 WITH r AS (
   UPDATE jobhost.jobs SET status = {queued}, attempt_count = 0, run_at = now(),
          failed_at = NULL, cancel_requested_at = NULL, updated_at = now()
    WHERE status = {failed} AND (($1 <> '' AND id = NULLIF($1, '')::uuid) OR
                                ($1 = '' AND queue_name = $2))
-  RETURNING id)
-SELECT count(*) FROM r)sql");
+  RETURNING id, batch_id, {failed} AS old_status, status AS new_status
+), batch_tally AS ({batch_tally}), batch_reopen AS ({batch_reopen})
+SELECT count(*) FROM r)sql",
+                                         {{"batch_tally", batches::tally_cte("r")},
+                                          {"batch_reopen", batches::reopen_cte("r")}});
 
 // Not started: cancelled now. An id still in Redis is dropped by the fetcher,
 // whose lease only takes jobs in status migrated_to_redis.
 const std::string kCancelWaitingSql = state_sql(R"sql(
-UPDATE jobhost.jobs SET status = {cancelled}, cancel_requested_at = now(), updated_at = now(),
-       last_error_message = 'cancelled before it started'
- WHERE id = $1::uuid AND status IN ({queued}, {retry_scheduled}, {migrated_to_redis})
-RETURNING id)sql");
+WITH c AS (
+  UPDATE jobhost.jobs SET status = {cancelled}, cancel_requested_at = now(), updated_at = now(),
+         last_error_message = 'cancelled before it started'
+   WHERE id = $1::uuid AND status IN ({queued}, {retry_scheduled}, {migrated_to_redis})
+  -- old_status: one of the live states (the tally tells only live from terminal)
+  RETURNING id, batch_id, {queued} AS old_status, status AS new_status
+), batch_tally AS ({batch_tally})
+SELECT id, {batches_closed} FROM c)sql",
+                                                {{"batch_tally", batches::tally_cte("c")},
+                                                 {"batches_closed", batches::closed_touched_sql()}});
 const std::string kCancelRunningSql = state_sql(R"sql(
 UPDATE jobhost.jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
  WHERE id = $1::uuid AND status = {running}
@@ -177,6 +189,7 @@ std::optional<nlohmann::json> job(pqxx::connection& conn, const std::string& id)
       {"cancel_requested_at", text_or_null(row[16])},
       {"progress", row[17].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[17].as<double>())},
       {"flow_key", text_or_null(row[18])},
+      {"batch_id", text_or_null(row[19])},
   };
 }
 
@@ -289,14 +302,17 @@ CancelResult cancel(pqxx::connection& conn, const std::string& id) {
   if (!is_uuid(id)) throw std::invalid_argument("id: not a UUID: " + id);
   pqxx::work tx(conn);
   CancelResult result = CancelResult::kFinished;
-  if (!tx.exec_params(kCancelWaitingSql, id).empty()) {
+  std::optional<std::string> closed;  // its batch, which may have finished with it
+  if (const pqxx::result c = tx.exec_params(kCancelWaitingSql, id); !c.empty()) {
     result = CancelResult::kCancelled;
+    if (!c[0][1].is_null()) closed = c[0][1].c_str();
   } else if (!tx.exec_params(kCancelRunningSql, id).empty()) {
     result = CancelResult::kRequested;
   } else if (tx.exec_params("SELECT 1 FROM jobhost.jobs WHERE id = $1::uuid", id).empty()) {
     result = CancelResult::kNotFound;
   }
   tx.commit();
+  if (closed) batches::finish(conn, *closed);
   return result;
 }
 

@@ -13,6 +13,8 @@
 #include "access.hpp"
 #include "admin.hpp"
 #include "audit.hpp"
+#include "batches.hpp"
+#include <jobhost_plugins/unsubscribe_token.hpp>
 #include "job_search.hpp"
 #include "job_state.hpp"
 #include "http_server.hpp"
@@ -203,13 +205,31 @@ struct ApiServer::Impl {
     }
   }
 
+  // The schema's own refusals (sql/014_batches.sql): no such batch (P0002)
+  // is the client's mistake, a batch that is no longer open a conflict.
+  template <typename Fn>
+  static auto sql_errors_as_http(const char* field, Fn fn) {
+    try {
+      return fn();
+    } catch (const pqxx::sql_error& e) {
+      const std::string first_line = std::string(e.what()).substr(0, std::string(e.what()).find('\n'));
+      if (e.sqlstate() == "P0002") throw HttpError(400, std::string(field) + ": " + strip_error(first_line), field);
+      if (e.sqlstate() == "55000") throw HttpError(409, strip_error(first_line), field);
+      throw;
+    }
+  }
+  static std::string strip_error(const std::string& line) {
+    const std::string prefix = "ERROR:  ";
+    return line.rfind(prefix, 0) == 0 ? line.substr(prefix.size()) : line;
+  }
+
   nlohmann::json create_job(const nlohmann::json& body) {
     for (const auto& [key, _] : body.items()) {
       if (key != "type" && key != "payload" && key != "priority" && key != "run_at" && key != "max_attempts" &&
-          key != "unique_key" && key != "flow_key") {
+          key != "unique_key" && key != "flow_key" && key != "batch_id") {
         throw HttpError(400,
                         key + ": unknown field; expected type, payload, priority, run_at, max_attempts, unique_key, "
-                              "flow_key",
+                              "flow_key, batch_id",
                         key);
       }
     }
@@ -252,6 +272,13 @@ struct ApiServer::Impl {
       }
       flow_key = body["flow_key"].get<std::string>();
     }
+    std::optional<std::string> batch_id;
+    if (body.contains("batch_id")) {
+      if (!body["batch_id"].is_string() || !admin::is_uuid(body["batch_id"].get<std::string>())) {
+        throw HttpError(400, "batch_id: must be a batch id (a UUID, from POST /api/v1/batches)", "batch_id");
+      }
+      batch_id = body["batch_id"].get<std::string>();
+    }
     if (hooks.validate) {
       if (const auto problem = hooks.validate(type, payload.dump()); problem && !problem->empty()) {
         throw HttpError(400, "payload: " + *problem, "payload");
@@ -268,10 +295,12 @@ struct ApiServer::Impl {
           throw HttpError(400, "run_at: not a timestamp: " + *run_at, "run_at");
         }
       }
-      const pqxx::row r = tx.exec_params1(
-          "SELECT jobhost.enqueue($1, $2::jsonb, coalesce($3::int, 100), coalesce($4::timestamptz, now()), $5::int, "
-          "$6::text, $7::text)::text",
-          type, payload.dump(), priority, run_at, max_attempts, unique_key, flow_key);
+      const pqxx::row r = sql_errors_as_http("batch_id", [&] {
+        return tx.exec_params1(
+            "SELECT jobhost.enqueue($1, $2::jsonb, coalesce($3::int, 100), coalesce($4::timestamptz, now()), $5::int, "
+            "$6::text, $7::text, $8::uuid)::text",
+            type, payload.dump(), priority, run_at, max_attempts, unique_key, flow_key, batch_id);
+      });
       tx.commit();
       return nlohmann::json{{"id", r[0].c_str()}};
     });
@@ -442,6 +471,153 @@ struct ApiServer::Impl {
                   send_json(res, 200, {{"id", id}, {"replayed", n}});
                 }));
     ops_routes();
+    batch_routes();
+    unsubscribe_routes();
+  }
+
+  // RFC 8058 one-click unsubscribe (DESIGN §11): the link's signed token is
+  // the credential, so no bearer token is asked for; a forged, altered or
+  // expired token gets 403 and changes nothing. GET (a person following the
+  // link) only shows a button that POSTs: mail scanners fetch links, and a
+  // GET must not unsubscribe anyone.
+  void unsubscribe_routes() {
+    const std::string path = "/api/v1/unsubscribe/([A-Za-z0-9._-]{1,2048})";
+    server.Get(path, wrap_as(RouteClass::kPublic, [this](const httplib::Request& req, httplib::Response& res) {
+      unsubscribe_claims(req.matches[1]);  // 403 unless the link is good
+      res.set_content("<!doctype html><meta charset=\"utf-8\"><title>Unsubscribe</title>"
+                      "<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+                      "<p>Stop receiving these emails?</p><button type=\"submit\">Unsubscribe</button></form>",
+                      "text/html; charset=utf-8");
+    }));
+    server.Post(path, wrap_as(RouteClass::kPublic, [this](const httplib::Request& req, httplib::Response& res) {
+      if (req.body.find("List-Unsubscribe=One-Click") == std::string::npos) {
+        throw HttpError(400, "body: a one-click unsubscribe posts List-Unsubscribe=One-Click (RFC 8058)", "body");
+      }
+      const auto c = unsubscribe_claims(req.matches[1]);
+      const bool added = pg.with([&](pqxx::connection& conn) {
+        pqxx::work tx(conn);
+        // The message the link came with, of that tenant and that address.
+        const pqxx::result m = tx.exec_params(
+            "SELECT campaign_id FROM app.email_messages WHERE tenant_id = $1 AND id = $2 "
+            "AND lower(btrim(recipient)) = $3",
+            c.tenant, c.message_row, c.email);
+        if (m.empty()) throw HttpError(403, "the unsubscribe link names no message of this address");
+        const bool inserted = !tx.exec_params("INSERT INTO app.suppressions (tenant_id, email, reason) "
+                                              "VALUES ($1, $2, 'unsubscribed') ON CONFLICT DO NOTHING RETURNING 1",
+                                              c.tenant, c.email)
+                                   .empty();
+        if (inserted) {
+          tx.exec_params("INSERT INTO app.email_events (tenant_id, message_id, campaign_id, recipient, event, detail) "
+                         "VALUES ($1, $2, $3, $4, 'unsubscribed', jsonb_build_object('via', 'one-click'))",
+                         c.tenant, c.message_row, m[0][0].is_null() ? std::optional<std::string>() : m[0][0].c_str(),
+                         c.email);
+        }
+        tx.commit();
+        return inserted;
+      });
+      send_json(res, 200, {{"unsubscribed", true}, {"already", !added}});
+    }));
+  }
+
+  jobhost_plugins::unsubscribe::Claims unsubscribe_claims(const std::string& token) {
+    if (config.api_unsubscribe_secret.empty()) {
+      throw HttpError(403, "one-click unsubscribe is not configured on this host (api.unsubscribe_secret)");
+    }
+    auto checked = jobhost_plugins::unsubscribe::check(token, config.api_unsubscribe_secret, std::time(nullptr));
+    if (!checked.claims) throw HttpError(403, checked.problem);
+    return *checked.claims;
+  }
+
+  // Batches (DESIGN §10): open, close, status, cancel, and the unfinished ones.
+  void batch_routes() {
+    server.Post("/api/v1/batches", wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+      const nlohmann::json body = parse_body(req);
+      for (const auto& [key, _] : body.items()) {
+        if (key != "callback_type" && key != "callback_payload" && key != "description" &&
+            key != "callback_priority") {
+          throw HttpError(400,
+                          key + ": unknown field; expected callback_type, callback_payload, callback_priority, "
+                                "description",
+                          key);
+        }
+      }
+      std::optional<std::string> callback;
+      if (body.contains("callback_type")) {
+        if (!body["callback_type"].is_string() || body["callback_type"].get<std::string>().empty() ||
+            body["callback_type"].get<std::string>().size() > 200) {
+          throw HttpError(400, "callback_type: must be a job type (a non-empty string of at most 200 characters)",
+                          "callback_type");
+        }
+        callback = body["callback_type"].get<std::string>();
+      }
+      const nlohmann::json payload = body.value("callback_payload", nlohmann::json::object());
+      if (!payload.is_object()) throw HttpError(400, "callback_payload: must be a JSON object", "callback_payload");
+      if (!callback && body.contains("callback_payload")) {
+        throw HttpError(400, "callback_payload: given without a callback_type", "callback_payload");
+      }
+      int priority = 100;
+      if (body.contains("callback_priority")) {
+        if (!integer_in(body["callback_priority"], -1000000, 1000000)) {
+          throw HttpError(400, "callback_priority: must be an integer between -1000000 and 1000000",
+                          "callback_priority");
+        }
+        priority = body["callback_priority"].get<int>();
+      }
+      if (body.contains("description") && !body["description"].is_string()) {
+        throw HttpError(400, "description: must be a string", "description");
+      }
+      const std::string description = body.value("description", std::string());
+      const std::string id = pg.with([&](pqxx::connection& c) {
+        pqxx::work tx(c);
+        const std::string out = tx.exec_params1("SELECT jobhost.batch_open($1, $2::jsonb, $3, $4)::text", callback,
+                                                payload.dump(), description, priority)[0]
+                                    .c_str();
+        tx.commit();
+        return out;
+      });
+      send_json(res, 201, {{"id", id}, {"state", "open"}});
+    }));
+    server.Post("/api/v1/batches/" + kId + "/close",
+                wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+                  expect_no_body(req);
+                  const std::string id = req.matches[1];
+                  if (!admin::is_uuid(id)) throw HttpError(400, "id: not a UUID: " + id, "id");
+                  const std::string state = pg.with([&](pqxx::connection& c) {
+                    return sql_errors_as_http("id", [&] {
+                      pqxx::work tx(c);
+                      const std::string st = tx.exec_params1("SELECT jobhost.batch_close($1::uuid)", id)[0].c_str();
+                      tx.commit();
+                      return st;
+                    });
+                  });
+                  send_json(res, 200, {{"id", id}, {"state", state}});
+                }));
+    server.Get("/api/v1/batches/" + kId, wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const std::string id = req.matches[1];
+      auto batch = pg.with([&](pqxx::connection& c) { return batches::status(c, id); });
+      if (!batch) throw HttpError(404, "no batch " + id);
+      send_json(res, 200, *batch);
+    }));
+    server.Get("/api/v1/batches", wrap(false, [this](const httplib::Request& req, httplib::Response& res) {
+      const int limit = query_int(req, "limit", 50, 1, 500);
+      send_json(res, 200,
+                {{"batches", pg.with([&](pqxx::connection& c) { return batches::unfinished(c, limit); })}});
+    }));
+    server.Post("/api/v1/batches/" + kId + "/cancel",
+                wrap(true, [this](const httplib::Request& req, httplib::Response& res) {
+                  expect_no_body(req);
+                  const std::string id = req.matches[1];
+                  long long n = 0;
+                  switch (pg.with([&](pqxx::connection& c) { return batches::cancel(c, id, n); })) {
+                    case batches::CancelResult::kCancelled:
+                      audit(req, "batch.cancel", id, n);
+                      return send_json(res, 200, {{"id", id}, {"cancelled_now", n}});
+                    case batches::CancelResult::kAlreadyDone:
+                      throw HttpError(409, "batch " + id + " has already finished or been cancelled");
+                    case batches::CancelResult::kNotFound:
+                      throw HttpError(404, "no batch " + id);
+                  }
+                }));
   }
 
   // Operating at scale (DESIGN §12): the audit log; job search, the job page

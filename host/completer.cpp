@@ -1,6 +1,9 @@
 // completer.cpp: the batched outcome writer.
 #include "completer.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include "batches.hpp"
 #include "job_state.hpp"
 #include "pg.hpp"
 
@@ -42,10 +45,13 @@ WITH o AS (
       lease_expires_at = NULL, updated_at = now()
     FROM o
    WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
-  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us
-), logged AS ({log_rows})
-SELECT count(*) FROM u)sql",
+  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us,
+            j.batch_id, {running} AS old_status, j.status AS new_status
+), logged AS ({log_rows}), batch_tally AS ({batch_tally})
+SELECT (SELECT count(*) FROM u), {batches_closed})sql",
     {{"log_rows", kLogRows},
+     {"batch_tally", batches::tally_cte("u")},
+     {"batches_closed", batches::closed_touched_sql()},
      {"next_state", sql_when_cancel_requested("o.status", "j.cancel_requested_at IS NOT NULL")},
      {"handed_back", sql_literal(state_after(AttemptEnd::kHandedBack, false))},
      // RETURNING sees the row as updated: j.status is the next state.
@@ -68,10 +74,13 @@ WITH o AS (
       worker_id = NULL, lease_expires_at = NULL, updated_at = now()
     FROM o
    WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
-  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us
-), logged AS ({log_rows})
-SELECT count(*) FROM u)sql",
+  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us,
+            j.batch_id, {running} AS old_status, j.status AS new_status
+), logged AS ({log_rows}), batch_tally AS ({batch_tally})
+SELECT (SELECT count(*) FROM u), {batches_closed})sql",
     {{"log_rows", kLogRows},
+     {"batch_tally", batches::tally_cte("u")},
+     {"batches_closed", batches::closed_touched_sql()},
      {"next_state", sql_next_state(AttemptEnd::kThrottled, "false", "j.cancel_requested_at IS NOT NULL")},
      {"log_status", sql_attempt_log({AttemptEnd::kThrottled}, "j.status")}});
 
@@ -177,16 +186,30 @@ size_t Completer::write(pqxx::connection& conn, const std::vector<Outcome>& batc
   // second write of a committed outcome match nothing.
   pqxx::nontransaction tx(conn);
   size_t written = 0;
+  std::vector<std::string> closed;  // uuid[] of the batches these outcomes may have finished
+  const auto take = [&](const pqxx::row& row) {
+    written += row[0].as<size_t>();
+    if (!row[1].is_null()) closed.push_back(row[1].c_str());
+  };
   if (throttled > 0) {
-    written += tx.exec_params1(kThrottleSql, t_ids.str(), t_attempts.str(), t_delays.str(), t_messages.str(),
-                               t_started.str(), t_finished.str())[0]
-                   .as<size_t>();
+    take(tx.exec_params1(kThrottleSql, t_ids.str(), t_attempts.str(), t_delays.str(), t_messages.str(),
+                         t_started.str(), t_finished.str()));
   }
-  if (throttled == batch.size()) return written;
-  const pqxx::result r = exec_hot(tx, "jobhost_complete", kCompleteSql.c_str(), ids.str(), attempts.str(),
-                                  statuses.str(), delays.str(), messages.str(), started.str(),
-                                  finished.str());
-  return written + r.at(0)[0].as<size_t>();
+  if (throttled < batch.size()) {
+    take(exec_hot(tx, "jobhost_complete", kCompleteSql.c_str(), ids.str(), attempts.str(), statuses.str(),
+                  delays.str(), messages.str(), started.str(), finished.str())
+             .at(0));
+  }
+  // Written: a batch left unfinished by a failure here is finished by the
+  // reaper's sweep instead.
+  for (const std::string& ids : closed) {
+    try {
+      batches::finish(conn, ids);
+    } catch (const std::exception& e) {
+      spdlog::warn("completer: finishing batches {}: {} (the reaper's sweep will)", ids, e.what());
+    }
+  }
+  return written;
 }
 
 }  // namespace jobhost

@@ -503,9 +503,15 @@ void Parser::api(const YAML::Node& root, Config& c) const {
                             {"listen", "health_listen", "token", "max_connections",
                              "max_connections_per_client", "header_timeout_ms", "body_timeout_ms",
                              "idle_timeout_ms", "max_body_bytes", "threads", "queue", "rate_limit",
-                             "read_token", "metrics_token", "tokens"});
+                             "read_token", "metrics_token", "tokens", "unsubscribe_secret"});
   if (!node) return;
   read_text(*node, "api", "listen", c.api_listen);
+  read_text(*node, "api", "unsubscribe_secret", c.api_unsubscribe_secret);
+  if (!c.api_unsubscribe_secret.empty() && c.api_unsubscribe_secret.size() < 16) {
+    fail((*node)["unsubscribe_secret"], "api.unsubscribe_secret",
+         "must be at least 16 characters (it checks the signatures of unsubscribe links), or empty: no one-click "
+         "unsubscribe");
+  }
   read_text(*node, "api", "health_listen", c.api_health_listen);
   read_text(*node, "api", "token", c.api_token);
   api_access(*node, c);

@@ -129,6 +129,9 @@ struct Config {
   // own; empty: none (the probes are still answered on api.listen).
   std::string api_health_listen;
   std::string api_token;
+  // The secret email.send signs one-click unsubscribe links with (its
+  // settings' unsubscribe.secret); "" : POST /api/v1/unsubscribe/{token} refuses every token.
+  std::string api_unsubscribe_secret;
   ApiLimits api_limits;
   // Access control (README, "Access control and audit"): every configured
   // token, api.token (write), api.read_token (read), api.metrics_token and

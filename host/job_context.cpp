@@ -58,9 +58,18 @@ void api_set_error(jobhost_job_ctx* ctx, const char* message) noexcept {
   }
 }
 
-int32_t enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json, std::optional<int32_t> priority,
-                int64_t delay_ms, int32_t max_attempts, const char* unique_key, char* id_out, char* err,
-                size_t err_len) noexcept {
+// What a follow-up job's request says beyond type and payload (ABI 1.1 and 1.3 fields).
+struct FollowUpOptions {
+  std::optional<int32_t> priority;
+  int64_t delay_ms = 0;
+  int32_t max_attempts = 0;
+  const char* unique_key = nullptr;
+  const char* flow_key = nullptr;
+  const char* batch_id = nullptr;
+};
+
+int32_t enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json, const FollowUpOptions& o,
+                char* id_out, char* err, size_t err_len) noexcept {
   try {
     if (ctx == nullptr || ctx->pool == nullptr) {
       copy_out("enqueue is only available inside a job", err, err_len);
@@ -72,11 +81,12 @@ int32_t enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json
     }
     const std::string id = ctx->pool->with([&](pqxx::connection& conn) {
       pqxx::work tx(conn);
-      const auto row = tx.exec_params1(kEnqueueSql, std::string(type),
-                                       std::string(payload_json ? payload_json : "{}"),
-                                       priority.value_or(100), std::string(),
-                                       delay_ms < 0 ? 0 : delay_ms, max_attempts < 0 ? 0 : max_attempts,
-                                       std::string(unique_key ? unique_key : ""), std::optional<std::string>());
+      const auto row = tx.exec_params1(
+          kEnqueueSql, std::string(type), std::string(payload_json ? payload_json : "{}"), o.priority.value_or(100),
+          std::string(), o.delay_ms < 0 ? 0 : o.delay_ms, o.max_attempts < 0 ? 0 : o.max_attempts,
+          std::string(o.unique_key ? o.unique_key : ""),
+          o.flow_key ? std::optional<std::string>(o.flow_key) : std::nullopt,
+          std::string(o.batch_id ? o.batch_id : ""));
       tx.commit();
       return std::string(row[0].c_str());
     });
@@ -93,7 +103,9 @@ int32_t enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json
 int32_t api_enqueue(jobhost_job_ctx* ctx, const char* type, const char* payload_json, int32_t priority,
                     int64_t delay_ms, char* id_out, char* err, size_t err_len) noexcept {
   // As 1.0 defined it: any negative priority is the default.
-  return enqueue(ctx, type, payload_json, priority < 0 ? std::nullopt : std::optional(priority), delay_ms, 0, nullptr, id_out, err, err_len);
+  return enqueue(ctx, type, payload_json,
+                 {.priority = priority < 0 ? std::nullopt : std::optional(priority), .delay_ms = delay_ms}, id_out, err,
+                 err_len);
 }
 
 int32_t api_enqueue_job(jobhost_job_ctx* ctx, const jobhost_enqueue_request* r, char* id_out, char* err,
@@ -106,8 +118,15 @@ int32_t api_enqueue_job(jobhost_job_ctx* ctx, const jobhost_enqueue_request* r, 
              err, err_len);
     return 1;
   }
-  return enqueue(ctx, r->type, r->payload_json, r->use_priority != 0 ? std::optional(r->priority) : std::nullopt, r->delay_ms,
-                 r->max_attempts, r->unique_key, id_out, err, err_len);
+  FollowUpOptions o{.priority = r->use_priority != 0 ? std::optional(r->priority) : std::nullopt,
+                    .delay_ms = r->delay_ms,
+                    .max_attempts = r->max_attempts,
+                    .unique_key = r->unique_key};
+  if (r->struct_size >= offsetof(jobhost_enqueue_request, batch_id) + sizeof r->batch_id) {
+    o.flow_key = r->flow_key;
+    o.batch_id = r->batch_id;
+  }
+  return enqueue(ctx, r->type, r->payload_json, o, id_out, err, err_len);
 }
 
 int64_t api_acquire(jobhost_job_ctx* ctx, const char* limiter) noexcept {

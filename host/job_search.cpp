@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "admin.hpp"
+#include "batches.hpp"
 #include "pg.hpp"
 
 namespace jobhost::search {
@@ -114,7 +115,7 @@ const std::string kReplaySql = state_sql(R"sql(
 UPDATE jobhost.jobs t SET status = {queued}, attempt_count = 0, run_at = now(), failed_at = NULL,
        cancel_requested_at = NULL, updated_at = now()
   FROM picked p WHERE t.id = p.id AND t.status = ANY($1::text[])
-RETURNING t.id)sql");
+RETURNING t.id, t.batch_id, p.old_status, t.status AS new_status)sql");
 const std::string kCancelSql = state_sql(R"sql(
 UPDATE jobhost.jobs t SET
        status = CASE WHEN t.status = {running} THEN t.status ELSE {cancelled} END,
@@ -122,10 +123,11 @@ UPDATE jobhost.jobs t SET
                                  ELSE 'cancelled before it started' END,
        cancel_requested_at = coalesce(t.cancel_requested_at, now()), updated_at = now()
   FROM picked p WHERE t.id = p.id AND t.status = ANY($1::text[])
-RETURNING t.id)sql");
+RETURNING t.id, t.batch_id, p.old_status, t.status AS new_status)sql");
+// A batch counts what its members did: deleting finished ones changes no count.
 constexpr const char* kDeleteSql = R"sql(
 DELETE FROM jobhost.jobs t USING picked p WHERE t.id = p.id AND t.status = ANY($1::text[])
-RETURNING t.id)sql";
+RETURNING t.id, NULL::uuid AS batch_id, p.old_status, p.old_status AS new_status)sql";
 
 std::vector<JobState> applies_to(BulkAction action, const Query& q) {
   std::vector<JobState> out;
@@ -246,14 +248,19 @@ BulkResult bulk(pqxx::connection& conn, BulkAction action, const Query& q, long 
                               : action == BulkAction::kCancel ? kCancelSql
                                                               : std::string(kDeleteSql);
   pqxx::work tx(conn);
-  const long long n = tx.exec_params1("WITH picked AS (SELECT j.id" + picked(q, states.size()) + "\n LIMIT $3), changed AS (" +
-                                          change + ")\nSELECT count(*) FROM changed",
-                                      states_array(states), kMaxId, kMaxBulk + 1, values_array(q))[0]
-                          .as<long long>();
+  // Members of batches: counted (replays reopen finished batches), and the
+  // batches a cancel may have finished finish after the commit.
+  const pqxx::row r = tx.exec_params1(
+      "WITH picked AS (SELECT j.id, j.status AS old_status" + picked(q, states.size()) + "\n LIMIT $3), changed AS (" +
+          change + "),\nbatch_tally AS (" + batches::tally_cte("changed") + "),\nbatch_reopen AS (" +
+          batches::reopen_cte("changed") + ")\nSELECT count(*), " + batches::closed_touched_sql() + " FROM changed",
+      states_array(states), kMaxId, kMaxBulk + 1, values_array(q));
+  const long long n = r[0].as<long long>();
   if (n != expected || n > kMaxBulk) return {false, n};  // rolled back as tx goes
   audit(tx, n);
   if (action == BulkAction::kReplay) tx.exec("SELECT pg_notify('jobhost_jobs', '')");
   tx.commit();
+  if (!r[1].is_null()) batches::finish(conn, r[1].c_str());
   return {true, n};
 }
 

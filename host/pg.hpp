@@ -90,9 +90,9 @@ pqxx::result exec_hot(pqxx::transaction_base& tx, const char* name, const char* 
 // The SQL that enqueues one job: the same function producers call. Parameters:
 // type, payload, priority, run_at ('' = now), delay_ms added to run_at,
 // max_attempts (0 = the queue's default), unique_key ('' = none), flow_key
-// (NULL = from the payload by the queue's flow.key).
+// (NULL = from the payload by the queue's flow.key), batch_id ('' = none).
 inline constexpr const char* kEnqueueSql =
     "SELECT jobhost.enqueue($1, $2::jsonb, $3, coalesce(NULLIF($4, '')::timestamptz, now()) + "
-    "$5 * interval '1 millisecond', NULLIF($6, 0), NULLIF($7, ''), $8::text)";
+    "$5 * interval '1 millisecond', NULLIF($6, 0), NULLIF($7, ''), $8::text, NULLIF($9, '')::uuid)";
 
 }  // namespace jobhost

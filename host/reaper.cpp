@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "batches.hpp"
 #include "job_state.hpp"
 #include "metrics.hpp"
 #include "pg.hpp"
@@ -33,17 +34,20 @@ WITH expired AS (
           ' stopped heartbeating (killed, crashed or stuck)',
       worker_id = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired e WHERE j.id = e.id
-  RETURNING j.id, j.queue_name, j.status, j.last_error_message, j.attempt_count, j.started_at
-), logged AS (
+  RETURNING j.id, j.queue_name, j.status, j.last_error_message, j.attempt_count, j.started_at,
+            j.batch_id, {running} AS old_status, j.status AS new_status
+), batch_tally AS ({batch_tally}), logged AS (
   INSERT INTO jobhost.job_logs (job_id, status, log_message, attempt_number, started_at,
                                 finished_at, duration)
   SELECT id, {log_status}, last_error_message, attempt_count, started_at, now(), now() - started_at
     FROM u
 )
-SELECT id::text, queue_name, status, attempt_count FROM u)sql",
+SELECT id::text, queue_name, status, attempt_count, {batches_closed} FROM u)sql",
     {{"next_state", sql_next_state(AttemptEnd::kLeaseExpired, sql_is_last_attempt("j.attempt_count", "j.max_attempts"),
                                    "j.cancel_requested_at IS NOT NULL")},
-     {"log_status", sql_attempt_log({AttemptEnd::kLeaseExpired}, "status")}});
+     {"log_status", sql_attempt_log({AttemptEnd::kLeaseExpired}, "status")},
+     {"batch_tally", batches::tally_cte("u")},
+     {"batches_closed", batches::closed_touched_sql()}});
 
 }  // namespace
 
@@ -52,6 +56,7 @@ size_t Reaper::pass(pqxx::connection& conn) {
   const pqxx::result r = tx.exec_params(kReapSql, kBatch);
   if (!r.empty()) tx.exec("SELECT pg_notify('jobhost_jobs', '')");
   tx.commit();
+  if (!r.empty() && !r[0][4].is_null()) batches::finish(conn, r[0][4].c_str());
   for (const auto& row : r) {
     // A lease that expired on the last attempt dead-letters the job here, not in a worker.
     if (row[2].c_str() == to_text(JobState::kFailed)) {
@@ -74,6 +79,10 @@ Reaper::Reaper(const Config& config)
 
 std::chrono::milliseconds Reaper::run_once(std::stop_token) {
   const size_t reaped = pass(pg());
+  if (const int finished = batches::sweep(pg()); finished > 0) {
+    spdlog::info("reaper: the sweep finished {} batches",
+                 finished);
+  }
   return reaped >= static_cast<size_t>(kBatch) ? std::chrono::milliseconds(0) : interval_;
 }
 

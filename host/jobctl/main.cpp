@@ -10,6 +10,7 @@
 #include <pqxx/pqxx>
 
 #include "admin.hpp"
+#include "batches.hpp"
 #include "bench.hpp"
 #include "config.hpp"
 #include "job_state.hpp"
@@ -69,6 +70,7 @@ struct EnqueueArgs {
   int max_attempts = 0;
   std::string unique_key;
   std::optional<std::string> flow_key;
+  std::string batch;
 };
 
 int cmd_enqueue(const Urls& u, const EnqueueArgs& a) {
@@ -82,7 +84,7 @@ int cmd_enqueue(const Urls& u, const EnqueueArgs& a) {
   auto conn = db(u);
   pqxx::work tx(*conn);
   const auto row = tx.exec_params1(jobhost::kEnqueueSql, a.type, a.payload, a.priority, a.run_at,
-                                   0, a.max_attempts, a.unique_key, a.flow_key);
+                                   0, a.max_attempts, a.unique_key, a.flow_key, a.batch);
   tx.commit();
   std::printf("%s\n", row[0].c_str());
   return 0;
@@ -94,7 +96,7 @@ SELECT id::text, queue_name, status, priority, attempt_count, max_attempts, payl
        coalesce(last_error_message, ''), coalesce(worker_id, ''), lease_expires_at,
        coalesce(unique_key, ''),
        CASE WHEN status = {running} THEN coalesce(round(progress::numeric * 100, 1) || ' %', 'not reported') END,
-       CASE WHEN flow_key = '' THEN '(empty)' ELSE flow_key END
+       CASE WHEN flow_key = '' THEN '(empty)' ELSE flow_key END, batch_id::text
   FROM jobhost.jobs WHERE id = $1::uuid)sql");
 
 constexpr const char* kLogsSql = R"sql(
@@ -114,8 +116,8 @@ int cmd_status(const Urls& u, const std::string& id) {
   const char* labels[] = {"id", "type", "status", "priority", "attempts", "max_attempts", "payload",
                           "run_at", "created_at", "started_at", "completed_at", "failed_at",
                           "updated_at", "last_error", "worker", "lease_expires_at", "unique_key", "progress",
-                          "flow_key"};
-  for (int i = 0; i < 19; ++i) {
+                          "flow_key", "batch"};
+  for (int i = 0; i < 20; ++i) {
     if (j[i].is_null() || std::string(j[i].c_str()).empty()) continue;
     std::printf("%-17s %s\n", labels[i], j[i].c_str());
   }
@@ -267,6 +269,64 @@ int cmd_cancel(const Urls& u, const std::string& id) {
   return 1;
 }
 
+int cmd_batch_open(const Urls& u, const std::string& callback, const std::string& payload,
+                   const std::string& description) {
+  auto conn = db(u);
+  pqxx::work tx(*conn);
+  const auto row = tx.exec_params1("SELECT jobhost.batch_open(NULLIF($1, ''), $2::jsonb, $3)::text", callback,
+                                   payload, description);
+  tx.commit();
+  std::printf("%s\n", row[0].c_str());
+  return 0;
+}
+
+int cmd_batch_close(const Urls& u, const std::string& id) {
+  if (!jobhost::admin::is_uuid(id)) throw std::runtime_error("batch close: not a batch id (a UUID): " + id);
+  auto conn = db(u);
+  pqxx::work tx(*conn);
+  const auto row = tx.exec_params1("SELECT jobhost.batch_close($1::uuid)", id);
+  tx.commit();
+  std::printf("batch %s is %s\n", id.c_str(), row[0].c_str());
+  return 0;
+}
+
+int cmd_batch_status(const Urls& u, const std::string& id) {
+  auto conn = db(u);
+  const auto b = jobhost::batches::status(*conn, id);
+  if (!b) {
+    std::fprintf(stderr, "jobctl: no batch %s\n", id.c_str());
+    return 1;
+  }
+  using jobhost::JobState;
+  for (const std::string& key : std::vector<std::string>{"id", "state", "description", "callback_type", "callback_job_id", "finishes", "total",
+        std::string(to_text(JobState::kCompleted)), std::string(to_text(JobState::kFailed)),
+        std::string(to_text(JobState::kCancelled)), "pending", "created_at", "closed_at", "finished_at",
+        "cancelled_at"}) {
+    const auto& v = (*b)[key];
+    if (v.is_null() || (v.is_string() && v.get<std::string>().empty())) continue;
+    std::printf("%-16s %s\n", key.c_str(), v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+  }
+  return 0;
+}
+
+int cmd_batch_cancel(const Urls& u, const std::string& id) {
+  auto conn = db(u);
+  long long n = 0;
+  switch (jobhost::batches::cancel(*conn, id, n)) {
+    case jobhost::batches::CancelResult::kCancelled:
+      std::printf("batch %s cancelled: %lld jobs that had not started cancelled; running ones are asked to stop\n",
+                  id.c_str(), n);
+      return 0;
+    case jobhost::batches::CancelResult::kAlreadyDone:
+      std::fprintf(stderr, "jobctl: batch %s has already finished or been cancelled; nothing to cancel\n", id.c_str());
+      return 1;
+    case jobhost::batches::CancelResult::kNotFound:
+      break;
+  }
+  std::fprintf(stderr, "jobctl: no batch %s\n", id.c_str());
+  return 1;
+}
+
 int cmd_dlq_purge(const Urls& u, const std::string& queue) {
   auto conn = db(u);
   pqxx::work tx(*conn);
@@ -318,6 +378,7 @@ int main(int argc, char** argv) {
   enq->add_option("--max-attempts", ea.max_attempts, "default: the queue's")->check(CLI::PositiveNumber);
   enq->add_option("--unique-key", ea.unique_key, "deduplicate: one job per queue and key");
   enq->add_option("--flow-key", ea.flow_key, "the job's flow key (tenant, relay...); default: from the payload by flow.key");
+  enq->add_option("--batch", ea.batch, "add the job to this open batch (jobctl batch open)");
   enq->callback([&] { action = [&] { return cmd_enqueue(urls, ea); }; });
 
   std::string id;
@@ -363,6 +424,24 @@ int main(int argc, char** argv) {
   auto* dp = dlq->add_subcommand("purge", "delete failed jobs (of --queue, or all)");
   dp->add_option("--queue", queue);
   dp->callback([&] { action = [&] { return cmd_dlq_purge(urls, queue); }; });
+
+  std::string callback, callback_payload = "{}", description;
+  auto* bc = app.add_subcommand("batch", "batches: a group of jobs with a callback when all have finished");
+  bc->require_subcommand(1);
+  auto* bo = bc->add_subcommand("open", "open a batch and print its id (then: jobctl enqueue --batch ID, batch close)");
+  bo->add_option("--callback", callback, "job type enqueued once every job of the batch has finished");
+  bo->add_option("--callback-payload", callback_payload, "its payload (JSON object); the counts are merged in as \"batch\"");
+  bo->add_option("--description", description);
+  bo->callback([&] { action = [&] { return cmd_batch_open(urls, callback, callback_payload, description); }; });
+  auto* bcl = bc->add_subcommand("close", "no more jobs will be added: the batch finishes when its jobs have");
+  bcl->add_option("id", id, "batch id")->required();
+  bcl->callback([&] { action = [&] { return cmd_batch_close(urls, id); }; });
+  auto* bs = bc->add_subcommand("status", "a batch's state and counts");
+  bs->add_option("id", id, "batch id")->required();
+  bs->callback([&] { action = [&] { return cmd_batch_status(urls, id); }; });
+  auto* bx = bc->add_subcommand("cancel", "cancel what has not finished; no callback runs");
+  bx->add_option("id", id, "batch id")->required();
+  bx->callback([&] { action = [&] { return cmd_batch_cancel(urls, id); }; });
 
   std::string lib;
   auto* pl = app.add_subcommand("plugin", "plugin libraries");

@@ -1,7 +1,9 @@
-// campaign_process: the job type "campaign.process". Fans a campaign out into
-// one email.send job per member of its contact list.
+// campaign_process: the job types "campaign.process", which fans a campaign
+// out into one email.send job per member of its contact list, and
+// "campaign.finish", which marks it completed once they have all ended.
 //
-// Payload: {"campaign_id": "...", "tenant_id": "..."}.
+// Payload: {"campaign_id": "...", "tenant_id": "..."} (campaign.finish also
+// gets "batch": the counts of its batch, sql/014_batches.sql).
 // Settings: database_url (required), db_pool_size (default 2), batch_size
 // (contacts per page, default 1000), email_priority (priority of the email.send
 // jobs, default 100: the normal band); any other key is refused.
@@ -13,7 +15,10 @@
 // two attempts running at once take turns page by page, so no contact is ever
 // enqueued twice or skipped. 'sent' means every email.send job has been
 // enqueued, not that every message has been delivered: email.send records that
-// per message.
+// per message. The jobs go in a batch (opened with the first page, closed with
+// the last, in those pages' transactions); when its last job has ended, the
+// batch's callback campaign.finish stores the counts and marks the campaign
+// 'completed' (a cancelled campaign keeps its status and gets its counts).
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -32,21 +37,31 @@ using jobhost::sdk::Job;
 using jobhost::sdk::Result;
 using jobhost::sdk::Settings;
 
-// The campaign, locked for the rest of the transaction.
+// The campaign, locked for the rest of the transaction. NO KEY UPDATE: the
+// email.send jobs already running insert app.email_messages rows whose
+// foreign key takes a KEY SHARE lock on it, which FOR UPDATE would make wait
+// for the page's commit.
 constexpr const char* kLockCampaign =
-    "SELECT status, list_id, template_id, cursor_contact_id, enqueued_count "
-    "FROM app.campaigns WHERE tenant_id = $1 AND id = $2 FOR UPDATE";
+    "SELECT status, list_id, template_id, cursor_contact_id, enqueued_count, coalesce(batch_id::text, '') "
+    "FROM app.campaigns WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE";
 
-// 'failed' is resumable too: replaying the dead-lettered job continues at the cursor.
-constexpr const char* kStartSending =
-    "UPDATE app.campaigns SET status = 'sending', started_at = coalesce(started_at, now()), "
-    "finished_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2";
+// 'failed' is resumable too: replaying the dead-lettered job continues at the
+// cursor, in the batch the first attempt opened.
+constexpr const char* kStartSending = R"SQL(
+UPDATE app.campaigns SET status = 'sending', started_at = coalesce(started_at, now()), finished_at = NULL,
+       batch_id = coalesce(batch_id, jobhost.batch_open(
+           callback_type => 'campaign.finish',
+           callback_payload => jsonb_build_object('campaign_id', id, 'tenant_id', tenant_id),
+           description => 'campaign ' || id || ' (' || name || ')')),
+       updated_at = now()
+ WHERE tenant_id = $1 AND id = $2
+RETURNING batch_id::text)SQL";
 
 // One page: the next members after the cursor, in contact_id order (the list's
 // primary key order, so an index range scan), turned into email.send payloads
 // and enqueued server-side in one set-based insert. Returns the page size, the
 // last contact id and how many jobs were inserted.
-// $1 tenant, $2 list, $3 cursor, $4 page size, $5 template, $6 campaign, $7 priority.
+// $1 tenant, $2 list, $3 cursor, $4 page size, $5 template, $6 campaign, $7 priority, $8 batch.
 constexpr const char* kFanOutPage = R"SQL(
 WITH page AS (
     SELECT m.contact_id, c.email, c.name, c.attributes
@@ -67,7 +82,8 @@ WITH page AS (
 )
 SELECT b.n, coalesce(b.last_id, 0),
        CASE WHEN b.n > 0
-            THEN (SELECT count(*) FROM jobhost.enqueue_many('email.send', b.payloads, $7::integer))
+            THEN (SELECT count(*) FROM jobhost.enqueue_many('email.send', b.payloads, $7::integer,
+                                                            batch_id => $8::uuid))
             ELSE 0 END
   FROM batch b
 )SQL";
@@ -76,9 +92,35 @@ constexpr const char* kAdvanceCursor =
     "UPDATE app.campaigns SET cursor_contact_id = $3, enqueued_count = enqueued_count + $4, "
     "updated_at = now() WHERE tenant_id = $1 AND id = $2";
 
+// Every job enqueued: no more will join the batch.
 constexpr const char* kFinish =
     "UPDATE app.campaigns SET status = 'sent', finished_at = now(), updated_at = now() "
-    "WHERE tenant_id = $1 AND id = $2";
+    "WHERE tenant_id = $1 AND id = $2 "
+    "RETURNING CASE WHEN batch_id IS NOT NULL THEN jobhost.batch_close(batch_id) END";
+
+// A campaign the application cancelled stops enqueueing: its batch closes,
+// so what was enqueued is still counted when it has run.
+constexpr const char* kCloseBatch =
+    "SELECT jobhost.batch_close(batch_id) FROM app.campaigns "
+    "WHERE tenant_id = $1 AND id = $2 AND batch_id IS NOT NULL";
+
+// campaign.finish: what became of the campaign's messages. Suppressed and sent
+// from email.send's rows; failed from the batch (jobs that failed or were
+// cancelled, with or without a row); bounced from the bounce events known by
+// now (synchronous RCPT refusals and bounces processed so far).
+// $1 tenant, $2 campaign, $3 batch failed + cancelled.
+constexpr const char* kComplete = R"SQL(
+UPDATE app.campaigns c SET
+       status = CASE WHEN c.status IN ('sent', 'completed') THEN 'completed' ELSE c.status END,
+       sent_count = m.sent, suppressed_count = m.suppressed, failed_count = $3,
+       bounced_count = (SELECT count(DISTINCT recipient) FROM app.email_events e
+                         WHERE e.tenant_id = $1 AND e.campaign_id = $2 AND e.event = 'bounced'),
+       completed_at = now(), updated_at = now()
+  FROM (SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'suppressed') AS suppressed
+          FROM app.email_messages WHERE tenant_id = $1 AND campaign_id = $2) m
+ WHERE c.tenant_id = $1 AND c.id = $2
+RETURNING c.status, c.sent_count, c.suppressed_count, c.failed_count, c.bounced_count)SQL";
 
 constexpr const char* kMarkFailed =
     "UPDATE app.campaigns SET status = 'failed', updated_at = now() "
@@ -100,9 +142,17 @@ class CampaignProcess : public jobhost::sdk::Plugin {
         batch_size_(static_cast<int>(s.integer("batch_size", 1000, 1, 100000))),
         email_priority_(static_cast<int>(s.integer("email_priority", 100, INT32_MIN, INT32_MAX))) {}
 
-  std::string validate(std::string_view, const nlohmann::json& p) override {
-    return jobhost_plugins::first_error(jobhost_plugins::need_string(p, "campaign_id", 200),
-                                        jobhost_plugins::need_string(p, "tenant_id", 200));
+  std::string validate(std::string_view type, const nlohmann::json& p) override {
+    std::string problem = jobhost_plugins::first_error(jobhost_plugins::need_string(p, "campaign_id", 200),
+                                                       jobhost_plugins::need_string(p, "tenant_id", 200));
+    if (problem.empty() && type == "campaign.finish") {
+      const auto b = p.find("batch");
+      if (b == p.end() || !b->is_object() || !(*b)["failed"].is_number_integer() ||
+          !(*b)["cancelled"].is_number_integer()) {
+        problem = "payload.batch: required, the counts of the campaign's batch (its callback's payload)";
+      }
+    }
+    return problem;
   }
 
   Result handle(Job& job) override {
@@ -110,6 +160,7 @@ class CampaignProcess : public jobhost::sdk::Plugin {
     const std::string campaign = job.payload()["campaign_id"];
     try {
       auto conn = pool_.acquire();
+      if (job.type() == "campaign.finish") return complete(job, *conn, tenant, campaign);
       return fan_out(job, *conn, tenant, campaign);
     } catch (const pqxx::in_doubt_error& e) {
       // Harmless here: the next attempt reads the cursor, which moved only if
@@ -126,7 +177,7 @@ class CampaignProcess : public jobhost::sdk::Plugin {
  private:
   Result fan_out(Job& job, pqxx::connection& conn, const std::string& tenant,
                  const std::string& campaign) {
-    std::string list_id, template_id;
+    std::string list_id, template_id, batch;
     long long total = 0;
     // Named, so operators (and tests) can tell its sessions in pg_stat_activity.
     pqxx::nontransaction(conn).exec("SET application_name = 'jobhost campaign_process'");
@@ -138,13 +189,18 @@ class CampaignProcess : public jobhost::sdk::Plugin {
                                  tenant + "'");
       }
       const std::string status = r[0][0].c_str();
-      if (status == "sent" || status == "cancelled") {
+      if (status == "sent" || status == "completed" || status == "cancelled") {
+        if (status == "cancelled") {
+          tx.exec_params(kCloseBatch, tenant, campaign);
+          tx.commit();
+        }
         job.log_info("campaign " + campaign + " is already " + status + "; nothing to do");
         return Result::ok();
       }
       list_id = r[0][1].c_str();
       template_id = r[0][2].c_str();
-      if (status != "sending") tx.exec_params(kStartSending, tenant, campaign);
+      batch = r[0][5].c_str();
+      if (status != "sending" || batch.empty()) batch = tx.exec_params1(kStartSending, tenant, campaign)[0].c_str();
       const pqxx::result size = tx.exec_params(kListSize, tenant, list_id);
       if (!size.empty()) total = size[0][0].as<long long>();
       tx.commit();
@@ -165,6 +221,8 @@ class CampaignProcess : public jobhost::sdk::Plugin {
                                               "' of tenant '" + tenant + "' was deleted while sending");
       const std::string status = c[0][0].c_str();
       if (status != "sending") {
+        tx.exec_params(kCloseBatch, tenant, campaign);
+        tx.commit();
         job.log_info("campaign " + campaign + " became " + status + " while sending; stopping");
         return Result::ok();
       }
@@ -172,7 +230,7 @@ class CampaignProcess : public jobhost::sdk::Plugin {
       const long long before = c[0][4].as<long long>();
 
       const pqxx::row page = tx.exec_params1(kFanOutPage, tenant, list_id, cursor, batch_size_,
-                                             template_id, campaign, email_priority_);
+                                             template_id, campaign, email_priority_, batch);
       const long long n = page[0].as<long long>();
       const long long last_id = page[1].as<long long>();
       const long long inserted = page[2].as<long long>();
@@ -194,6 +252,23 @@ class CampaignProcess : public jobhost::sdk::Plugin {
         return Result::ok();
       }
     }
+  }
+
+  // The batch's callback: every email.send job of the campaign has ended.
+  // Idempotent: a second callback (after a DLQ replay of a member) stores
+  // the new counts.
+  Result complete(Job& job, pqxx::connection& conn, const std::string& tenant, const std::string& campaign) {
+    const nlohmann::json& b = job.payload()["batch"];
+    const long long undelivered = b["failed"].get<long long>() + b["cancelled"].get<long long>();
+    pqxx::work tx(conn);
+    const pqxx::result r = tx.exec_params(kComplete, tenant, campaign, undelivered);
+    if (r.empty()) {
+      return Result::permanent("payload.campaign_id: no campaign '" + campaign + "' for tenant '" + tenant + "'");
+    }
+    tx.commit();
+    job.log_info("campaign " + campaign + " " + r[0][0].c_str() + ": " + r[0][1].c_str() + " sent, " +
+                 r[0][2].c_str() + " suppressed, " + r[0][3].c_str() + " failed, " + r[0][4].c_str() + " bounced");
+    return Result::ok();
   }
 
   // Committed pages stay committed; the next attempt resumes at the cursor.
@@ -224,4 +299,4 @@ class CampaignProcess : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(CampaignProcess, "campaign_process", "1.1.0", "campaign.process")
+JOBHOST_PLUGIN(CampaignProcess, "campaign_process", "1.2.0", "campaign.process", "campaign.finish")

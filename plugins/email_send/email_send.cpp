@@ -66,10 +66,12 @@
 #include <vector>
 
 #include <jobhost/plugin.hpp>
+#include <jobhost_plugins/bounce_kind.hpp>
 #include <jobhost_plugins/email_address.hpp>
 #include <jobhost_plugins/payload.hpp>
 #include <jobhost_plugins/pg_pool.hpp>
 #include <jobhost_plugins/settings.hpp>
+#include <jobhost_plugins/unsubscribe_token.hpp>
 
 #include "dkim.hpp"
 #include "dkim_canon.hpp"
@@ -125,7 +127,8 @@ struct Provider {
 };
 
 const jobhost_plugins::SettingsReader::Keys kKeys = {"database_url", "db_pool_size", "providers",
-                                                     "circuit_breaker", "helo", "limiters"};
+                                                     "circuit_breaker", "helo", "limiters",
+                                                     "unsubscribe", "verp_domain"};
 const jobhost_plugins::SettingsReader::Keys kProviderKeys = {
     "name", "url", "username", "password", "timeout_ms", "max_sessions", "max_messages_per_session", "max_idle_ms",
     "pipelining", "ca_file"};
@@ -193,6 +196,26 @@ class EmailSend : public jobhost::sdk::Plugin {
     relay_limiter_ = lim.string("relay", "relay:");
     domain_limiter_ = lim.string("domain", "domain:");
     deferral_hold_ = std::chrono::milliseconds(lim.integer("deferral_hold_ms", 60000, 1, 86400000));
+    verp_domain_ = s.string("verp_domain", "");
+    if (!verp_domain_.empty() && jobhost_plugins::email_problem("bounce@" + verp_domain_)) {
+      s.fail("verp_domain", "must be a mail domain (the envelope sender becomes bounce+<job id>@<verp_domain>)");
+    }
+    if (s.has("unsubscribe")) {
+      const jobhost_plugins::SettingsReader u = s.mapping("unsubscribe", {"url", "mailto", "secret", "ttl_days"});
+      unsubscribe_.url = u.required_string("url");
+      if (unsubscribe_.url.rfind("https://", 0) != 0 && unsubscribe_.url.rfind("http://", 0) != 0) {
+        u.fail("url", "must be the http(s) URL of the admin API's one-click endpoint, e.g. "
+                      "https://mail.example.com/api/v1/unsubscribe");
+      }
+      while (!unsubscribe_.url.empty() && unsubscribe_.url.back() == '/') unsubscribe_.url.pop_back();
+      unsubscribe_.mailto = u.string("mailto", "");
+      if (!unsubscribe_.mailto.empty() && jobhost_plugins::email_problem(unsubscribe_.mailto)) {
+        u.fail("mailto", "must be an email address");
+      }
+      unsubscribe_.secret = u.required_string("secret");
+      if (unsubscribe_.secret.size() < 16) u.fail("secret", "must be at least 16 characters (it signs the links)");
+      unsubscribe_.ttl = std::chrono::hours(24) * u.integer("ttl_days", 60, 1, 3650);
+    }
     outcomes_ = std::make_unique<email_send::OutcomeWriter>(pool_);
     // Idle sessions past max_idle_ms are closed even when no message comes.
     janitor_ = std::jthread([this](std::stop_token st) {
@@ -302,7 +325,8 @@ class EmailSend : public jobhost::sdk::Plugin {
       break;
     }
 
-    std::string message = mail::mime(tpl->from, recipient, message_id, r, std::time(nullptr));
+    std::string message =
+        mail::mime(tpl->from, recipient, message_id, r, std::time(nullptr), list_unsubscribe(tenant, recipient, row, campaign));
     if (domain_version) {
       const std::string domain = domain_of(tpl->from);
       const std::shared_ptr<const DomainKey> key = domain_key(tenant, domain, *domain_version);
@@ -322,6 +346,8 @@ class EmailSend : public jobhost::sdk::Plugin {
       }
     }
 
+    // VERP: a bounce comes back to an address that names the job (bounce.process matches it).
+    const std::string envelope_from = verp_domain_.empty() ? tpl->from : "bounce+" + job_id + "@" + verp_domain_;
     std::vector<std::string> errors;
     const auto abort = [&job] { return job.cancelled(); };
     // Set when a limit, not a fault, kept the message back: the job is then
@@ -352,7 +378,7 @@ class EmailSend : public jobhost::sdk::Plugin {
         errors.push_back(prov.name + ": limiter " + *full + " is full or held back");
         continue;
       }
-      const smtp_client::Delivery d = deliver(prov, tpl->from, recipient, message, abort);
+      const smtp_client::Delivery d = deliver(prov, envelope_from, recipient, message, abort);
       settle_breaker(prov, d.outcome == Outcome::kSent || d.outcome == Outcome::kRecipientRejected);
       if (d.refusal.code == 421 || d.refusal.code == 450 || d.refusal.code == 451 || d.refusal.code == 452) {
         on_relay_deferral(job, prov, d, relay_domain);
@@ -366,8 +392,23 @@ class EmailSend : public jobhost::sdk::Plugin {
           return Result::ok();
         case Outcome::kRecipientRejected: {
           const std::string why = prov.name + " refused the recipient: " + d.error;
-          outcomes_->write({tenant, row, "failed", prov.name, why, "failed", campaign, recipient,
-                            json{{"provider", prov.name}, {"reason", why}}.dump()});
+          email_send::OutcomeRow out{tenant, row, "failed", prov.name, why, "failed", campaign, recipient,
+                         json{{"provider", prov.name}, {"reason", why}}.dump()};
+          // A bad address (not a policy refusal) is a hard bounce: suppressed for the tenant.
+          const auto status = jobhost_plugins::find_status(d.refusal.line);
+          const std::string kind = jobhost_plugins::bounce_kind(
+              status ? jobhost_plugins::to_string(*status) : "", d.refusal.code, d.refusal.line);
+          const bool hard = kind == jobhost_plugins::kBounceHard;
+          if (hard) {
+            out.bounce = json{{"kind", kind}, {"status", status ? jobhost_plugins::to_string(*status) : ""},
+                              {"reply_code", d.refusal.code}, {"diagnostic", d.refusal.line},
+                              {"provider", prov.name}, {"at", "rcpt"}}
+                             .dump();
+          }
+          outcomes_->write(std::move(out));
+          if (hard) {
+            job.log_info("hard bounce at RCPT for " + recipient + ": suppressed for tenant " + tenant);
+          }
           return Result::permanent("payload.recipient: '" + recipient + "' " + why);
         }
         case Outcome::kUnknown: {
@@ -449,6 +490,20 @@ class EmailSend : public jobhost::sdk::Plugin {
 
   // One message through one relay's pool. A kept session found closed
   // before it answered anything gets one retry on a new session.
+  // The List-Unsubscribe header fields of a campaign's message (RFC 2369, and
+  // RFC 8058's one-click POST), "" for other mail or without unsubscribe: settings.
+  std::string list_unsubscribe(const std::string& tenant, const std::string& recipient, long long row,
+                               const std::optional<std::string>& campaign) const {
+    if (!campaign || unsubscribe_.url.empty() || row == 0) return "";
+    const auto expires = std::chrono::duration_cast<std::chrono::seconds>(
+        (std::chrono::system_clock::now() + unsubscribe_.ttl).time_since_epoch());
+    const std::string token = jobhost_plugins::unsubscribe::make(
+        {tenant, jobhost_plugins::normalize_email(recipient), row, expires.count()}, unsubscribe_.secret);
+    std::string value = "<" + unsubscribe_.url + "/" + token + ">";
+    if (!unsubscribe_.mailto.empty()) value += ",\r\n <mailto:" + unsubscribe_.mailto + "?subject=unsubscribe%20" + token + ">";
+    return "List-Unsubscribe: " + value + "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n";
+  }
+
   smtp_client::Delivery deliver(Provider& prov, const std::string& from, const std::string& to,
                                 const std::string& message, const std::function<bool()>& abort) {
     smtp_client::Delivery d;
@@ -602,6 +657,11 @@ class EmailSend : public jobhost::sdk::Plugin {
   long breaker_open_ms_ = 30000;
   std::string helo_;
   std::string relay_limiter_, domain_limiter_;  // limiter name prefixes
+  std::string verp_domain_;                     // "" : the envelope sender is the From address
+  struct {
+    std::string url, mailto, secret;            // url "" : no List-Unsubscribe
+    std::chrono::seconds ttl{0};
+  } unsubscribe_;
   std::chrono::milliseconds deferral_hold_{60000};
   std::mutex mu_;
   email_send::VersionedCache<Template> templates_;

@@ -112,9 +112,10 @@ struct Rendered {
   std::string subject, text, html;
 };
 
-// The whole message, CRLF line ends, ready for SMTP DATA.
+// The whole message, CRLF line ends, ready for SMTP DATA. extra_headers:
+// whole header fields (each ending CR LF) put before MIME-Version.
 inline std::string mime(const std::string& from, const std::string& to, const std::string& message_id,
-                        const Rendered& r, std::time_t now) {
+                        const Rendered& r, std::time_t now, const std::string& extra_headers = "") {
   char date[64];
   std::tm tm{};
   gmtime_r(&now, &tm);
@@ -126,6 +127,7 @@ inline std::string mime(const std::string& from, const std::string& to, const st
   m += "Subject: " + header_text(r.subject) + "\r\n";
   m += "Date: " + std::string(date) + "\r\n";
   m += "Message-ID: " + message_id + "\r\n";
+  m += extra_headers;
   m += "MIME-Version: 1.0\r\n";
   m += "Content-Type: multipart/alternative;\r\n boundary=\"" + boundary + "\"\r\n";
   m += "\r\n";

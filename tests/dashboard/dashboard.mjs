@@ -97,6 +97,22 @@ try {
   await page.click(button);
   await until("the replay to be confirmed", async () => (await page.textContent("#status")).includes("replayed " + id));
 
+  // An open batch shows with a progress bar that moves, and leaves the table once finished.
+  const batch = await api("/api/v1/batches", { description: "dashboard batch" });
+  for (let i = 0; i < 100; i++) await api("/api/v1/jobs", { type: "noop", payload: { sleep_ms: 120 }, batch_id: batch.id });
+  await api("/api/v1/batches/" + batch.id + "/close", {});
+  const batchBar = () => page.evaluate((id) => {
+    const bar = document.querySelector(`#batches tr[data-batch="${id}"] progress`);
+    return bar ? bar.value / bar.max : null;
+  }, batch.id);
+  const partly = await until("the batch's bar part-way", async () => {
+    const v = await batchBar();
+    return v !== null && v > 0 && v < 1 ? v : null;
+  });
+  if (shots) await page.screenshot({ path: `${shots}/dashboard-batch.png`, fullPage: true });
+  await until("the finished batch to leave the table", async () => (await batchBar()) === null &&
+    (await api("/api/v1/batches/" + batch.id)).state === "finished");
+
   // Pause the queue from its row: a job enqueued meanwhile waits; Resume runs it.
   const pause = 'button.pause[data-queue="noop"]';
   await page.click(pause);
@@ -113,7 +129,7 @@ try {
   await until("the paused job to run after Resume", async () =>
     (await (await fetch(base + "/api/v1/jobs/" + held.id)).json()).status === "completed");
   if (errors.length) throw new Error("errors in the page: " + errors.join("; "));
-  console.log(`saw ${running} running, progress ${progress.toFixed(2)}; completed counts ${[...seen].join(", ")}`);
+  console.log(`saw ${running} running, progress ${progress.toFixed(2)}, batch ${partly.toFixed(2)}; completed counts ${[...seen].join(", ")}`);
   console.log("replayed " + id);
 } finally {
   await browser.close();

@@ -41,7 +41,7 @@ std::string config(const TestDb& db, const CampaignOptions& c = {}) {
   HostOptions o;
   o.extra_yaml = "  - name: campaign_process\n"
                  "    library: " + plugin_dir() + "/libcampaign_process.so\n"
-                 "    job_types: [campaign.process]\n"
+                 "    job_types: [campaign.process, campaign.finish]\n"
                  "    concurrency: { min: 1, max: " + std::to_string(c.concurrency) + " }\n"
                  "    retry: { max_attempts: " + std::to_string(c.max_attempts) + ", base_ms: 50, max_ms: 500 }\n"
                  "    timeout_ms: 60000\n"
@@ -127,6 +127,14 @@ TEST_CASE("a campaign enqueues one email.send per list member with the contact's
   CHECK(payload == nlohmann::json::parse(R"({"recipient": "ta-user7@example.com", "template_id": "tpl_ta",
       "tenant_id": "ta", "campaign_id": "camp_1",
       "variables": {"name": "User 7", "email": "ta-user7@example.com", "city": "C7"}})"));
+  // The jobs are one batch, closed with the last page: it finishes (and
+  // campaign.finish completes the campaign) once they have all ended.
+  const std::string batch_id = campaign(db, "camp_1", "batch_id");
+  REQUIRE_FALSE(batch_id.empty());
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE queue_name = 'email.send' AND batch_id = '" + batch_id + "'") ==
+        250);
+  CHECK(db.scalar("SELECT state || ' ' || total FROM jobhost.batch_status WHERE id = '" + batch_id + "'") ==
+        "closed 250");
   // The job's log shows it paged (3 pages of 100) rather than enqueuing one by one.
   CHECK(db.count("SELECT count(DISTINCT created_at) FROM jobhost.jobs WHERE queue_name = 'email.send'") == 3);
 }
@@ -260,7 +268,7 @@ TEST_CASE("a campaign whose last attempt failed is marked failed, and a new job 
         3000);
 }
 
-TEST_CASE("a sent or cancelled campaign is done already, and an empty list is sent with no jobs",
+TEST_CASE("a sent or cancelled campaign is done already, and an empty list is sent with no jobs and completed",
           "[campaign_process]") {
   TestDb db;
   seed_tenant(db, "ts", 5);
@@ -277,8 +285,11 @@ TEST_CASE("a sent or cancelled campaign is done already, and an empty list is se
   }, 20s));
   CHECK(campaign(db, "camp_sent", "status") == "sent");
   CHECK(campaign(db, "camp_cancelled", "status") == "cancelled");
-  CHECK(campaign(db, "camp_empty", "status") == "sent");
+  // An empty campaign's batch finishes when it closes: campaign.finish completes it at once.
+  REQUIRE(eventually([&] { return campaign(db, "camp_empty", "status") == "completed"; }, 20s));
   CHECK(campaign(db, "camp_empty", "finished_at IS NOT NULL") == "t");
+  CHECK(campaign(db, "camp_empty", "sent_count") == "0");
+  CHECK(campaign(db, "camp_empty", "failed_count") == "0");
   CHECK(campaign(db, "camp_empty", "enqueued_count") == "0");
   CHECK(email_jobs(db) == 0);
 }

@@ -30,6 +30,7 @@ struct Relays {
   // it out of the way of the tests of fail-over and circuit breakers; the
   // flow test sets its own.
   long deferral_hold_ms = 1;
+  std::string extra_settings = "";  // more keys of settings:, each line indented by 6
 };
 
 inline std::string plugin_entry(TestDb& db, const Relays& r) {
@@ -50,7 +51,7 @@ inline std::string plugin_entry(TestDb& db, const Relays& r) {
          "\", timeout_ms: " + std::to_string(r.timeout_ms) + r.relay_keys + " }\n"
          "      circuit_breaker: { failures: " + std::to_string(r.breaker_failures) + ", open_ms: " +
          std::to_string(r.open_ms) + " }\n"
-         "      limiters: { deferral_hold_ms: " + std::to_string(r.deferral_hold_ms) + " }\n";
+         "      limiters: { deferral_hold_ms: " + std::to_string(r.deferral_hold_ms) + " }\n" + r.extra_settings;
 }
 
 inline std::string config(TestDb& db, const Relays& r) {

@@ -232,11 +232,39 @@ TEST_CASE("email.send fails for good when a relay refuses the recipient with a 5
   CHECK(fallback.connections() == 0);  // not offered to another relay
   CHECK(db.scalar("SELECT status || ' ' || provider FROM app.email_messages") == "failed internal");
   CHECK(db.scalar("SELECT event FROM app.email_events") == "failed");
+  // Nothing says the address is bad (a bare 550): not a hard bounce, not suppressed.
+  CHECK(db.count("SELECT count(*) FROM app.suppressions WHERE email = 'nobody@example.com'") == 0);
   // Not a fault of the relay: with failures: 1 its circuit would now be open.
   primary.refuse_with(0, smtp::Stage::kRcpt);
   const std::string next = send(db, "somebody@example.com");
   REQUIRE(completed(db, next));
   CHECK(primary.messages().size() == 1);
+}
+
+TEST_CASE("email.send: an unknown user at RCPT is a hard bounce: suppressed, a bounced event, not mailed again",
+          "[email][bounce]") {
+  TestDb db;
+  seed(db);
+  smtp::Sink primary, fallback;
+  primary.unknown_user("dead@example.com");
+  auto host = start_host(config(db, {primary.port(), fallback.port()}), "email");
+  const std::string id = send(db, "Dead@Example.com");
+  REQUIRE(eventually([&] { return db.status(id) == "failed"; }, 20s));
+  CHECK(db.field(id, "attempt_count") == "1");
+  CHECK_THAT(db.field(id, "last_error_message"), Catch::Contains("550 5.1.1") && Catch::Contains("User unknown"));
+  CHECK(fallback.connections() == 0);
+  CHECK(db.scalar("SELECT reason FROM app.suppressions WHERE tenant_id = 't1' AND email = 'dead@example.com'") ==
+        "bounced");
+  CHECK(db.scalar("SELECT string_agg(event, ',' ORDER BY id) FROM app.email_events") == "failed,bounced");
+  CHECK(db.scalar("SELECT concat_ws(' ', detail->>'kind', detail->>'status', detail->>'reply_code', detail->>'at') "
+                  "FROM app.email_events WHERE event = 'bounced'") == "hard 5.1.1 550 rcpt");
+  CHECK(db.scalar("SELECT recipient FROM app.email_events WHERE event = 'bounced'") == "dead@example.com");
+  // The next message to it is not sent: suppressed before any relay is asked.
+  const int before = primary.mail_commands();
+  const std::string again = send(db, "dead@example.com");
+  REQUIRE(completed(db, again));
+  CHECK(primary.mail_commands() == before);
+  CHECK(db.scalar("SELECT status FROM app.email_messages WHERE job_id = '" + again + "'") == "suppressed");
 }
 
 TEST_CASE("email.send opens a circuit breaker after repeated failures and tries again after open_ms", "[email]") {
@@ -321,7 +349,8 @@ TEST_CASE("email.send refuses bad settings naming the key", "[email]") {
       {"      database_url: x\n      providers: [{ name: a, url: \"smtp://h\" }]\n      circuit_breaker: { failure: 3 }\n",
        "settings.circuit_breaker.failure: unknown key (did you mean failures?)"},
       {"      database_url: x\n      providers: [{ name: a, url: \"smtp://h\" }]\n      relays: []\n",
-       "settings.relays: unknown key (known: database_url, db_pool_size, providers, circuit_breaker, helo, limiters)"},
+       "settings.relays: unknown key (known: database_url, db_pool_size, providers, circuit_breaker, helo, limiters, "
+       "unsubscribe, verp_domain)"},
       {"      database_url: x\n      providers: [{ name: a, url: \"smtp://h\" }]\n      circuit_breaker: { failures: 0 }\n",
        "settings.circuit_breaker.failures: must be a whole number"},
       {"      providers: [{ name: a, url: \"smtp://h\" }]\n", "settings.database_url: is required"},

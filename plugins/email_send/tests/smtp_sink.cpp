@@ -215,6 +215,11 @@ void Sink::serve(Client& client) {
     }
   };
   const auto refusal = [&](Stage s) { return refuse_[static_cast<int>(s)].load(); };
+  const auto unknown = [&](std::string to) {
+    for (char& c : to) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::lock_guard lock(mu_);
+    return unknown_users_.count(to) > 0;
+  };
   const auto domain_refusal = [&](const std::string& to) {
     std::lock_guard lock(mu_);
     const auto at = to.rfind('@');
@@ -280,6 +285,8 @@ void Sink::serve(Client& client) {
           ok = reply("503 need MAIL first");
         } else if (const int code = refusal(Stage::kRcpt); code != 0) {
           ok = reply(std::to_string(code) + " recipient refused by the test sink");
+        } else if (unknown(address_of(line))) {
+          ok = reply("550 5.1.1 <" + address_of(line) + ">: Recipient address rejected: User unknown (test sink)");
         } else if (const int code = domain_refusal(address_of(line)); code != 0) {
           ok = reply(std::to_string(code) + " try later: too much mail for this domain (test sink)");
         } else {

@@ -13,6 +13,8 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <cctype>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,6 +54,14 @@ class Sink {
     refused_domain_ = domain;
     refused_domain_code_ = code;
     refused_domain_left_ = times;
+  }
+  // Answer RCPT TO of this address (case-insensitively) with "550 5.1.1 ...
+  // User unknown", as a relay does for a mailbox that does not exist. Thread-safe.
+  void unknown_user(const std::string& address) {
+    std::lock_guard lock(mu_);
+    std::string a = address;
+    for (char& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    unknown_users_.insert(a);
   }
   // RCPT TO answered by refuse_domain so far.
   int domain_refusals() const {
@@ -139,6 +149,7 @@ class Sink {
   bool tls_implicit_ = false;
   std::atomic<int> tls_sessions_{0};
   size_t received_ = 0;  // under mu_
+  std::set<std::string> unknown_users_;  // under mu_, lower case
   std::string refused_domain_;  // under mu_, with the three below
   int refused_domain_code_ = 0;
   int refused_domain_left_ = 0;

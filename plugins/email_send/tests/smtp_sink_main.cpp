@@ -1,11 +1,13 @@
 // smtp-sink: the test SMTP server as a program, for the demo and for running
 // jobhost by hand: stores each message it receives as a .eml file.
 //   smtp-sink --listen 127.0.0.1:2525 (--maildir DIR | --count-only) [--refuse CODE] [--delay-ms N]
+//             [--unknown-user ADDRESS]...
 // --refuse answers every MAIL FROM with CODE (try a failover by hand);
 // --delay-ms sends each reply N ms after its command arrived, as a relay that
 // far away would (try the relays' timeout_ms, or pipelining: commands sent
 // together are answered together); --count-only keeps no message, only
-// counts them (the benchmark). Prints "listening on 127.0.0.1:PORT" once it
+// counts them (the benchmark); --unknown-user refuses RCPT TO of that address
+// with "550 5.1.1 ... User unknown" (a hard bounce at RCPT). Prints "listening on 127.0.0.1:PORT" once it
 // accepts connections, and runs until SIGTERM or SIGINT; then prints
 // "N messages received, C connections (at most P open at once)".
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "smtp_sink.hpp"
 
@@ -20,7 +23,7 @@ namespace {
 
 int usage(const char* why) {
   std::fprintf(stderr,
-               "smtp-sink: %s\nusage: smtp-sink --listen 127.0.0.1:PORT --maildir DIR [--refuse CODE] [--delay-ms N]\n",
+               "smtp-sink: %s\nusage: smtp-sink --listen 127.0.0.1:PORT --maildir DIR [--refuse CODE] [--delay-ms N] [--unknown-user ADDRESS]...\n",
                why);
   return 2;
 }
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:2525", maildir;
   long refuse = 0, delay_ms = 0;
   bool count_only = false;
+  std::vector<std::string> unknown_users;
   for (int i = 1; i < argc; i += 2) {
     if (std::strcmp(argv[i], "--count-only") == 0) {
       count_only = true;
@@ -52,6 +56,8 @@ int main(int argc, char** argv) {
     } else if (flag == "--refuse") {
       refuse = number(value);
       if (refuse < 400 || refuse > 599) return usage("--refuse: give an SMTP error code, 400 to 599");
+    } else if (flag == "--unknown-user") {
+      unknown_users.push_back(value);
     } else if (flag == "--delay-ms") {
       delay_ms = number(value);
       if (delay_ms < 0) return usage("--delay-ms: give a number of milliseconds");
@@ -73,6 +79,7 @@ int main(int argc, char** argv) {
     smtp::Sink sink(static_cast<uint16_t>(port), maildir);
     if (refuse != 0) sink.refuse_with(static_cast<int>(refuse), smtp::Stage::kMail);
     if (delay_ms != 0) sink.delay_replies_ms(static_cast<int>(delay_ms));
+    for (const auto& a : unknown_users) sink.unknown_user(a);
     sink.keep_messages(!count_only);
     std::printf("smtp-sink: listening on 127.0.0.1:%u, %s%s\n", sink.port(), count_only ? "counting messages" : "messages under ",
                 maildir.c_str());

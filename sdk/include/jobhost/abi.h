@@ -47,7 +47,7 @@ extern "C" {
 #define JOBHOST_ABI_MINOR_OF(v) ((v) < 0x10000u ? 0u : ((v) & 0xffffu))
 
 #define JOBHOST_ABI_MAJOR 1u
-#define JOBHOST_ABI_MINOR 2u
+#define JOBHOST_ABI_MINOR 3u
 #define JOBHOST_ABI_VERSION JOBHOST_ABI_MAKE(JOBHOST_ABI_MAJOR, JOBHOST_ABI_MINOR)
 
 /* Outcome of one attempt, returned by handle(). */
@@ -105,6 +105,10 @@ typedef struct jobhost_enqueue_request {
                              * as long as the job's row exists (retention deletes
                              * finished rows): a second enqueue with the key creates
                              * nothing and returns the first job's id */
+  /* since 1.3 */
+  const char* flow_key;     /* NULL: from the payload by the queue's flow.key; else the job's flow key */
+  const char* batch_id;     /* NULL or "": none; else an open batch (jobhost.batch_open) the job joins:
+                             * enqueue fails naming the batch when it is not open */
 } jobhost_enqueue_request;
 
 /* Calls the host offers a plugin. Every call is thread-safe, never throws and

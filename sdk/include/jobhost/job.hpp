@@ -29,6 +29,10 @@ struct EnqueueOptions {
   int max_attempts = 0;                        // <= 0: the queue's default
   std::string unique_key;                      // "" none; else a second enqueue with the
                                                // same type and key returns the first id
+  // Since ABI 1.3:
+  std::optional<std::string> flow_key;         // none: from the payload by the queue's flow.key
+  std::string batch_id;                        // "" none; else an open batch the job joins
+                                               // (jobhost.batch_open; EnqueueError if not open)
 };
 
 // A view of the running attempt. Valid only inside Plugin::handle; not copyable
@@ -130,6 +134,8 @@ class Job {
     r.delay_ms = static_cast<int64_t>(options.delay.count());
     r.max_attempts = options.max_attempts;
     r.unique_key = options.unique_key.c_str();
+    r.flow_key = options.flow_key ? options.flow_key->c_str() : nullptr;
+    r.batch_id = options.batch_id.c_str();
     if (host_->enqueue_job(ctx_, &r, id, err, sizeof err) != 0) throw EnqueueError(err);
     return id;
   }

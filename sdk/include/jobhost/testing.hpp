@@ -66,6 +66,8 @@ struct Enqueued {
   int64_t delay_ms = 0;
   int max_attempts = 0;     // 0: the queue's default
   std::string unique_key;   // "" none
+  std::optional<std::string> flow_key;  // nullopt: from the payload
+  std::string batch_id;     // "" none
 };
 
 // What one attempt did.
@@ -234,6 +236,8 @@ inline int32_t fake_enqueue_job(jobhost_job_ctx* ctx, const jobhost_enqueue_requ
     e.delay_ms = r->delay_ms < 0 ? 0 : r->delay_ms;
     e.max_attempts = r->max_attempts < 0 ? 0 : r->max_attempts;
     e.unique_key = r->unique_key ? r->unique_key : "";
+    if (r->flow_key != nullptr) e.flow_key = r->flow_key;
+    e.batch_id = r->batch_id ? r->batch_id : "";
     return record_enqueue(ctx, std::move(e), id_out, err, err_len);
   } catch (const std::exception& ex) {
     if (err != nullptr && err_len > 0) std::snprintf(err, err_len, "enqueue: %s", ex.what());
