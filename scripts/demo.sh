@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The email platform end to end, on this machine only: a tenant, a contact list
 # imported from a CSV, a template and a campaign; the campaign fans out into
-# email.send jobs, and the emails arrive at a local SMTP server.
+# email.send jobs, the emails arrive at a local SMTP server (which refuses one
+# address as an unknown user: a hard bounce, suppressed), and the campaign ends
+# completed with its counts; a second campaign skips the bounced address.
 #
 #   bash scripts/demo.sh            from the repository root
 #
@@ -41,7 +43,9 @@ export JOBHOST_API_LISTEN=127.0.0.1:0   # the dashboard, on a free port (see the
 export JOBHOST_API_HEALTH_LISTEN=127.0.0.1:0   # the probes too
 build/bin/jobctl db migrate >/dev/null
 
-build/bin/smtp-sink --listen 127.0.0.1:55325 --maildir "$demo/mail" >"$demo/smtp-sink.log" 2>&1 &
+# reader7 does not exist at this "relay": RCPT TO gets 550 5.1.1 User unknown.
+build/bin/smtp-sink --listen 127.0.0.1:55325 --maildir "$demo/mail" --unknown-user reader7@demo.example \
+  >"$demo/smtp-sink.log" 2>&1 &
 pids+=($!)
 build/bin/jobhost --config config/jobhost.yaml >"$demo/jobhost.log" 2>&1 &
 pids+=($!)
@@ -99,8 +103,8 @@ id=$(build/bin/jobctl enqueue campaign.process '{"tenant_id": "tenant_demo", "ca
 wait_job "$id"
 sql -c "SELECT 'campaign ' || id || ': ' || status || ', ' || enqueued_count || ' email.send jobs enqueued' FROM app.campaigns"
 
-step "4. the email.send jobs deliver to the SMTP server"
-want=$(sql -c "SELECT count(*) FROM app.contact_list_members")
+step "4. the email.send jobs deliver to the SMTP server (one address bounces)"
+want=$(( $(sql -c "SELECT count(*) FROM app.contact_list_members") - 1 ))
 for _ in $(seq 1 300); do
   [ "$(find "$demo/mail" -name '*.eml' | wc -l)" -ge "$want" ] && break
   sleep 0.1
@@ -115,7 +119,34 @@ first=$(find "$demo/mail" -name '*.eml' | sort | head -1)
 [ -n "$first" ] && { echo "-- the headers of one of them:"; sed -n '1,/^\r\{0,1\}$/p' "$first" | grep -E '^(From|To|Subject|Message-ID|Content-Type):'; }
 [ "$got" -ge "$want" ] || { echo "demo: not every email arrived; see $demo/jobhost.log"; exit 1; }
 
-step "5. export.data of the tenant's contacts"
+step "5. the campaign's batch finishes: campaign.finish marks it completed with its counts"
+for _ in $(seq 1 300); do
+  [ "$(sql -c "SELECT status FROM app.campaigns WHERE id = 'camp_launch'")" = completed ] && break
+  sleep 0.1
+done
+sql -c "SELECT 'campaign ' || id || ': ' || status || ', sent ' || sent_count || ', suppressed ' || suppressed_count ||
+        ', failed ' || failed_count || ', bounced ' || bounced_count FROM app.campaigns WHERE id = 'camp_launch'"
+sql -c "SELECT 'batch ' || id || ': ' || state || ', ' || total || ' jobs: ' || completed || ' completed, ' ||
+        failed || ' failed' FROM jobhost.batch_status"
+sql -c "SELECT 'suppressed: ' || email || ' (' || reason || ')' FROM app.suppressions"
+[ "$(sql -c "SELECT status || ' ' || bounced_count FROM app.campaigns WHERE id = 'camp_launch'")" = "completed 1" ] ||
+  { echo "demo: the campaign did not complete with one bounce; see $demo/jobhost.log"; exit 1; }
+
+step "6. a second campaign to the same list skips the bounced address"
+sql -c "INSERT INTO app.campaigns (id, tenant_id, name, list_id, template_id)
+        VALUES ('camp_again', 'tenant_demo', 'Again', 'list_newsletter', 'tpl_welcome')"
+id=$(build/bin/jobctl enqueue campaign.process '{"tenant_id": "tenant_demo", "campaign_id": "camp_again"}')
+wait_job "$id"
+for _ in $(seq 1 300); do
+  [ "$(sql -c "SELECT status FROM app.campaigns WHERE id = 'camp_again'")" = completed ] && break
+  sleep 0.1
+done
+sql -c "SELECT 'campaign ' || id || ': ' || status || ', sent ' || sent_count || ', suppressed ' || suppressed_count ||
+        ', failed ' || failed_count || ', bounced ' || bounced_count FROM app.campaigns WHERE id = 'camp_again'"
+[ "$(sql -c "SELECT status || ' ' || suppressed_count || ' ' || failed_count FROM app.campaigns WHERE id = 'camp_again'")" = "completed 1 0" ] ||
+  { echo "demo: the second campaign did not skip the bounced address; see $demo/jobhost.log"; exit 1; }
+
+step "7. export.data of the tenant's contacts"
 id=$(build/bin/jobctl enqueue export.data '{"tenant_id": "tenant_demo", "kind": "contacts"}')
 wait_job "$id"
 sql -F ' ' -c "SELECT 'export ' || path || ': ' || rows || ' rows, ' || bytes || ' bytes, sha256 ' || sha256 FROM app.exports"

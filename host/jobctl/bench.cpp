@@ -50,6 +50,7 @@ struct BenchOptions {
   // Flow control (DESIGN §9): spread the jobs over this many keys (flow.key
   // /k; 0: no flow: block), each key limited to this many running (0: none).
   int flow_keys = 0;
+  bool in_batch = false;  // every job in one batch (DESIGN §10), closed after the enqueue
   int per_key_concurrency = 0;
   // Run the latency phase while the drain runs, its jobs under a key of
   // their own ("small"), to see whether a big backlog delays another key.
@@ -284,6 +285,8 @@ bool wait_drained(pqxx::connection& conn, std::vector<std::unique_ptr<HostProces
 double enqueue_phase(pqxx::connection& conn, const BenchOptions& o, std::string& commit_ts) {
   const auto t0 = Clock::now();
   pqxx::work tx(conn);
+  const std::string batch =
+      o.in_batch ? tx.exec1("SELECT jobhost.batch_open(description => 'jobctl bench')")[0].c_str() : std::string();
   long done = 0;
   while (done < o.jobs) {
     PgArray payloads;
@@ -293,9 +296,11 @@ double enqueue_phase(pqxx::connection& conn, const BenchOptions& o, std::string&
       payloads.add(o.flow_keys > 0 ? "{\"bench\": " + std::to_string(k) + ", \"k\": \"k" + std::to_string(k % o.flow_keys) + "\"}"
                                    : "{\"bench\": " + std::to_string(k) + "}");
     }
-    tx.exec_params("SELECT count(*) FROM jobhost.enqueue_many('noop', $1::jsonb[])", payloads.str());
+    tx.exec_params("SELECT count(*) FROM jobhost.enqueue_many('noop', $1::jsonb[], batch_id => NULLIF($2, '')::uuid)",
+                   payloads.str(), batch);
     done += n;
   }
+  if (o.in_batch) tx.exec_params("SELECT jobhost.batch_close($1::uuid)", batch);
   tx.commit();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   pqxx::nontransaction nt(conn);
@@ -460,6 +465,25 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
                                " completed jobs with one run each");
     }
   }
+  if (o.in_batch) {
+    // The batch finishes once its last member's outcome is written.
+    pqxx::nontransaction tx(*conn);
+    std::optional<std::string> state;
+    for (int i = 0; i < 100; ++i) {
+      const auto r = tx.exec_params1(
+          "SELECT b.state, extract(epoch FROM b.finished_at - $1::timestamptz), s.total, s.completed "
+          "FROM jobhost.batches b JOIN jobhost.batch_status s USING (id) ORDER BY b.created_at DESC LIMIT 1",
+          commit_ts);
+      state = r[0].c_str();
+      if (*state == "finished") {
+        std::printf("batch       one batch of %s jobs, %s completed; finished %.2f s after the commit\n", r[2].c_str(),
+                    r[3].c_str(), r[1].as<double>());
+        break;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    if (state != "finished") throw std::runtime_error("the batch did not finish (state " + state.value_or("?") + ")");
+  }
   for (size_t i = 0; i < c.hosts.size(); ++i) {
     const auto [rss, hwm] = c.hosts[i]->rss_mb();
     std::printf("host %-6zu rss %.1f MB idle before the run, %.1f MB after it (peak %.1f MB)\n", i,
@@ -504,6 +528,7 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
   b->add_option("--jobhost", o.jobhost_bin, "jobhost binary")->capture_default_str();
   b->add_option("--plugin", o.plugin, "noop plugin library")->capture_default_str();
   b->add_flag("--keep", o.keep, "keep the database, Redis keys, configs and logs");
+  b->add_flag("--batch-jobs", o.in_batch, "enqueue every job into one batch (jobhost.batch_open), closed after the enqueue");
   b->add_option("--flow-keys", o.flow_keys, "spread the jobs over N flow keys (flow.key /k); 0: no flow: block")
       ->capture_default_str()->check(CLI::Range(0, 10000000));
   b->add_option("--per-key-concurrency", o.per_key_concurrency, "with --flow-keys: each key's running jobs at most")

@@ -40,6 +40,16 @@ TEST_CASE("jobctl bench drains every job once, reports its figures and cleans up
   CHECK(leftovers(db) == 0);
 }
 
+TEST_CASE("jobctl bench --batch-jobs drains one batch of every job and reports when it finished", "[bench][batch]") {
+  TestDb db;
+  const auto [code, out] = bench({"--jobs", "5000", "--batch-jobs", "--latency-seconds", "0"});
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK_THAT(out, Catch::Contains("5000 completed, 0 failed, 5000 handler runs, each job ran once"));
+  CHECK_THAT(out, Catch::Matches("(.|\\n)*batch       one batch of 5000 jobs, 5000 completed; finished [0-9.]+ s after the commit(.|\\n)*"));
+  CHECK(leftovers(db) == 0);
+}
+
 TEST_CASE("jobctl bench stops with the host's error when a host cannot start, and cleans up", "[bench]") {
   TestDb db;
   const auto [code, out] = bench({"--jobs", "10", "--plugin", plugin_dir() + "/libwrong_abi.so"});
