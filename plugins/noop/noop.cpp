@@ -10,6 +10,9 @@
 //   {"retry_after_ms": N}    with fail_attempts: ask for that retry delay
 //   {"acquire": "name"}      take the limiter first (limiters: in the config);
 //                            when it is full, come back later (Result::throttled)
+//   {"follow_up": {"type": T, "payload": {...}, "batch_id": B, "flow_key": K}}
+//                            enqueue that job through the SDK (batch_id and
+//                            flow_key optional, ABI 1.3) before succeeding
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
@@ -35,6 +38,12 @@ class Noop : public jobhost::sdk::Plugin {
     if (p.contains("acquire") && !(p["acquire"].is_string() && !p["acquire"].get<std::string>().empty())) {
       return "payload.acquire: must be a limiter name";
     }
+    if (p.contains("follow_up")) {
+      const nlohmann::json& f = p["follow_up"];
+      if (!f.is_object() || !f.contains("type") || !f["type"].is_string()) {
+        return "payload.follow_up: must be {type, payload?, batch_id?, flow_key?}";
+      }
+    }
     for (const char* key : {"permanent", "throw", "crash", "hang"}) {
       if (p.contains(key) && !p[key].is_boolean()) {
         return std::string("payload.") + key + ": must be true or false";
@@ -55,6 +64,17 @@ class Noop : public jobhost::sdk::Plugin {
     if (p.contains("acquire")) {
       if (const auto taken = job.acquire(p["acquire"]); !taken) {
         return Result::throttled(taken.wait, "noop: limiter " + p["acquire"].get<std::string>() + " is full");
+      }
+    }
+    if (p.contains("follow_up")) {
+      const nlohmann::json& f = p["follow_up"];
+      jobhost::sdk::EnqueueOptions o;
+      o.batch_id = f.value("batch_id", "");
+      if (f.contains("flow_key")) o.flow_key = f["flow_key"].get<std::string>();
+      try {
+        job.enqueue(f["type"], f.value("payload", nlohmann::json::object()), o);
+      } catch (const jobhost::sdk::EnqueueError& e) {
+        return Result::permanent(std::string("noop: follow-up not enqueued: ") + e.what());
       }
     }
     if (job.attempt() <= p.value("fail_attempts", 0)) {
@@ -80,4 +100,4 @@ class Noop : public jobhost::sdk::Plugin {
 
 }  // namespace
 
-JOBHOST_PLUGIN(Noop, "noop", "1.2.0", "noop")
+JOBHOST_PLUGIN(Noop, "noop", "1.3.0", "noop")

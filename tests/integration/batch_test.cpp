@@ -241,6 +241,31 @@ TEST_CASE("batch: members that ended without finishing their batch (a crash betw
   CHECK_THAT(host->log(), Catch::Contains("the sweep finished 1 batches"));
 }
 
+TEST_CASE("batch: a plugin adds follow-up jobs to a batch through the SDK, and is refused a closed one", "[batch][sdk]") {
+  TestDb db;
+  HostOptions o;
+  auto host = start_host(write_config(db, o));
+  const std::string batch = open_batch(db, "sdk");
+  const std::string closed = open_batch(db, "sdk-closed");
+  close_batch(db, closed);
+  // The parent is outside the batch; its follow-up joins it, with a flow key.
+  const std::string parent = db.enqueue(
+      "noop", R"({"follow_up": {"type": "noop", "payload": {"child": 1}, "batch_id": ")" + batch +
+                  R"(", "flow_key": "tenant-9"}})");
+  const std::string refused = db.enqueue(
+      "noop", R"({"follow_up": {"type": "noop", "payload": {"child": 2}, "batch_id": ")" + closed + R"("}})");
+  REQUIRE(eventually([&] { return db.status(parent) == "completed" && db.status(refused) == "failed"; }, 20s));
+  CHECK(db.scalar("SELECT batch_id::text || ' ' || flow_key FROM jobhost.jobs WHERE payload->>'child' = '1'") ==
+        batch + " tenant-9");
+  CHECK(db.count("SELECT total FROM jobhost.batch_status WHERE id = '" + batch + "'") == 1);
+  CHECK_THAT(db.field(refused, "last_error_message"),
+             Catch::Contains("follow-up not enqueued") && Catch::Contains("batch " + closed + " is finished"));
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE payload->>'child' = '2'") == 0);
+  close_batch(db, batch);
+  REQUIRE(eventually([&] { return callbacks(db, "sdk").size() == 1; }, 20s));
+  CHECK(callbacks(db, "sdk")[0]["completed"] == 1);
+}
+
 TEST_CASE("batch: the API opens, fills, closes, shows and cancels batches", "[batch][api]") {
   TestDb db;
   HostOptions o;
