@@ -535,6 +535,23 @@ TextResult read_text_bounce(const std::string& text, bool daemon) {
   return {};
 }
 
+// A report that gives a recipient no Diagnostic-Code (Exim's for an
+// unrouteable address says only "Status: 5.0.0") takes the reason its own
+// human-readable part gives that recipient.
+void add_reasons_from_text(std::vector<Failure>& failures, const std::string& text) {
+  if (std::none_of(failures.begin(), failures.end(), [](const Failure& f) { return f.diagnostic.empty(); })) return;
+  const TextResult told = read_text_bounce(text, true);
+  for (Failure& f : failures) {
+    if (!f.diagnostic.empty() || f.kind != jobhost_plugins::kBounceSoft) continue;
+    for (const Failure& t : told.failures) {
+      if (t.recipient == f.recipient && !t.diagnostic.empty()) {
+        f = make_failure(f.recipient, f.status, f.reply_code, t.diagnostic);
+        break;
+      }
+    }
+  }
+}
+
 // ---- Amazon SES notifications ----
 
 // nlohmann::json parses recursively: refuse deep nesting before it does.
@@ -700,6 +717,7 @@ Report parse_bounce(std::string_view raw, const Limits& limits) {
   } else if (const Part* ds = find_type(top, {"message/delivery-status", "message/global-delivery-status"})) {
     report.format = "rfc3464";
     report.failures = read_delivery_status(*ds, limits);
+    add_reasons_from_text(report.failures, text);
   }
   const bool daemon = from_mailer_daemon(top);
   if (report.failures.empty() && !daemon) {
