@@ -99,13 +99,13 @@ class BounceProcess : public jobhost::sdk::Plugin {
         max_scan_files_(static_cast<size_t>(s.integer("max_scan_files", 10000, 1, 1000000))) {
     limits_.max_header_bytes = static_cast<size_t>(s.integer("max_header_bytes", 64 << 10, 1024, 16 << 20));
     limits_.max_parts = static_cast<size_t>(s.integer("max_parts", 500, 2, 100000));
-    const std::string root = s.required_string("inbound_root");
+    // The MTA owns the Maildir and may create it with its first bounce (Exim's
+    // and Postfix's maildir delivery do): a missing root is no error here, a
+    // root that is not a folder is.
+    root_ = s.required_string("inbound_root");
     std::error_code ec;
-    if (!fs::is_directory(root, ec)) s.fail("inbound_root", "'" + root + "' is not a directory");
-    root_ = fs::canonical(root);
-    for (const char* sub : {"tmp", "new", "cur"}) {
-      fs::create_directories(root_ / sub, ec);
-      if (ec) s.fail("inbound_root", "cannot create " + (root_ / sub).string() + ": " + ec.message());
+    if (fs::exists(root_, ec) && !fs::is_directory(root_, ec)) {
+      s.fail("inbound_root", "'" + root_.string() + "' is not a directory");
     }
   }
 
@@ -126,6 +126,10 @@ class BounceProcess : public jobhost::sdk::Plugin {
   Result scan(Job& job) {
     std::vector<std::string> names;
     std::error_code ec;
+    if (!fs::is_directory(root_ / "new", ec)) {
+      job.log_info("bounce.scan: no " + (root_ / "new").string() + " yet (the MTA makes it with its first bounce)");
+      return Result::ok();
+    }
     for (fs::directory_iterator it(root_ / "new", ec), end; !ec && it != end; it.increment(ec)) {
       const std::string name = it->path().filename().string();
       if (name.empty() || name[0] == '.' || !it->is_regular_file(ec)) continue;
@@ -154,11 +158,14 @@ class BounceProcess : public jobhost::sdk::Plugin {
     std::optional<fs::path> file;
     std::string raw;
     bounce::Report report;
+    std::error_code ec;
+    const fs::path root = fs::canonical(root_, ec);
+    if (ec) return Result::permanent("bounce.process: settings.inbound_root '" + root_.string() + "': " + ec.message());
     try {
-      file = bounce::confined_path(root_, rel);
+      file = bounce::confined_path(root, rel);
       if (!file) {
         // Moved by an attempt that ended before it could say so.
-        if (rel.rfind("new/", 0) == 0 && fs::exists(root_ / "cur" / fs::path(rel).filename())) {
+        if (rel.rfind("new/", 0) == 0 && fs::exists(root / "cur" / fs::path(rel).filename())) {
           job.log_info("bounce.process: " + rel + " is already in cur/ (processed)");
           return Result::ok();
         }
@@ -191,8 +198,8 @@ class BounceProcess : public jobhost::sdk::Plugin {
       tx.commit();
     }
     if (rel.rfind("new/", 0) == 0) {
-      std::error_code ec;
-      fs::rename(*file, root_ / "cur" / file->filename(), ec);
+      fs::create_directories(root / "cur", ec);
+      fs::rename(*file, root / "cur" / file->filename(), ec);
       if (ec) return Result::retry("bounce.process: recorded, but cannot move " + rel + " to cur/: " + ec.message());
     }
     std::string kinds;
@@ -257,7 +264,7 @@ class BounceProcess : public jobhost::sdk::Plugin {
   size_t max_message_bytes_;
   size_t max_scan_files_;
   bounce::Limits limits_;
-  fs::path root_;
+  fs::path root_;  // as configured; resolved by each job
 };
 
 }  // namespace

@@ -228,8 +228,12 @@ TEST_CASE("payload paths outside the inbound root are refused: .., absolute, esc
   CHECK(fs::exists(outside));
   CHECK(rows(db) == 0);
   fs::remove(outside);
-  CHECK_THROWS_WITH(Harness(jobhost_plugin_entry(), settings(db, in, {{"inbound_root", "/nonexistent/x"}})),
-                    Catch::Contains("settings.inbound_root"));
+  const std::string not_a_folder = (in.root / in.drop("plain", "x")).string();
+  CHECK_THROWS_WITH(Harness(jobhost_plugin_entry(), settings(db, in, {{"inbound_root", not_a_folder}})),
+                    Catch::Contains("settings.inbound_root: '" + not_a_folder + "' is not a directory"));
+  // Not there yet: the MTA creates the Maildir with its first bounce; a scan finds nothing.
+  Harness early(jobhost_plugin_entry(), settings(db, in, {{"inbound_root", (in.root / "later").string()}}));
+  CHECK(early.run(TestJob{"bounce.scan"}).ok());
   CHECK_THROWS_WITH(Harness(jobhost_plugin_entry(), settings(db, in, {{"soft_bounce_limt", 3}})),
                     Catch::Contains("did you mean soft_bounce_limit"));
 }
