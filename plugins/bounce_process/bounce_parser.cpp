@@ -258,8 +258,9 @@ std::string auto_reply_sign(const Part& top) {
 std::vector<Failure> read_delivery_status(const Part& ds, const Limits& limits) {
   std::vector<Failure> out;
   const std::vector<Fields> groups = parse_field_groups(ds.body, limits.max_header_bytes * 4);
-  for (size_t g = 1; g < groups.size(); ++g) {  // groups[0] is about the message
-    const Fields& r = groups[g];
+  // The first group is about the message (Reporting-MTA ...), when the MTA
+  // wrote one: a group is a recipient's when it names one.
+  for (const Fields& r : groups) {
     if (!r.has("Final-Recipient") && !r.has("Original-Recipient")) continue;
     const std::string action = lower(trim(r.get("Action")));
     if (action == "delivered" || action == "relayed" || action == "expanded") continue;

@@ -122,6 +122,20 @@ TEST_CASE("parser: a policy refusal (5.7.1) in a DSN is soft, a full mailbox too
   CHECK(r.matched_by == "verp");
 }
 
+TEST_CASE("parser: a report without its per-message group still gives its first recipient") {
+  const bounce::Report r = bounce::parse_bounce(
+      "From: MAILER-DAEMON@mx.example.net\nSubject: failed\n"
+      "Content-Type: multipart/report; report-type=delivery-status; boundary=q\n\n"
+      "--q\nContent-Type: message/delivery-status\n\n"
+      "Final-Recipient: rfc822; first@example.org\nAction: failed\nStatus: 5.1.1\n\n"
+      "Final-Recipient: rfc822; second@example.org\nAction: failed\nStatus: 5.2.2\n"
+      "--q--\n");
+  REQUIRE(r.failures.size() == 2);
+  CHECK(r.failures[0].recipient == "first@example.org");
+  CHECK(r.failures[0].kind == "hard");
+  CHECK(r.failures[1].kind == "soft");
+}
+
 TEST_CASE("parser: malformed, truncated and binary input is refused with a reason, never a crash") {
   CHECK_THROWS_WITH(bounce::parse_bounce(""), Catch::Contains("empty"));
   CHECK_THROWS_WITH(bounce::parse_bounce(std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10)), Catch::Contains("NUL"));
