@@ -27,9 +27,9 @@ std::string_view trim(std::string_view s) {
 
 bool icontains(std::string_view hay, std::string_view needle_lower) {
   if (needle_lower.size() > hay.size()) return false;
-  const auto it = std::search(hay.begin(), hay.end(), needle_lower.begin(), needle_lower.end(), [](char a, char b) {
-    return std::tolower(static_cast<unsigned char>(a)) == b;
-  });
+  const auto it =
+      std::search(hay.begin(), hay.end(), needle_lower.begin(), needle_lower.end(),
+                  [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
   return it != hay.end();
 }
 
@@ -70,8 +70,8 @@ std::string one_line(std::string_view text) {
 }
 
 bool is_address_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-/=?^_`{|}~.@").find(c) !=
-                                                            std::string_view::npos;
+  return std::isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("!#$%&'*+-/=?^_`{|}~.@").find(c) != std::string_view::npos;
 }
 
 // The first thing shaped like local@domain.tld in text, lower-cased; "".
@@ -99,7 +99,8 @@ std::string typed_address(std::string_view value) {
 // "smtp; 550 5.1.1 ..." -> "550 5.1.1 ...".
 std::string_view typed_text(std::string_view value) {
   const size_t semi = value.find(';');
-  if (semi != std::string_view::npos && semi < 20 && value.substr(0, semi).find(' ') == std::string_view::npos) {
+  if (semi != std::string_view::npos && semi < 20 &&
+      value.substr(0, semi).find(' ') == std::string_view::npos) {
     value.remove_prefix(semi + 1);
   }
   return trim(value);
@@ -119,7 +120,8 @@ bool is_uuid_at(std::string_view s, size_t i) {
 }
 
 // A finished failure: status from the code or the text, kind from both.
-Failure make_failure(std::string recipient, std::string status, std::optional<int> reply, std::string_view diag) {
+Failure make_failure(std::string recipient, std::string status, std::optional<int> reply,
+                     std::string_view diag) {
   Failure f;
   f.recipient = std::move(recipient);
   f.diagnostic = one_line(diag);
@@ -177,8 +179,9 @@ std::string strip_html(std::string_view html) {
       in_tag = true;
       std::string_view name = html.substr(i + 1, 8);
       if (!name.empty() && name.front() == '/') name.remove_prefix(1);
-      const bool inline_tag = istarts_with(name, "a ") || istarts_with(name, "a>") || istarts_with(name, "b>") ||
-                              istarts_with(name, "span") || istarts_with(name, "strong") || istarts_with(name, "font") ||
+      const bool inline_tag = istarts_with(name, "a ") || istarts_with(name, "a>") ||
+                              istarts_with(name, "b>") || istarts_with(name, "span") ||
+                              istarts_with(name, "strong") || istarts_with(name, "font") ||
                               istarts_with(name, "i>") || istarts_with(name, "em>");
       out += inline_tag ? ' ' : '\n';
     } else if (c == '>') {
@@ -220,14 +223,14 @@ std::string human_text(const Part& top) {
 bool from_mailer_daemon(const Part& top) {
   const std::string from = lower(top.headers.get("From"));
   const std::string subject = lower(top.headers.get("Subject"));
-  for (std::string_view who : {"mailer-daemon", "postmaster@", "mail delivery system", "mail delivery subsystem",
-                               "microsoftexchange", "mail administrator"}) {
+  for (std::string_view who : {"mailer-daemon", "postmaster@", "mail delivery system",
+                               "mail delivery subsystem", "microsoftexchange", "mail administrator"}) {
     if (from.find(who) != std::string::npos) return true;
   }
-  for (std::string_view s : {"undelivered mail", "mail delivery failed", "returned mail", "failure notice",
-                             "delivery status notification", "undeliverable", "delivery failure",
-                             "nondeliverable", "non-delivery", "could not be delivered", "delivery has failed",
-                             "mail system error", "delivery notification"}) {
+  for (std::string_view s :
+       {"undelivered mail", "mail delivery failed", "returned mail", "failure notice",
+        "delivery status notification", "undeliverable", "delivery failure", "nondeliverable", "non-delivery",
+        "could not be delivered", "delivery has failed", "mail system error", "delivery notification"}) {
     if (subject.find(s) != std::string::npos) return true;
   }
   return false;
@@ -244,10 +247,10 @@ std::string auto_reply_sign(const Part& top) {
     return "Subject: " + h.get("Subject");
   }
   const std::string subject = lower(trim(h.get("Subject")));
-  for (std::string_view s : {"out of office", "out of the office", "automatic reply", "auto-reply", "autoreply",
-                             "auto reply", "auto response", "auto-response", "autoresponse", "abwesenheitsnotiz",
-                             "réponse automatique", "respuesta automática", "risposta automatica",
-                             "on vacation", "away from the office"}) {
+  for (std::string_view s :
+       {"out of office", "out of the office", "automatic reply", "auto-reply", "autoreply", "auto reply",
+        "auto response", "auto-response", "autoresponse", "abwesenheitsnotiz", "réponse automatique",
+        "respuesta automática", "risposta automatica", "on vacation", "away from the office"}) {
     if (subject.find(s) != std::string::npos) return "Subject: " + h.get("Subject");
   }
   return {};
@@ -264,8 +267,8 @@ std::vector<Failure> read_delivery_status(const Part& ds, const Limits& limits) 
     if (!r.has("Final-Recipient") && !r.has("Original-Recipient")) continue;
     const std::string action = lower(trim(r.get("Action")));
     if (action == "delivered" || action == "relayed" || action == "expanded") continue;
-    const std::string recipient = typed_address(r.has("Original-Recipient") ? r.get("Original-Recipient")
-                                                                             : r.get("Final-Recipient"));
+    const std::string recipient =
+        typed_address(r.has("Original-Recipient") ? r.get("Original-Recipient") : r.get("Final-Recipient"));
     std::string diag(typed_text(r.get("Diagnostic-Code")));
     if (diag.empty()) diag = std::string(trim(r.get("X-Display-Name")));
     if (action == "delayed") {
@@ -296,7 +299,8 @@ std::vector<Failure> read_feedback(const Part& top, const Part& fr, const Limits
   if (const std::string ua = fields.get("User-Agent"); !ua.empty()) diag += ", User-Agent " + ua;
   if (const std::string ip = fields.get("Source-IP"); !ip.empty()) diag += ", Source-IP " + ip;
   // not-spam (RFC 6650's "I did want it") is the opposite of a complaint.
-  return {special(recipient, type == "not-spam" ? jobhost_plugins::kBounceUnknown : jobhost_plugins::kBounceComplaint,
+  return {special(recipient,
+                  type == "not-spam" ? jobhost_plugins::kBounceUnknown : jobhost_plugins::kBounceComplaint,
                   diag)};
 }
 
@@ -319,13 +323,16 @@ std::vector<Failure> read_angle_list(const Lines& lines) {
     const size_t close = line.find('>');
     if (close == std::string_view::npos) continue;
     size_t colon = line.find(':', close);
-    const std::string_view between = trim(line.substr(close + 1, colon == std::string_view::npos ? 0 : colon - close - 1));
-    if (colon == std::string_view::npos || (!between.empty() && !istarts_with(between, "(expanded from"))) continue;
+    const std::string_view between =
+        trim(line.substr(close + 1, colon == std::string_view::npos ? 0 : colon - close - 1));
+    if (colon == std::string_view::npos || (!between.empty() && !istarts_with(between, "(expanded from")))
+      continue;
     const std::string address = first_address(line.substr(1, close - 1));
     if (address.empty()) continue;
     std::string reason(trim(line.substr(colon + 1)));
     size_t j = i + 1;
-    for (; j < lines.size() && !trim(lines[j]).empty() && lines[j][0] != '<' && !is_separator(lines[j]); ++j) {
+    for (; j < lines.size() && !trim(lines[j]).empty() && lines[j][0] != '<' && !is_separator(lines[j]);
+         ++j) {
       reason += " ";
       reason += trim(lines[j]);
     }
@@ -365,7 +372,8 @@ std::vector<Failure> read_exim(const Lines& lines, size_t from, bool delayed) {
     flush();
     address = first_address(line);
     // "  user@example.com: retry timeout exceeded" (older Exim) on one line.
-    if (const size_t colon = line.find(": "); colon != std::string_view::npos) reason = trim(line.substr(colon + 2));
+    if (const size_t colon = line.find(": "); colon != std::string_view::npos)
+      reason = trim(line.substr(colon + 2));
   }
   flush();
   return out;
@@ -383,9 +391,10 @@ std::vector<Failure> read_sendmail(const Lines& lines, size_t from, bool delayed
       if (!out.empty() && istarts_with(t, "(reason:")) {
         std::string_view r = t.substr(8);
         if (!r.empty() && r.back() == ')') r.remove_suffix(1);
-        out.back() = delayed ? special(out.back().recipient, jobhost_plugins::kBounceUnknown,
-                                       "delayed (a warning; delivery is still being tried): " + std::string(r))
-                             : make_failure(out.back().recipient, "", std::nullopt, r);
+        out.back() = delayed
+                         ? special(out.back().recipient, jobhost_plugins::kBounceUnknown,
+                                   "delayed (a warning; delivery is still being tried): " + std::string(r))
+                         : make_failure(out.back().recipient, "", std::nullopt, r);
       }
       continue;
     }
@@ -427,7 +436,8 @@ std::vector<Failure> read_exchange(const Lines& lines, size_t from) {
       found.emplace_back(address, "");
       continue;
     }
-    if (!found.empty()) found.back().second += std::string(found.back().second.empty() ? "" : " ") + std::string(t);
+    if (!found.empty())
+      found.back().second += std::string(found.back().second.empty() ? "" : " ") + std::string(t);
   }
   std::string reply;  // the server's own words, when it gives them
   for (const std::string_view line : lines) {
@@ -457,7 +467,9 @@ std::vector<Failure> read_sentence(const Lines& lines, std::string& format) {
   std::string address;
   // Office 365's words, then Gmail's.
   static constexpr std::pair<std::string_view, std::string_view> kLeads[] = {
-      {"your message to ", "office365"}, {"wasn't delivered to ", "gmail"}, {"was not delivered to ", "gmail"}};
+      {"your message to ", "office365"},
+      {"wasn't delivered to ", "gmail"},
+      {"was not delivered to ", "gmail"}};
   for (const std::string_view line : lines) {
     const std::string l = lower(line);
     for (const auto& [lead, name] : kLeads) {
@@ -477,7 +489,8 @@ std::vector<Failure> read_sentence(const Lines& lines, std::string& format) {
       std::string_view r = t.substr(at + 24);
       if (!r.empty() && r.back() == '\'') r.remove_suffix(1);
       reply = r;
-    } else if (istarts_with(t, "the response from the remote server was:") || istarts_with(t, "the response was:")) {
+    } else if (istarts_with(t, "the response from the remote server was:") ||
+               istarts_with(t, "the response was:")) {
       for (size_t j = i + 1; j < lines.size(); ++j) {
         const std::string_view u = trim(lines[j]);
         if (u.empty()) {
@@ -506,11 +519,13 @@ struct TextResult {
 
 TextResult read_text_bounce(const std::string& text, bool daemon) {
   const Lines lines = split_lines(text);
-  const bool delayed = icontains(text, "has not yet been delivered") || icontains(text, "delivery is delayed") ||
+  const bool delayed = icontains(text, "has not yet been delivered") ||
+                       icontains(text, "delivery is delayed") ||
                        icontains(text, "transient non-fatal errors");
   for (size_t i = 0; i < lines.size(); ++i) {
     const std::string_view t = trim(lines[i]);
-    if (icontains(t, "the following address(es) failed:") || icontains(t, "the following addresses failed:") ||
+    if (icontains(t, "the following address(es) failed:") ||
+        icontains(t, "the following addresses failed:") ||
         icontains(t, "the following address(es) have yet to be delivered")) {
       if (auto f = read_exim(lines, i + 1, delayed); !f.empty()) return {"exim", std::move(f)};
     }
@@ -524,11 +539,15 @@ TextResult read_text_bounce(const std::string& text, bool daemon) {
     }
   }
   std::string format;
-  if (icontains(text, "this is the qmail-send program")) format = "qmail";
-  else if (icontains(text, "this is the mail system at host")) format = "postfix";
-  else if (icontains(text, "we were unable to deliver your message to the following address")) format = "yahoo";
+  if (icontains(text, "this is the qmail-send program"))
+    format = "qmail";
+  else if (icontains(text, "this is the mail system at host"))
+    format = "postfix";
+  else if (icontains(text, "we were unable to deliver your message to the following address"))
+    format = "yahoo";
   if (!format.empty() || daemon) {
-    if (auto f = read_angle_list(lines); !f.empty()) return {format.empty() ? "angle-list" : format, std::move(f)};
+    if (auto f = read_angle_list(lines); !f.empty())
+      return {format.empty() ? "angle-list" : format, std::move(f)};
   }
   if (daemon) {
     if (auto f = read_sentence(lines, format); !f.empty()) return {format, std::move(f)};
@@ -540,7 +559,8 @@ TextResult read_text_bounce(const std::string& text, bool daemon) {
 // unrouteable address says only "Status: 5.0.0") takes the reason its own
 // human-readable part gives that recipient.
 void add_reasons_from_text(std::vector<Failure>& failures, const std::string& text) {
-  if (std::none_of(failures.begin(), failures.end(), [](const Failure& f) { return f.diagnostic.empty(); })) return;
+  if (std::none_of(failures.begin(), failures.end(), [](const Failure& f) { return f.diagnostic.empty(); }))
+    return;
   const TextResult told = read_text_bounce(text, true);
   for (Failure& f : failures) {
     if (!f.diagnostic.empty() || f.kind != jobhost_plugins::kBounceSoft) continue;
@@ -562,8 +582,10 @@ bool nesting_below(std::string_view text, int max_depth) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
@@ -581,7 +603,8 @@ std::string json_string(const nlohmann::json& j, const char* key) {
 
 Report read_ses(std::string_view raw) {
   const auto fail = [] {
-    return Malformed("JSON, but not an Amazon SES bounce or complaint notification (notificationType or eventType)");
+    return Malformed(
+        "JSON, but not an Amazon SES bounce or complaint notification (notificationType or eventType)");
   };
   if (!nesting_below(raw, 64)) throw Malformed("JSON nested deeper than 64 levels");
   if (raw.size() > 0 && trim(raw).front() == '[') throw fail();
@@ -601,7 +624,8 @@ Report read_ses(std::string_view raw) {
   const nlohmann::json mail = n.value("mail", nlohmann::json::object());
   if (mail.is_object()) {
     report.message_id = find_jobhost_message_id(mail.value("commonHeaders", nlohmann::json::object()).dump());
-    if (report.message_id.empty() && mail.contains("headers")) report.message_id = find_jobhost_message_id(mail["headers"].dump());
+    if (report.message_id.empty() && mail.contains("headers"))
+      report.message_id = find_jobhost_message_id(mail["headers"].dump());
     report.job_id = find_verp_job_id(json_string(mail, "source"));
     if (!report.job_id.empty()) report.matched_by = "verp";
   }
@@ -609,12 +633,14 @@ Report read_ses(std::string_view raw) {
     const nlohmann::json b = n.value("bounce", nlohmann::json::object());
     const std::string bounce_type = json_string(b, "bounceType"), sub = json_string(b, "bounceSubType");
     for (const auto& r : b.value("bouncedRecipients", nlohmann::json::array())) {
-      Failure f = make_failure(typed_address(json_string(r, "emailAddress")), json_string(r, "status"), std::nullopt,
-                               typed_text(json_string(r, "diagnosticCode")));
+      Failure f = make_failure(typed_address(json_string(r, "emailAddress")), json_string(r, "status"),
+                               std::nullopt, typed_text(json_string(r, "diagnosticCode")));
       if (f.status.empty() && !f.reply_code) {
         // SES's own verdict when the receiver said nothing it quotes.
-        if (bounce_type == "Transient") f.kind = jobhost_plugins::kBounceSoft;
-        else if (bounce_type == "Permanent" && (sub == "NoEmail" || sub == "Suppressed" || sub == "OnAccountSuppressionList"))
+        if (bounce_type == "Transient")
+          f.kind = jobhost_plugins::kBounceSoft;
+        else if (bounce_type == "Permanent" &&
+                 (sub == "NoEmail" || sub == "Suppressed" || sub == "OnAccountSuppressionList"))
           f.kind = jobhost_plugins::kBounceHard;
         if (f.diagnostic.empty()) f.diagnostic = "SES bounceType " + bounce_type + "/" + sub;
       }
@@ -624,13 +650,15 @@ Report read_ses(std::string_view raw) {
     const nlohmann::json c = n.value("complaint", nlohmann::json::object());
     const std::string feedback = json_string(c, "complaintFeedbackType");
     for (const auto& r : c.value("complainedRecipients", nlohmann::json::array())) {
-      report.failures.push_back(special(typed_address(json_string(r, "emailAddress")), jobhost_plugins::kBounceComplaint,
-                                        "SES complaint" + (feedback.empty() ? std::string() : ": " + feedback)));
+      report.failures.push_back(
+          special(typed_address(json_string(r, "emailAddress")), jobhost_plugins::kBounceComplaint,
+                  "SES complaint" + (feedback.empty() ? std::string() : ": " + feedback)));
     }
   }
   if (report.failures.empty()) {
-    report.failures.push_back(special("", jobhost_plugins::kBounceUnknown,
-                                      "an Amazon SES " + type + " notification: no bounced or complained recipient"));
+    report.failures.push_back(
+        special("", jobhost_plugins::kBounceUnknown,
+                "an Amazon SES " + type + " notification: no bounced or complained recipient"));
   }
   return report;
 }
@@ -652,7 +680,8 @@ void match(const Part& top, const std::string& text, Report& report) {
   }
   if (report.message_id.empty()) {
     for (const Part* o : originals) {
-      if (report.message_id.empty()) report.message_id = find_jobhost_message_id(o->headers.get("Message-ID"));
+      if (report.message_id.empty())
+        report.message_id = find_jobhost_message_id(o->headers.get("Message-ID"));
     }
     for (const char* name : {"In-Reply-To", "References", "X-Original-Message-ID"}) {
       if (report.message_id.empty()) report.message_id = find_jobhost_message_id(top.headers.get(name));
@@ -660,7 +689,8 @@ void match(const Part& top, const std::string& text, Report& report) {
     // A bounce that quotes the original as text (Exim, qmail) or names it in
     // its report fields.
     walk(top, [&](const Part& p) {
-      if (report.message_id.empty() && p.children.empty()) report.message_id = find_jobhost_message_id(p.body);
+      if (report.message_id.empty() && p.children.empty())
+        report.message_id = find_jobhost_message_id(p.body);
     });
     if (report.message_id.empty()) report.message_id = find_jobhost_message_id(text);
   }
@@ -701,7 +731,8 @@ std::string find_verp_job_id(std::string_view text) {
 }
 
 Report parse_bounce(std::string_view raw, const Limits& limits) {
-  if (const std::string_view t = trim(raw.substr(0, 64)); !t.empty() && (t.front() == '{' || t.front() == '[')) {
+  if (const std::string_view t = trim(raw.substr(0, 64));
+      !t.empty() && (t.front() == '{' || t.front() == '[')) {
     Report report = read_ses(raw);
     if (report.job_id.empty() && !report.message_id.empty()) {
       report.job_id = report.message_id.substr(1, 36);
@@ -746,16 +777,18 @@ Report parse_bounce(std::string_view raw, const Limits& limits) {
     if (report.failures.empty()) {
       report.format = "unknown";
       report.failures = {special("", jobhost_plugins::kBounceUnknown,
-                                 "a delivery failure notice (subject \"" + top.headers.get("Subject").substr(0, 200) +
+                                 "a delivery failure notice (subject \"" +
+                                     top.headers.get("Subject").substr(0, 200) +
                                      "\") in no format this parser knows, with no status code in its text")};
     }
   }
   if (report.failures.empty()) {
     report.format = "unknown";
-    report.failures = {special("", jobhost_plugins::kBounceUnknown,
-                               "not a delivery status notification, feedback report, auto-reply or known bounce "
-                               "format (Content-Type " + top.type + ", subject \"" +
-                                   top.headers.get("Subject").substr(0, 200) + "\")")};
+    report.failures = {
+        special("", jobhost_plugins::kBounceUnknown,
+                "not a delivery status notification, feedback report, auto-reply or known bounce "
+                "format (Content-Type " +
+                    top.type + ", subject \"" + top.headers.get("Subject").substr(0, 200) + "\")")};
   }
   match(top, text, report);
   return report;

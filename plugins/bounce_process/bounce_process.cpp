@@ -84,12 +84,13 @@ std::optional<std::string> nonempty(const std::string& s) {
 }
 
 const jobhost_plugins::SettingsReader::Keys kKeys = {
-    "database_url",     "db_pool_size",     "inbound_root", "soft_bounce_limit", "soft_bounce_window_days",
+    "database_url",      "db_pool_size",     "inbound_root", "soft_bounce_limit", "soft_bounce_window_days",
     "max_message_bytes", "max_header_bytes", "max_parts",    "max_scan_files"};
 
 class BounceProcess : public jobhost::sdk::Plugin {
  public:
-  explicit BounceProcess(const Settings& settings) : BounceProcess(jobhost_plugins::SettingsReader(settings, kKeys)) {}
+  explicit BounceProcess(const Settings& settings)
+      : BounceProcess(jobhost_plugins::SettingsReader(settings, kKeys)) {}
 
   explicit BounceProcess(const jobhost_plugins::SettingsReader& s)
       : pool_(s, 2),
@@ -127,7 +128,8 @@ class BounceProcess : public jobhost::sdk::Plugin {
     std::vector<std::string> names;
     std::error_code ec;
     if (!fs::is_directory(root_ / "new", ec)) {
-      job.log_info("bounce.scan: no " + (root_ / "new").string() + " yet (the MTA makes it with its first bounce)");
+      job.log_info("bounce.scan: no " + (root_ / "new").string() +
+                   " yet (the MTA makes it with its first bounce)");
       return Result::ok();
     }
     for (fs::directory_iterator it(root_ / "new", ec), end; !ec && it != end; it.increment(ec)) {
@@ -135,7 +137,8 @@ class BounceProcess : public jobhost::sdk::Plugin {
       if (name.empty() || name[0] == '.' || !it->is_regular_file(ec)) continue;
       names.push_back(name);
     }
-    if (ec) return Result::retry("bounce.scan: cannot list " + (root_ / "new").string() + ": " + ec.message());
+    if (ec)
+      return Result::retry("bounce.scan: cannot list " + (root_ / "new").string() + ": " + ec.message());
     std::sort(names.begin(), names.end());
     if (names.size() > max_scan_files_) names.resize(max_scan_files_);  // the next scan takes the rest
     auto conn = pool_.acquire();
@@ -149,7 +152,8 @@ class BounceProcess : public jobhost::sdk::Plugin {
       tx.commit();
       job.heartbeat();
     }
-    job.log_info("bounce.scan: " + std::to_string(names.size()) + " file(s) in new/, each with its bounce.process job");
+    job.log_info("bounce.scan: " + std::to_string(names.size()) +
+                 " file(s) in new/, each with its bounce.process job");
     return Result::ok();
   }
 
@@ -160,7 +164,9 @@ class BounceProcess : public jobhost::sdk::Plugin {
     bounce::Report report;
     std::error_code ec;
     const fs::path root = fs::canonical(root_, ec);
-    if (ec) return Result::permanent("bounce.process: settings.inbound_root '" + root_.string() + "': " + ec.message());
+    if (ec)
+      return Result::permanent("bounce.process: settings.inbound_root '" + root_.string() +
+                               "': " + ec.message());
     try {
       file = bounce::confined_path(root, rel);
       if (!file) {
@@ -169,7 +175,8 @@ class BounceProcess : public jobhost::sdk::Plugin {
           job.log_info("bounce.process: " + rel + " is already in cur/ (processed)");
           return Result::ok();
         }
-        return Result::permanent("bounce.process: payload.path: no such file '" + rel + "' under settings.inbound_root");
+        return Result::permanent("bounce.process: payload.path: no such file '" + rel +
+                                 "' under settings.inbound_root");
       }
       raw = bounce::read_capped(*file, max_message_bytes_);
       report = bounce::parse_bounce(raw, limits_);
@@ -200,13 +207,17 @@ class BounceProcess : public jobhost::sdk::Plugin {
     if (rel.rfind("new/", 0) == 0) {
       fs::create_directories(root / "cur", ec);
       fs::rename(*file, root / "cur" / file->filename(), ec);
-      if (ec) return Result::retry("bounce.process: recorded, but cannot move " + rel + " to cur/: " + ec.message());
+      if (ec)
+        return Result::retry("bounce.process: recorded, but cannot move " + rel +
+                             " to cur/: " + ec.message());
     }
     std::string kinds;
     for (const bounce::Failure& f : report.failures) kinds += (kinds.empty() ? "" : ", ") + f.kind;
-    job.log_info("bounce.process: " + rel + ": " + report.format + ", " + std::to_string(report.failures.size()) +
-                 " recipient(s) (" + kinds + "), " + std::to_string(recorded) + " new row(s)" +
-                 (report.job_id.empty() ? ", no message of ours named" : ", job " + report.job_id + " by " + report.matched_by));
+    job.log_info("bounce.process: " + rel + ": " + report.format + ", " +
+                 std::to_string(report.failures.size()) + " recipient(s) (" + kinds + "), " +
+                 std::to_string(recorded) + " new row(s)" +
+                 (report.job_id.empty() ? ", no message of ours named"
+                                        : ", job " + report.job_id + " by " + report.matched_by));
     return Result::ok();
   }
 
@@ -219,21 +230,23 @@ class BounceProcess : public jobhost::sdk::Plugin {
       recipient = jobhost_plugins::normalize_email(original->recipient);
     }
     const std::optional<std::string> tenant = original ? std::optional(original->tenant_id) : std::nullopt;
-    const pqxx::result inserted = tx.exec_params(
-        kInsertBounce, tenant, recipient, nonempty(f.status), f.reply_code, nonempty(f.diagnostic), f.kind,
-        nonempty(report.message_id), nonempty(report.job_id),
-        original ? std::optional(original->row_id) : std::nullopt, rel);
+    const pqxx::result inserted =
+        tx.exec_params(kInsertBounce, tenant, recipient, nonempty(f.status), f.reply_code,
+                       nonempty(f.diagnostic), f.kind, nonempty(report.message_id), nonempty(report.job_id),
+                       original ? std::optional(original->row_id) : std::nullopt, rel);
     if (inserted.empty()) return 0;
     if (!original) return 1;
     const std::string bounce_id = inserted[0][0].c_str();
     const bool complaint = f.kind == jobhost_plugins::kBounceComplaint;
-    if (!complaint && f.kind != jobhost_plugins::kBounceHard && f.kind != jobhost_plugins::kBounceSoft) return 1;
+    if (!complaint && f.kind != jobhost_plugins::kBounceHard && f.kind != jobhost_plugins::kBounceSoft)
+      return 1;
 
-    const nlohmann::json detail{{"bounce_id", std::stoll(bounce_id)},
-                                {"kind", f.kind},
-                                {"status", f.status},
-                                {"reply_code", f.reply_code ? nlohmann::json(*f.reply_code) : nlohmann::json()},
-                                {"diagnostic", f.diagnostic}};
+    const nlohmann::json detail{
+        {"bounce_id", std::stoll(bounce_id)},
+        {"kind", f.kind},
+        {"status", f.status},
+        {"reply_code", f.reply_code ? nlohmann::json(*f.reply_code) : nlohmann::json()},
+        {"diagnostic", f.diagnostic}};
     tx.exec_params(kEvent, original->tenant_id, original->row_id, original->campaign_id, recipient,
                    complaint ? "complained" : "bounced", detail.dump());
     nlohmann::json data = detail;
@@ -241,15 +254,16 @@ class BounceProcess : public jobhost::sdk::Plugin {
     data["job_id"] = report.job_id;
     data["message_id"] = report.message_id;
     data["campaign_id"] = original->campaign_id ? nlohmann::json(*original->campaign_id) : nlohmann::json();
-    jobhost_plugins::notify(tx, original->tenant_id, complaint ? "email.complained" : "email.bounced", bounce_id, data);
+    jobhost_plugins::notify(tx, original->tenant_id, complaint ? "email.complained" : "email.bounced",
+                            bounce_id, data);
 
     std::optional<std::string> reason;
     if (complaint) {
       reason = "complained";
     } else if (f.kind == jobhost_plugins::kBounceHard) {
       reason = "bounced";
-    } else if (tx.exec_params1(kSoftCount, original->tenant_id, recipient, soft_window_days_)[0].as<long long>() >=
-               soft_limit_) {
+    } else if (tx.exec_params1(kSoftCount, original->tenant_id, recipient, soft_window_days_)[0]
+                   .as<long long>() >= soft_limit_) {
       reason = "soft_bounce";
     }
     if (reason && !jobhost_plugins::email_problem(recipient)) {

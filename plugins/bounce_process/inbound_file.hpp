@@ -19,7 +19,8 @@ struct Refused : std::runtime_error {
 // The real path of payload.path under root (itself canonical), or nullopt
 // when nothing is there. Refused: an absolute path, a ".." component, a NUL, a
 // symlink (at any depth) that leads outside root, or not a regular file.
-std::optional<std::filesystem::path> confined_path(const std::filesystem::path& root, std::string_view relative);
+std::optional<std::filesystem::path> confined_path(const std::filesystem::path& root,
+                                                   std::string_view relative);
 
 // The whole file when it is at most max_bytes, read in chunks so a file that
 // grows while read stops at the cap too. Refused beyond it, never loaded.

@@ -53,8 +53,8 @@ size_t field_name_length(std::string_view line) {
 
 struct HeaderBlock {
   Fields fields;
-  size_t body_start = 0;   // offset of the body in the text
-  bool complete = false;   // a blank line ended it
+  size_t body_start = 0;  // offset of the body in the text
+  bool complete = false;  // a blank line ended it
   size_t valid_fields = 0;
 };
 
@@ -91,7 +91,8 @@ HeaderBlock read_header_block(std::string_view text, size_t max_bytes, bool stri
     }
     const size_t n = field_name_length(line);
     if (n == 0) {
-      if (strict && first) throw Malformed("the message does not start with a header field: not a mail message");
+      if (strict && first)
+        throw Malformed("the message does not start with a header field: not a mail message");
       flush();
       first = false;
       continue;
@@ -161,7 +162,8 @@ class Parser {
     HeaderBlock block = read_header_block(text, limits_.max_header_bytes, top);
     if (top && block.valid_fields == 0) throw Malformed("no header fields: not a mail message");
     if (top && !block.complete) {
-      throw Malformed("the message ends inside its header block (no blank line after the fields): truncated?");
+      throw Malformed(
+          "the message ends inside its header block (no blank line after the fields): truncated?");
     }
     part.headers = std::move(block.fields);
     read_content_type(part);
@@ -367,8 +369,8 @@ std::vector<Fields> parse_field_groups(std::string_view text, size_t max_bytes) 
   size_t total = 0;
   while (!text.empty()) {
     // Blank lines between groups.
-    while (!text.empty() && (text.front() == '\n' || text.front() == '\r' || text.front() == ' ' ||
-                             text.front() == '\t')) {
+    while (!text.empty() &&
+           (text.front() == '\n' || text.front() == '\r' || text.front() == ' ' || text.front() == '\t')) {
       const size_t nl = text.find('\n');
       const std::string_view line = trim(text.substr(0, nl));
       if (!line.empty()) break;
@@ -377,7 +379,8 @@ std::vector<Fields> parse_field_groups(std::string_view text, size_t max_bytes) 
     if (text.empty()) break;
     HeaderBlock block = read_header_block(text, max_bytes, false);
     total += block.body_start;
-    if (total > max_bytes) throw Malformed("a delivery report is longer than " + std::to_string(max_bytes) + " bytes");
+    if (total > max_bytes)
+      throw Malformed("a delivery report is longer than " + std::to_string(max_bytes) + " bytes");
     if (!block.fields.all().empty()) groups.push_back(std::move(block.fields));
     if (block.body_start == 0) break;
     text.remove_prefix(std::min(text.size(), block.body_start));

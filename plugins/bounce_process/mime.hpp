@@ -55,7 +55,7 @@ class Fields {
 
 struct Part {
   Fields headers;
-  std::string type = "text/plain";           // lower case, from Content-Type
+  std::string type = "text/plain";            // lower case, from Content-Type
   std::map<std::string, std::string> params;  // lower-case names: boundary, report-type, charset ...
   std::string body;                           // a leaf's decoded body ("" for a multipart)
   std::vector<Part> children;                 // a multipart's parts; an enclosed message: its one part
