@@ -74,6 +74,16 @@ class Smtp {
   bool connected_ = false;
 };
 
+// Removes the folder when the test ends, passed or not (declared before the
+// daemon, so it goes after the daemon is stopped).
+struct RemovedAtEnd {
+  fs::path path;
+  ~RemovedAtEnd() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
 void chown_tree(const fs::path& dir, const passwd& user) {
   REQUIRE(::chown(dir.c_str(), user.pw_uid, user.pw_gid) == 0);
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
@@ -96,6 +106,7 @@ TEST_CASE("a real Exim on loopback bounces a message to an unknown user, and bou
 
   const fs::path dir = fs::temp_directory_path() / (db.prefix() + "-exim");
   fs::remove_all(dir);
+  const RemovedAtEnd cleanup{dir};
   for (const char* sub : {"spool", "log", "inbound/tmp", "inbound/new", "inbound/cur"}) fs::create_directories(dir / sub);
   // Run as root, Exim refuses to deliver as root (Debian's FIXED_NEVER_USERS):
   // it delivers as its own user, which then owns the folders. Run as anyone
@@ -184,5 +195,4 @@ TEST_CASE("a real Exim on loopback bounces a message to an unknown user, and bou
 
   daemon.signal(SIGTERM);
   CHECK(daemon.wait(10s).has_value());
-  fs::remove_all(dir);
 }
