@@ -39,6 +39,7 @@ export JOBHOST_SMTP_URL=smtp://127.0.0.1:55325
 export JOBHOST_SMTP_FALLBACK_URL=smtp://127.0.0.1:55326   # nothing listens: failover is not needed here
 export JOBHOST_IMPORT_ROOT=$demo/imports
 export JOBHOST_EXPORT_ROOT=$demo/exports
+export JOBHOST_INBOUND_ROOT=$demo/inbound
 export JOBHOST_API_LISTEN=127.0.0.1:0   # the dashboard, on a free port (see the log)
 export JOBHOST_API_HEALTH_LISTEN=127.0.0.1:0   # the probes too
 build/bin/jobctl db migrate >/dev/null

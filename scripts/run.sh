@@ -16,11 +16,12 @@ if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
 fi
 export DATABASE_URL REDIS_URL
 # The plugins' folders and mail relay (config/jobhost.yaml reads these). Unset,
-# imports and exports live under .data/, and email goes to a local smtp-sink
+# imports, exports and returned mail live under .data/, and email goes to a local smtp-sink
 # that stores each message as a file under .data/mail/.
 export JOBHOST_IMPORT_ROOT=${JOBHOST_IMPORT_ROOT:-$PWD/.data/imports}
 export JOBHOST_EXPORT_ROOT=${JOBHOST_EXPORT_ROOT:-$PWD/.data/exports}
-mkdir -p "$JOBHOST_IMPORT_ROOT" "$JOBHOST_EXPORT_ROOT"
+export JOBHOST_INBOUND_ROOT=${JOBHOST_INBOUND_ROOT:-$PWD/.data/inbound}  # a Maildir: bounces arrive in new/
+mkdir -p "$JOBHOST_IMPORT_ROOT" "$JOBHOST_EXPORT_ROOT" "$JOBHOST_INBOUND_ROOT"/{new,cur,tmp}
 pid="" sink=""
 finish() {
   # Under set -e: kill and wait fail once a process has exited and been reaped.

@@ -16,6 +16,7 @@ packages=(
   postgresql-client  # psql, which reads PgBouncer's console in that test
   chromium  # the dashboard's browser test, driven by playwright-core from npm
   libreoffice-calc-nogui  # import_contacts' test saves a real spreadsheet as Windows-1252 CSV
+  exim4-daemon-light  # bounce_process' test: a real Exim on a loopback port bounces into a Maildir
 )
 
 missing=()

@@ -239,7 +239,7 @@ TEST_CASE("the shipped config/jobhost.yaml is valid, with every role and the see
   CHECK(c.postgres_url == "postgres://localhost/jobhost");
   CHECK(c.redis_url == "redis://localhost:6379");
   CHECK(c.roles == std::set<Role>{Role::kMigrator, Role::kWorker, Role::kReaper, Role::kScheduler, Role::kApi});
-  REQUIRE(c.plugins.size() == 7);
+  REQUIRE(c.plugins.size() == 8);
   CHECK(c.plugins[0].name == "noop");
   CHECK(c.plugins[0].library == (repo / "build/plugins/libnoop.so").lexically_normal());
   CHECK(c.plugins[0].concurrency_max == 16);
@@ -259,8 +259,10 @@ TEST_CASE("the shipped config/jobhost.yaml is valid, with every role and the see
   CHECK(plugin("import_contacts").flow.per_key.concurrency == 1);
   CHECK(plugin("webhook_dispatch").flow.key_path == std::vector<std::string>{"endpoint_id"});
   CHECK(plugin("webhook_dispatch").flow.per_key.concurrency == 4);
-  REQUIRE(c.schedules.size() == 1);
+  REQUIRE(c.schedules.size() == 2);
   CHECK(c.schedules[0].job_type == "maintenance.cleanup");
+  CHECK(c.schedules[1].job_type == "bounce.scan");
+  CHECK(plugin("bounce_process").job_types == std::vector<std::string>{"bounce.process", "bounce.scan"});
 }
 
 TEST_CASE("load_config reads a file from disk and reports its lines") {
