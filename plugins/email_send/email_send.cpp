@@ -394,17 +394,16 @@ class EmailSend : public jobhost::sdk::Plugin {
           const std::string why = prov.name + " refused the recipient: " + d.error;
           email_send::OutcomeRow out{tenant, row, "failed", prov.name, why, "failed", campaign, recipient,
                          json{{"provider", prov.name}, {"reason", why}}.dump()};
-          // A bad address (not a policy refusal) is a hard bounce: suppressed for the tenant.
+          // Recorded as a bounce; a bad address (not a policy refusal) is a
+          // hard one: suppressed for the tenant.
           const auto status = jobhost_plugins::find_status(d.refusal.line);
           const std::string kind = jobhost_plugins::bounce_kind(
               status ? jobhost_plugins::to_string(*status) : "", d.refusal.code, d.refusal.line);
           const bool hard = kind == jobhost_plugins::kBounceHard;
-          if (hard) {
-            out.bounce = json{{"kind", kind}, {"status", status ? jobhost_plugins::to_string(*status) : ""},
-                              {"reply_code", d.refusal.code}, {"diagnostic", d.refusal.line},
-                              {"provider", prov.name}, {"at", "rcpt"}}
-                             .dump();
-          }
+          out.bounce = json{{"kind", kind}, {"status", status ? jobhost_plugins::to_string(*status) : ""},
+                            {"reply_code", d.refusal.code}, {"diagnostic", d.refusal.line},
+                            {"provider", prov.name}, {"at", "rcpt"}}
+                           .dump();
           outcomes_->write(std::move(out));
           if (hard) {
             job.log_info("hard bounce at RCPT for " + recipient + ": suppressed for tenant " + tenant);

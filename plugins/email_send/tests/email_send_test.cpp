@@ -232,8 +232,10 @@ TEST_CASE("email.send fails for good when a relay refuses the recipient with a 5
   CHECK(fallback.connections() == 0);  // not offered to another relay
   CHECK(db.scalar("SELECT status || ' ' || provider FROM app.email_messages") == "failed internal");
   CHECK(db.scalar("SELECT event FROM app.email_events") == "failed");
-  // Nothing says the address is bad (a bare 550): not a hard bounce, not suppressed.
+  // Nothing says the address is bad (a bare 550): recorded as a soft bounce, not suppressed.
   CHECK(db.count("SELECT count(*) FROM app.suppressions WHERE email = 'nobody@example.com'") == 0);
+  CHECK(db.scalar("SELECT concat_ws(' ', recipient, kind, reply_code, source_file IS NULL) FROM app.email_bounces") ==
+        "nobody@example.com soft 550 t");
   // Not a fault of the relay: with failures: 1 its circuit would now be open.
   primary.refuse_with(0, smtp::Stage::kRcpt);
   const std::string next = send(db, "somebody@example.com");
@@ -259,6 +261,9 @@ TEST_CASE("email.send: an unknown user at RCPT is a hard bounce: suppressed, a b
   CHECK(db.scalar("SELECT concat_ws(' ', detail->>'kind', detail->>'status', detail->>'reply_code', detail->>'at') "
                   "FROM app.email_events WHERE event = 'bounced'") == "hard 5.1.1 550 rcpt");
   CHECK(db.scalar("SELECT recipient FROM app.email_events WHERE event = 'bounced'") == "dead@example.com");
+  CHECK(db.scalar("SELECT concat_ws(' ', recipient, status, reply_code, kind, message_id, job_id, "
+                  "email_message_id IS NOT NULL, source_file IS NULL) FROM app.email_bounces") ==
+        "dead@example.com 5.1.1 550 hard <" + id + "@jobhost> " + id + " t t");
   // The next message to it is not sent: suppressed before any relay is asked.
   const int before = primary.mail_commands();
   const std::string again = send(db, "dead@example.com");
