@@ -44,10 +44,12 @@ int finish(pqxx::connection& conn, const std::string& ids) {
   return tx.exec_params1("SELECT jobhost.batch_finish($1::uuid[])", ids)[0].as<int>();
 }
 
-int sweep(pqxx::connection& conn) {
+int sweep(pqxx::connection& conn, bool by_counts) {
   pqxx::nontransaction tx(conn);
   return tx
-      .exec1("SELECT coalesce(jobhost.batch_finish(array_agg(id)), 0) FROM jobhost.batches WHERE state = 'closed'")[0]
+      .exec_params1("SELECT coalesce(jobhost.batch_finish(array_agg(id), $1), 0) FROM jobhost.batches "
+                    "WHERE state = 'closed'",
+                    by_counts)[0]
       .as<int>();
 }
 

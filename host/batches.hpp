@@ -35,8 +35,11 @@ std::string closed_touched_sql();
 int finish(pqxx::connection& conn, const std::string& ids);
 
 // The reaper's sweep: finishes every closed batch with nothing left to run
-// (one whose last member ended in a host that died before finish()).
-int sweep(pqxx::connection& conn);
+// (one whose last member ended in a host that died before finish()). With
+// by_counts, only those whose counts say so (cheap, every pass); without, it
+// looks at the members of every closed batch (now and then: for counts that
+// direct SQL changes of job states left wrong).
+int sweep(pqxx::connection& conn, bool by_counts);
 
 // A batch's state and counts (jobhost.batch_status), nullopt when there is
 // none. Throws std::invalid_argument when id is not a UUID.

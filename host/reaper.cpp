@@ -79,7 +79,9 @@ Reaper::Reaper(const Config& config)
 
 std::chrono::milliseconds Reaper::run_once(std::stop_token) {
   const size_t reaped = pass(pg());
-  if (const int finished = batches::sweep(pg()); finished > 0) {
+  // Every pass by the counts; at start and about once a minute by the members themselves.
+  const bool by_counts = ++sweeps_ % std::max<int64_t>(1, 60000 / std::max<int64_t>(1, interval_.count())) != 0;
+  if (const int finished = batches::sweep(pg(), by_counts); finished > 0) {
     spdlog::info("reaper: the sweep finished {} batches",
                  finished);
   }

@@ -22,6 +22,7 @@ class Reaper : public Service {
   std::chrono::milliseconds run_once(std::stop_token stop) override;
 
   std::chrono::milliseconds interval_;
+  int64_t sweeps_ = -1;  // batch sweeps so far: the first, at start, looks at the members
 };
 
 }  // namespace jobhost
