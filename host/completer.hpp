@@ -38,12 +38,15 @@ class Completer : private Service {
   // Outcomes whose guard no longer matched (the lease had moved on).
   uint64_t stale_outcomes() const { return stale_; }
 
+  // Writes one batch of outcomes with the completer's statements, and lets
+  // the batches they may have finished finish. Returns the number written;
+  // throws on database errors. (Also jobctl bench --floor's completion step.)
+  static size_t write(pqxx::connection& conn, const std::vector<Outcome>& batch);
+
  private:
   // Waits for outcomes, takes what piled up (max_batch at most) and writes it.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
   std::string failure_context() const override;
-  // Returns the number written; throws on database errors.
-  size_t write(pqxx::connection& conn, const std::vector<Outcome>& batch);
 
   size_t max_batch_;
   std::vector<Outcome> batch_;  // being written; kept across failed attempts

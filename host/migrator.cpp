@@ -40,6 +40,12 @@ UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c WHERE j.id = c.id
 RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''))sql");
 
+}  // namespace
+
+const std::string& plain_claim_sql() { return kClaimSql; }
+
+namespace {
+
 // The fair claim of one band (DESIGN §9): walks the band's keys of queue $1
 // in order from key $3 (inclusive) up to key $4 (exclusive; NULL: the last
 // key), at most $7 of them, one probe of jobs_flow_ready_idx each, and takes

@@ -35,6 +35,11 @@ struct ServedQueue {
   bool fair = false;   // keys take turns in the claim too
 };
 
+// The migrator's claim of a queue without a flow: block: $1 queue, $2 at most
+// this many ready jobs, higher bands first; moves them to migrated_to_redis
+// and returns (id, priority, flow_key). (Also jobctl bench --floor's claim.)
+const std::string& plain_claim_sql();
+
 class Migrator : public Service {
  public:
   explicit Migrator(const Config& config);

@@ -16,6 +16,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -27,8 +30,11 @@
 #include <CLI/CLI.hpp>
 #include <pqxx/pqxx>
 
+#include "completer.hpp"
 #include "job_state.hpp"
+#include "lease.hpp"
 #include "migrations.hpp"
+#include "migrator.hpp"
 #include "pg.hpp"
 #include "redis.hpp"
 
@@ -51,6 +57,7 @@ struct BenchOptions {
   // /k; 0: no flow: block), each key limited to this many running (0: none).
   int flow_keys = 0;
   bool in_batch = false;  // every job in one batch (DESIGN §10), closed after the enqueue
+  bool floor = false;     // also the PostgreSQL floor: the host's statements back to back
   int per_key_concurrency = 0;
   // Run the latency phase while the drain runs, its jobs under a key of
   // their own ("small"), to see whether a big backlog delays another key.
@@ -366,6 +373,90 @@ SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
           FROM jobhost.jobs j JOIN jobhost.job_logs l ON l.job_id = j.id AND l.attempt_number = 1
          WHERE j.payload ? 'latency') s)sql";
 
+// The PostgreSQL floor (DESIGN §7): the statements the host runs on a job's
+// way, with no Redis, no handler and no process in between: the migrator's
+// claim (migrator.cpp) on one connection, and on another the fetcher's lease
+// (lease.cpp) and the completer's write (completer.cpp) of what was claimed,
+// batches of o.batch, the two loops side by side as a host's threads are.
+// The jobs go in a queue no host serves, so the running hosts leave them be.
+// Returns jobs/s from the end of the enqueue to the last completion.
+double floor_phase(const std::string& db_url, const BenchOptions& o) {
+  const std::string queue = "jobhost_bench_floor";
+  {
+    auto conn = pg_connect(db_url);
+    pqxx::work tx(*conn);
+    for (long done = 0; done < o.jobs;) {
+      const long n = std::min<long>(o.chunk, o.jobs - done);
+      tx.exec_params("SELECT count(*) FROM jobhost.enqueue_many($1, array_fill('{\"floor\": true}'::jsonb, ARRAY[$2::int]))",
+                     queue, n);
+      done += n;
+    }
+    tx.commit();
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> claimed;
+  bool claiming_done = false;
+  std::exception_ptr error;
+  const auto t0 = Clock::now();
+  std::thread claimer([&] {
+    try {
+      auto conn = pg_connect(db_url);
+      long total = 0;
+      while (total < o.jobs) {
+        pqxx::nontransaction tx(*conn);
+        const pqxx::result r = exec_hot(tx, "jobhost_claim", plain_claim_sql().c_str(), queue, o.batch);
+        if (r.empty()) throw std::runtime_error("floor: the claim found no job with " + std::to_string(o.jobs - total) + " left");
+        total += static_cast<long>(r.size());
+        std::lock_guard lock(mu);
+        for (const auto& row : r) claimed.emplace_back(row[0].c_str());
+        cv.notify_one();
+      }
+    } catch (...) {
+      std::lock_guard lock(mu);
+      error = std::current_exception();
+    }
+    std::lock_guard lock(mu);
+    claiming_done = true;
+    cv.notify_one();
+  });
+  long written = 0;
+  // The claimer ends by itself (every job claimed, or none left): join it
+  // before an error here leaves the function.
+  struct Joiner {
+    std::thread& t;
+    ~Joiner() {
+      if (t.joinable()) t.join();
+    }
+  } joiner{claimer};
+  auto conn = pg_connect(db_url);
+  for (;;) {
+    std::vector<std::string> ids;
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return !claimed.empty() || claiming_done; });
+      if (claimed.empty() && claiming_done) break;
+      while (!claimed.empty() && ids.size() < static_cast<size_t>(o.batch)) {
+        ids.push_back(std::move(claimed.front()));
+        claimed.pop_front();
+      }
+    }
+    std::vector<Outcome> outcomes;
+    for (const LeasedJob& j : lease_jobs(*conn, ids, "floor/1", 30000)) {
+      const int64_t now = now_us();
+      outcomes.push_back({j.id, j.attempt, OutcomeKind::kCompleted, 0, "", now, now});
+    }
+    written += static_cast<long>(Completer::write(*conn, outcomes));
+  }
+  claimer.join();
+  if (error) std::rethrow_exception(error);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (written != o.jobs) {
+    throw std::runtime_error("floor: " + std::to_string(written) + " of " + std::to_string(o.jobs) + " jobs completed");
+  }
+  return o.jobs / secs;
+}
+
 int run_bench(const BenchOptions& o, const std::string& database_url, const std::string& redis_url) {
   if (database_url.empty()) throw std::runtime_error("no database: set DATABASE_URL or pass --config FILE");
   if (redis_url.empty()) throw std::runtime_error("no Redis: set REDIS_URL or pass --config FILE");
@@ -440,6 +531,7 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
       }
     });
   }
+  double drain_rate = 0;
   const auto drain_timeout = std::chrono::seconds(60 + o.jobs / 500);
   const bool drained = wait_drained(*conn, c.hosts, drain_timeout);
   if (during.joinable()) during.join();
@@ -455,9 +547,10 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
     const long completed = r[0].as<long>(), failed = r[1].as<long>(), reruns = r[2].as<long>();
     const double secs = r[3].is_null() ? 0 : r[3].as<double>();
     const long runs = tx.exec1(kRunsSql)[0].as<long>();
+    drain_rate = secs > 0 ? completed / secs : 0.0;
     std::printf("drain       %ld jobs in %.2f s = %.0f jobs/s (commit -> last completion); "
                 "%ld completed, %ld failed, %ld handler runs%s\n",
-                completed, secs, secs > 0 ? completed / secs : 0.0, completed, failed, runs,
+                completed, secs, drain_rate, completed, failed, runs,
                 runs == o.jobs && reruns == 0 ? ", each job ran once" : " (NOT once each)");
     if (completed != o.jobs || runs != o.jobs || reruns != 0) {
       c.evidence = true;
@@ -505,6 +598,12 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
                 sent, o.rate, o.latency_seconds, o.latency_during_drain ? " during the drain" : "", r[1].as<double>(), r[2].as<double>(), r[3].as<double>(),
                 r[4].as<double>());
   }
+  if (o.floor) {
+    const double floor = floor_phase(db_url, o);
+    std::printf("floor       %ld jobs at %.0f jobs/s: the host's claim, lease and completion statements back to back "
+                "(batches of %d, no Redis, no handler); the drain above is %.2f of it\n",
+                o.jobs, floor, o.batch, floor > 0 ? drain_rate / floor : 0.0);
+  }
   return 0;
 }
 
@@ -528,6 +627,9 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
   b->add_option("--jobhost", o.jobhost_bin, "jobhost binary")->capture_default_str();
   b->add_option("--plugin", o.plugin, "noop plugin library")->capture_default_str();
   b->add_flag("--keep", o.keep, "keep the database, Redis keys, configs and logs");
+  b->add_flag("--floor", o.floor,
+              "then run the PostgreSQL floor: the host's claim, lease and completion statements on the same jobs "
+              "count, back to back with no Redis and no handler, and print the drain as a fraction of it");
   b->add_flag("--batch-jobs", o.in_batch, "enqueue every job into one batch (jobhost.batch_open), closed after the enqueue");
   b->add_option("--flow-keys", o.flow_keys, "spread the jobs over N flow keys (flow.key /k); 0: no flow: block")
       ->capture_default_str()->check(CLI::Range(0, 10000000));

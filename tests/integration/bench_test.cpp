@@ -50,6 +50,18 @@ TEST_CASE("jobctl bench --batch-jobs drains one batch of every job and reports w
   CHECK(leftovers(db) == 0);
 }
 
+TEST_CASE("jobctl bench --floor runs the host's statements back to back on as many jobs and compares", "[bench]") {
+  TestDb db;
+  const auto [code, out] = bench({"--jobs", "3000", "--floor", "--latency-seconds", "0"});
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK_THAT(out, Catch::Contains("3000 completed, 0 failed, 3000 handler runs, each job ran once"));
+  CHECK_THAT(out, Catch::Matches("(.|\\n)*floor       3000 jobs at [0-9]+ jobs/s: the host's claim, lease and completion "
+                                 "statements back to back \\(batches of 1000, no Redis, no handler\\); the drain above "
+                                 "is [0-9.]+ of it(.|\\n)*"));
+  CHECK(leftovers(db) == 0);
+}
+
 TEST_CASE("jobctl bench stops with the host's error when a host cannot start, and cleans up", "[bench]") {
   TestDb db;
   const auto [code, out] = bench({"--jobs", "10", "--plugin", plugin_dir() + "/libwrong_abi.so"});
