@@ -19,6 +19,22 @@ const std::string kLogRows = R"sql(
     FROM u WHERE log_status IS NOT NULL
 )sql";
 
+// The end of both statements below, after their guarded UPDATE u: what u
+// returns, the job_logs rows (log_status: the row's status as logged; RETURNING
+// sees the row as updated, so j.status is the next state), the batches'
+// counts, and the closed batches touched (batches.hpp).
+std::string settled(const std::string& log_status) {
+  return state_sql(R"sql(
+  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us,
+            j.batch_id, {running} AS old_status, j.status AS new_status
+), logged AS ({log_rows}), batch_tally AS ({batch_tally})
+SELECT (SELECT count(*) FROM u), {batches_closed})sql",
+                   {{"log_status", log_status},
+                    {"log_rows", kLogRows},
+                    {"batch_tally", batches::tally_cte("u")},
+                    {"batches_closed", batches::closed_touched_sql()}});
+}
+
 // One statement per batch: guarded state change, then one job_logs row per
 // attempt whose guard matched. o.status is the state the attempt led to
 // (state_after, decided by the worker); the rules of job_state.hpp give the
@@ -45,19 +61,12 @@ WITH o AS (
       lease_expires_at = NULL, updated_at = now()
     FROM o
    WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
-  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us,
-            j.batch_id, {running} AS old_status, j.status AS new_status
-), logged AS ({log_rows}), batch_tally AS ({batch_tally})
-SELECT (SELECT count(*) FROM u), {batches_closed})sql",
-    {{"log_rows", kLogRows},
-     {"batch_tally", batches::tally_cte("u")},
-     {"batches_closed", batches::closed_touched_sql()},
-     {"next_state", sql_when_cancel_requested("o.status", "j.cancel_requested_at IS NOT NULL")},
+{settled})sql",
+    {{"next_state", sql_when_cancel_requested("o.status", "j.cancel_requested_at IS NOT NULL")},
      {"handed_back", sql_literal(state_after(AttemptEnd::kHandedBack, false))},
-     // RETURNING sees the row as updated: j.status is the next state.
-     {"log_status", sql_attempt_log({AttemptEnd::kSucceeded, AttemptEnd::kFailed, AttemptEnd::kFailedPermanently,
-                                     AttemptEnd::kHandedBack},
-                                    "j.status")}});
+     {"settled", settled(sql_attempt_log({AttemptEnd::kSucceeded, AttemptEnd::kFailed,
+                                          AttemptEnd::kFailedPermanently, AttemptEnd::kHandedBack},
+                                         "j.status"))}});
 
 // Attempts a limit held back (Result::throttled): back to waiting until
 // run_at, the attempt given back, a 'throttled' job_logs row. Rare next to
@@ -74,15 +83,9 @@ WITH o AS (
       worker_id = NULL, lease_expires_at = NULL, updated_at = now()
     FROM o
    WHERE j.id = o.id AND j.attempt_count = o.attempt AND j.status || '' = {running}  -- see lease.cpp
-  RETURNING j.id, o.attempt, {log_status} AS log_status, o.message, o.started_us, o.finished_us,
-            j.batch_id, {running} AS old_status, j.status AS new_status
-), logged AS ({log_rows}), batch_tally AS ({batch_tally})
-SELECT (SELECT count(*) FROM u), {batches_closed})sql",
-    {{"log_rows", kLogRows},
-     {"batch_tally", batches::tally_cte("u")},
-     {"batches_closed", batches::closed_touched_sql()},
-     {"next_state", sql_next_state(AttemptEnd::kThrottled, "false", "j.cancel_requested_at IS NOT NULL")},
-     {"log_status", sql_attempt_log({AttemptEnd::kThrottled}, "j.status")}});
+{settled})sql",
+    {{"next_state", sql_next_state(AttemptEnd::kThrottled, "false", "j.cancel_requested_at IS NOT NULL")},
+     {"settled", settled(sql_attempt_log({AttemptEnd::kThrottled}, "j.status"))}});
 
 }  // namespace
 
