@@ -22,19 +22,21 @@ UPDATE jobhost.jobs j
    SET status = {running}, attempt_count = j.attempt_count + 1, started_at = now(), progress = NULL,
        updated_at = now(), worker_id = $2,
        lease_expires_at = now() + $3 * interval '1 millisecond'
-  FROM unnest($1::uuid[]) AS t(id)
+  FROM unnest($1::uuid[]) AS t(id), {async_commit}
  WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}
 RETURNING j.id::text, j.queue_name, j.payload::text, j.attempt_count, j.max_attempts, j.priority,
           (extract(epoch FROM j.created_at) * 1000)::bigint, coalesce(j.flow_key, ''),
-          extract(epoch FROM now() - greatest(j.run_at, j.created_at))::float8)sql");
+          extract(epoch FROM now() - greatest(j.run_at, j.created_at))::float8)sql",
+                                           {{"async_commit", kAsyncCommitFrom}});
 
 const std::string kExtendSql = state_sql(R"sql(
 UPDATE jobhost.jobs j
    SET lease_expires_at = now() + $3 * interval '1 millisecond',
        progress = CASE WHEN h.progress >= 0 THEN h.progress ELSE j.progress END
-  FROM unnest($1::uuid[], $2::int[], $4::real[]) AS h(id, attempt, progress)
+  FROM unnest($1::uuid[], $2::int[], $4::real[]) AS h(id, attempt, progress), {async_commit}
  WHERE j.id = h.id AND j.attempt_count = h.attempt AND j.status || '' = {running}
-RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql");
+RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql",
+                                            {{"async_commit", kAsyncCommitFrom}});
 
 }  // namespace
 

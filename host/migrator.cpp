@@ -37,8 +37,9 @@ l AS (
 c AS (
   SELECT id FROM h UNION ALL SELECT id FROM n UNION ALL SELECT id FROM l LIMIT $2)
 UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
-  FROM c WHERE j.id = c.id
-RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''))sql");
+  FROM c, {async_commit} WHERE j.id = c.id
+RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''))sql",
+                                            {{"async_commit", kAsyncCommitFrom}});
 
 }  // namespace
 
@@ -78,14 +79,16 @@ c AS (
      AND ($4::text IS NULL OR k.slot < jobhost.flow_slot($1, $4))
    LIMIT $6)
 UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
-  FROM c WHERE j.id = c.id
-RETURNING j.id::text, j.flow_key)sql");
+  FROM c, {async_commit} WHERE j.id = c.id
+RETURNING j.id::text, j.flow_key)sql",
+                                                {{"async_commit", kAsyncCommitFrom}});
 
 // Undo of a claim whose push to Redis failed.
 const std::string kUnclaimSql = state_sql(R"sql(
 UPDATE jobhost.jobs j SET status = {queued}, updated_at = now()
-  FROM unnest($1::uuid[]) AS t(id)
- WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}  -- see lease.cpp)sql");
+  FROM unnest($1::uuid[]) AS t(id), {async_commit}
+ WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}  -- see lease.cpp)sql",
+                                              {{"async_commit", kAsyncCommitFrom}});
 
 // The earliest run_at of each queue and band: one index probe each.
 const std::string kNextDueSql = state_sql(R"sql(

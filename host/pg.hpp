@@ -87,6 +87,19 @@ pqxx::result exec_hot(pqxx::transaction_base& tx, const char* name, const char* 
   return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 
+// A FROM item that lets the statement's own transaction commit without
+// waiting for its WAL to reach disk: SET LOCAL synchronous_commit = off, as
+// the function, because an autocommit statement has no block for SET LOCAL
+// and a transaction-mode pooler keeps no session setting. For the writes of
+// intermediate states only (claim, lease, lease extension, unclaim): a crash
+// of PostgreSQL loses at most the last fraction of a second of them, and the
+// reconciler and reaper rebuild what was lost (README "Durability of the
+// intermediate states"). Every later durable commit flushes them too (WAL is
+// written in order), so a terminal write, which stays synchronous, is never
+// on disk without the lease it ends.
+inline constexpr const char* kAsyncCommitFrom =
+    "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit(setting)";
+
 // The SQL that enqueues one job: the same function producers call. Parameters:
 // type, payload, priority, run_at ('' = now), delay_ms added to run_at,
 // max_attempts (0 = the queue's default), unique_key ('' = none), flow_key

@@ -192,7 +192,10 @@ TEST_CASE("the concurrency slots of a killed host come back when its leases expi
   }, 30s));
   CHECK(std::chrono::steady_clock::now() - killed >= 1500ms);
   CHECK(peak_running(db) <= 2);
-  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE status = 'stalled'") == 2);
+  // Redis frees a dead host's slots when their leases expire; the reaper
+  // records the stalled attempts on its own next pass, which may come after
+  // the short jobs have finished.
+  CHECK(eventually([&] { return db.count("SELECT count(*) FROM jobhost.job_logs WHERE status = 'stalled'") == 2; }, 30s));
 }
 
 TEST_CASE("after Redis loses its data, limits start empty and every job completes once", "[flow]") {

@@ -66,32 +66,79 @@ TEST_CASE("jobs survive Redis losing all its data mid-run", "[recovery]") {
   CHECK_THAT(host->log(), Catch::Contains("missing from Redis; queued them again"));
 }
 
-TEST_CASE("jobs survive a PostgreSQL restart mid-run", "[recovery]") {
+namespace {
+
+// Restarts the test PostgreSQL: "fast" shuts down cleanly, "immediate" is a
+// crash (what is not yet in the WAL on disk is gone; recovery replays the rest).
+void restart_postgres(const std::string& mode) {
   const char* data = std::getenv("JOBHOST_TEST_PG_DATA");
   if (data == nullptr) FAIL("JOBHOST_TEST_PG_DATA is not set: run through scripts/test.sh");
+  const std::string pgdata = std::string(data) + "/pg";
+  std::vector<std::string> restart{"/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", mode, "-w", "restart"};
+  if (geteuid() == 0) restart.insert(restart.begin(), {"/usr/sbin/runuser", "-u", "postgres", "--"});
+  const auto [code, out] = run(restart);
+  INFO(out);
+  REQUIRE(code == 0);
+}
+
+bool completed_all(TestDb& db, long long n) {
+  try {
+    return completed(db) == n;
+  } catch (const std::exception&) {
+    return false;  // our own connection was cut too
+  }
+}
+
+}  // namespace
+
+TEST_CASE("jobs survive a PostgreSQL restart mid-run", "[recovery]") {
   TestDb db;
   HostOptions o;
   o.concurrency = 4;
   auto host = start_host(write_config(db, o));
   db.enqueue_many("noop", R"({"sleep_ms": 5})", 1000);
   REQUIRE(eventually([&] { return completed(db) > 100; }, 20s));
-  const std::string pgdata = std::string(data) + "/pg";
-  const std::vector<std::string> restart =
-      geteuid() == 0
-          ? std::vector<std::string>{"/usr/sbin/runuser", "-u", "postgres", "--",
-                                     "/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "restart"}
-          : std::vector<std::string>{"/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "restart"};
-  const auto [code, out] = run(restart);
-  INFO(out);
-  REQUIRE(code == 0);
-  REQUIRE(eventually([&] {
-    try {
-      return completed(db) == 1000;
-    } catch (const std::exception&) {
-      return false;  // our own connection was cut too
-    }
-  }, 120s));
+  restart_postgres("fast");
+  REQUIRE(eventually([&] { return completed_all(db, 1000); }, 120s));
   CHECK(completed_twice(db) == 0);
+  CHECK(host->running());
+}
+
+// Claims and leases commit without waiting for the WAL flush (pg.hpp,
+// kAsyncCommitFrom); completions wait for it. The test server runs with
+// synchronous_commit = off, so this database is set back to the default
+// (on) for the host's sessions: a crash then loses what production would
+// lose, the last claims and leases and never an acknowledged completion
+// (fsync = off still writes each synchronous commit's WAL out of the
+// server's memory, which is what an immediate shutdown discards). A lost
+// claim leaves the job queued (its id in Redis no longer leases); a lost
+// lease leaves it migrated_to_redis with its attempt count as before, the
+// handler's outcome matches no running attempt, and the reconciler queues
+// it again. So every job completes exactly once, none is charged an extra
+// attempt, and no lease has to expire.
+TEST_CASE("jobs survive a PostgreSQL crash mid-run: lost claims and leases are rebuilt", "[recovery]") {
+  TestDb db;
+  db.scalar("SELECT 1");  // the test's connection exists before the setting changes
+  {
+    pqxx::nontransaction tx(db.conn());
+    tx.exec("ALTER DATABASE " + tx.quote_name(db.conn().dbname()) + " SET synchronous_commit = on");
+  }
+  HostOptions o;
+  o.concurrency = 8;
+  o.lease_ms = 10000;
+  auto host = start_host(write_config(db, o));
+  db.enqueue_many("noop", R"({"sleep_ms": 2})", 3000);
+  REQUIRE(eventually([&] { return completed(db) > 300; }, 20s));
+  restart_postgres("immediate");
+  REQUIRE(eventually([&] { return completed_all(db, 3000); }, 120s));
+  // The crash lost leases (their jobs were found missing from Redis), and no
+  // completion: a lost one would have left its job running until the lease
+  // expired (a 'stalled' attempt).
+  CHECK_THAT(host->log(), Catch::Contains("missing from Redis; queued them again"));
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs WHERE status = 'stalled'") == 0);
+  CHECK(completed_twice(db) == 0);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE attempt_count <> 1") == 0);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE status <> 'completed'") == 0);
   CHECK(host->running());
 }
 
