@@ -4,6 +4,8 @@
 //   enqueue  N jobs through jobhost.enqueue_many() in one transaction;
 //   drain    from that commit to the last completion, every state persisted;
 //   latency  creation → handler start of jobs enqueued one by one at a paced rate.
+// With --soak MINUTES it measures a fourth instead: a steady rate for that
+// long while another transaction stays open in the same database.
 // Everything it made is removed at the end, also on errors; kept with --keep,
 // or when jobs were lost or run twice, so the evidence can be examined.
 #include "bench.hpp"
@@ -16,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -62,6 +65,9 @@ struct BenchOptions {
   // Run the latency phase while the drain runs, its jobs under a key of
   // their own ("small"), to see whether a big backlog delays another key.
   bool latency_during_drain = false;
+  // Soak (DESIGN §7): `rate` jobs/s for this many minutes with a transaction
+  // held open all along, reported minute by minute; 0: the usual phases.
+  double soak_minutes = 0;
   bool keep = false;
   std::string jobhost_bin;
   std::string plugin;
@@ -457,6 +463,151 @@ double floor_phase(const std::string& db_url, const BenchOptions& o) {
   return o.jobs / secs;
 }
 
+
+// ---- soak ----
+//
+// A steady `rate` for `minutes` while a REPEATABLE READ transaction on
+// another connection stays open for the whole run, as a long analytics query
+// would: VACUUM can then remove none of the row versions the jobs' state
+// changes leave behind. Each minute's jobs are reported once they are done
+// (or 30 s after the minute, whichever is first): how many completed, their
+// creation -> handler start p50 / p99, the jobs waiting (ready states), and the size
+// of the jobs table and of its indexes.
+
+// One minute of the producer: the smallest and largest job id it enqueued
+// (ids are time-ordered, so the minute's jobs are one primary-key range).
+struct SoakMinute {
+  std::string first_id, last_id;
+  long sent = 0;
+};
+
+const std::string kSoakMinuteSql = state_sql(R"sql(
+SELECT count(*) FILTER (WHERE status = {completed}),
+       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000), 0),
+       coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000), 0)
+  FROM jobhost.jobs WHERE id BETWEEN $1::uuid AND $2::uuid)sql");
+
+const std::string kSoakStateSql = state_sql(R"sql(
+SELECT (SELECT count(*) FROM jobhost.jobs WHERE status IN ({ready})),
+       pg_table_size('jobhost.jobs') / 1048576.0, pg_indexes_size('jobhost.jobs') / 1048576.0,
+       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'jobhost.jobs'::regclass), 0))sql");
+
+const std::string kSoakEndSql = state_sql(R"sql(
+SELECT count(*) FILTER (WHERE status = {completed}), count(*) FILTER (WHERE attempt_count <> 1)
+  FROM jobhost.jobs)sql");
+
+void soak_phase(pqxx::connection& conn, const std::string& db_url, const BenchOptions& o) {
+  // The held transaction: a snapshot taken now and kept to the end.
+  auto held = pg_connect(db_url);
+  pqxx::transaction<pqxx::repeatable_read> hold(*held);
+  const auto h = hold.exec1("SELECT pg_backend_pid(), txid_current(), (SELECT count(*) FROM jobhost.jobs)");
+  std::printf("soak        %d jobs/s for %g min; a REPEATABLE READ transaction (backend %s, txid %s) is held open "
+              "in the same database for the whole run\n",
+              o.rate, o.soak_minutes, h[0].c_str(), h[1].c_str());
+  std::printf("soak        %-7s %9s %9s %9s %9s %9s %10s %10s %12s\n", "minute", "enqueued", "done", "jobs/s",
+              "p50 ms", "p99 ms", "waiting", "table MB", "indexes MB");
+  std::fflush(stdout);
+  const std::string pid = h[0].c_str();
+
+  const auto run_for = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.soak_minutes * 60));
+  const int minutes = static_cast<int>(std::ceil(o.soak_minutes - 1e-9));
+  std::vector<SoakMinute> per_minute(minutes);
+  std::mutex mu;
+  std::atomic<bool> stop{false};
+  std::string producer_error;
+  const auto start = Clock::now();
+  // One producer: every 10 ms, the jobs due by then in one enqueue_many call,
+  // so the rate holds without a statement per job.
+  std::thread producer([&] {
+    try {
+      auto pc = pg_connect(db_url);
+      long sent = 0;
+      for (auto next = start; !stop && !g_interrupted; next += 10ms) {
+        std::this_thread::sleep_until(next);
+        const auto now = Clock::now();
+        if (now - start >= run_for) break;
+        const long due = static_cast<long>(std::chrono::duration<double>(now - start).count() * o.rate) - sent;
+        if (due <= 0) continue;
+        PgArray payloads;
+        for (long i = 0; i < due; ++i) payloads.add("{\"soak\": true}");
+        pqxx::nontransaction tx(*pc);
+        const auto r = tx.exec_params1(
+            "SELECT min(id::text), max(id::text) FROM jobhost.enqueue_many('noop', $1::jsonb[]) AS t(id)",
+            payloads.str());
+        sent += due;
+        const int m = std::min(minutes - 1, static_cast<int>((now - start) / 60s));
+        std::lock_guard lock(mu);
+        auto& pm = per_minute[m];
+        if (pm.first_id.empty()) pm.first_id = r[0].c_str();
+        pm.last_id = r[1].c_str();
+        pm.sent += due;
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard lock(mu);
+      producer_error = e.what();
+    }
+  });
+
+  pqxx::nontransaction tx(conn);
+  std::string failure;
+  std::vector<double> p99s;
+  for (int m = 0; m < minutes && failure.empty(); ++m) {
+    const auto minute_end = start + std::min<Clock::duration>(run_for, std::chrono::minutes(m + 1));
+    std::this_thread::sleep_until(minute_end + 1s);
+    SoakMinute pm;
+    {
+      std::lock_guard lock(mu);
+      pm = per_minute[m];
+      if (!producer_error.empty()) failure = "soak producer failed: " + producer_error;
+    }
+    if (!failure.empty() || g_interrupted) break;
+    long done = 0;
+    double p50 = 0, p99 = 0;
+    for (const auto give_up = minute_end + 30s;;) {
+      if (!pm.sent) break;
+      const auto r = tx.exec_params1(kSoakMinuteSql, pm.first_id, pm.last_id);
+      done = r[0].as<long>();
+      p50 = r[1].as<double>();
+      p99 = r[2].as<double>();
+      if (done >= pm.sent || Clock::now() > give_up || g_interrupted) break;
+      std::this_thread::sleep_for(500ms);
+    }
+    const auto st = tx.exec1(kSoakStateSql);
+    const double secs = std::chrono::duration<double>(
+        std::min<Clock::duration>(run_for, std::chrono::minutes(m + 1)) - std::chrono::minutes(m)).count();
+    std::printf("soak        %-7d %9ld %9ld %9.0f %9.2f %9.2f %10s %10.1f %12.1f\n", m + 1, pm.sent, done,
+                done / secs, p50, p99, st[0].c_str(), st[1].as<double>(), st[2].as<double>());
+    std::fflush(stdout);
+    p99s.push_back(p99);
+    if (done < pm.sent) failure = "minute " + std::to_string(m + 1) + ": " + std::to_string(pm.sent - done) +
+                                  " of its jobs were not done 30 s after it ended";
+  }
+  stop = true;
+  producer.join();
+  check_interrupted();
+  if (!failure.empty()) throw std::runtime_error(failure);
+  if (!producer_error.empty()) throw std::runtime_error("soak producer failed: " + producer_error);
+
+  // The held transaction's age, as the server sees it, then let it go.
+  const auto age = tx.exec_params1(
+      "SELECT extract(epoch FROM now() - xact_start), backend_xmin IS NOT NULL FROM pg_stat_activity WHERE pid = $1::int",
+      pid);
+  const auto end = tx.exec1(kSoakEndSql);
+  long sent = 0;
+  for (const auto& pm : per_minute) sent += pm.sent;
+  std::printf("soak        %ld jobs sent, %s completed, %s with more than one attempt; the held transaction "
+              "was open %.0f s%s\n",
+              sent, end[0].c_str(), end[1].c_str(), age[0].as<double>(),
+              age[1].as<bool>() ? ", holding back the xmin horizon" : "");
+  if (p99s.size() > 1 && p99s.front() > 0) {
+    std::printf("soak        start-latency p99 of the last minute is %.2f x the first minute's\n",
+                p99s.back() / p99s.front());
+  }
+  hold.abort();
+  if (end[0].as<long>() != sent || end[1].as<long>() != 0)
+    throw std::runtime_error("soak lost or repeated jobs: " + std::to_string(sent) + " sent");
+}
+
 int run_bench(const BenchOptions& o, const std::string& database_url, const std::string& redis_url) {
   if (database_url.empty()) throw std::runtime_error("no database: set DATABASE_URL or pass --config FILE");
   if (redis_url.empty()) throw std::runtime_error("no Redis: set REDIS_URL or pass --config FILE");
@@ -510,6 +661,11 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
   for (auto& h : c.hosts) h->wait_ready(30s);
   std::vector<std::pair<double, double>> idle_rss;
   for (auto& h : c.hosts) idle_rss.push_back(h->rss_mb());
+
+  if (o.soak_minutes > 0) {
+    soak_phase(*conn, db_url, o);
+    return 0;
+  }
 
   std::string commit_ts;
   const double enqueue_secs = enqueue_phase(*conn, o, commit_ts);
@@ -621,7 +777,7 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
   b->add_option("--hosts", o.hosts, "jobhost processes")->capture_default_str()->check(CLI::Range(1, 16));
   b->add_option("--concurrency", o.concurrency, "workers per host")->capture_default_str()->check(CLI::Range(1, 1024));
   b->add_option("--batch", o.batch, "migrator batch size")->capture_default_str()->check(CLI::Range(1, 100000));
-  b->add_option("--rate", o.rate, "jobs/s in the latency phase")->capture_default_str()->check(CLI::Range(1, 100000));
+  b->add_option("--rate", o.rate, "jobs/s in the latency phase, or of the soak")->capture_default_str()->check(CLI::Range(1, 100000));
   b->add_option("--latency-seconds", o.latency_seconds, "length of the latency phase (0 skips it)")
       ->capture_default_str()->check(CLI::Range(0, 3600));
   b->add_option("--jobhost", o.jobhost_bin, "jobhost binary")->capture_default_str();
@@ -635,6 +791,10 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
       ->capture_default_str()->check(CLI::Range(0, 10000000));
   b->add_option("--per-key-concurrency", o.per_key_concurrency, "with --flow-keys: each key's running jobs at most")
       ->check(CLI::Range(0, 100000));
+  b->add_option("--soak", o.soak_minutes,
+                "instead of the phases above: --rate jobs/s for MINUTES (fractions too) with a transaction held open "
+                "in the same database, reported minute by minute")
+      ->check(CLI::Range(0.0, 1440.0));
   b->add_flag("--latency-during-drain", o.latency_during_drain,
               "run the latency phase while the drain runs (with --flow-keys: under a key of its own)");
   b->callback([&] {

@@ -2,6 +2,7 @@
 // that every job ran exactly once, and leaves nothing behind. Its figures are
 // printed, never asserted (DESIGN §7: speed is for benchmarks, not tests).
 #include <cstdlib>
+#include <regex>
 
 #include <catch2/catch.hpp>
 
@@ -59,6 +60,29 @@ TEST_CASE("jobctl bench --floor runs the host's statements back to back on as ma
   CHECK_THAT(out, Catch::Matches("(.|\\n)*floor       3000 jobs at [0-9]+ jobs/s: the host's claim, lease and completion "
                                  "statements back to back \\(batches of 1000, no Redis, no handler\\); the drain above "
                                  "is [0-9.]+ of it(.|\\n)*"));
+  CHECK(leftovers(db) == 0);
+}
+
+TEST_CASE("jobctl bench --soak holds a transaction open while a steady rate runs and reports each minute", "[bench]") {
+  TestDb db;
+  // 0.25 min: one (partial) minute of 15 s at 200 jobs/s.
+  const auto [code, out] = bench({"--soak", "0.25", "--rate", "200"});
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK_THAT(out, Catch::Contains("200 jobs/s for 0.25 min; a REPEATABLE READ transaction"));
+  std::smatch m;
+  const std::regex row("soak        1 +([0-9]+) +([0-9]+) +([0-9]+) +([0-9.]+) +([0-9.]+) +[0-9]+ +([0-9.]+) +([0-9.]+)");
+  REQUIRE(std::regex_search(out, m, row));
+  const long enqueued = std::stol(m[1]);
+  CHECK(enqueued > 2500);  // 15 s at 200/s, less the start
+  CHECK(std::stol(m[2]) == enqueued);
+  CHECK(std::stod(m[5]) >= std::stod(m[4]));
+  CHECK(std::stod(m[6]) > 0);
+  const std::regex end("soak        ([0-9]+) jobs sent, ([0-9]+) completed, 0 with more than one attempt; "
+                       "the held transaction was open ([0-9]+) s, holding back the xmin horizon");
+  REQUIRE(std::regex_search(out, m, end));
+  CHECK(m[1] == m[2]);
+  CHECK(std::stol(m[3]) >= 15);
   CHECK(leftovers(db) == 0);
 }
 
