@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The same workload on jobhost, graphile-worker and BullMQ, on this machine, in
-# one run: `jobctl bench`, then graphile.mjs, then bullmq.mjs, against a
-# PostgreSQL (default durability) and Redis that this script starts on loopback
-# (ports 55200 / 56200, data under build/compare-services) and stops.
+# The same workload on jobhost, graphile-worker, BullMQ and Sidekiq, on this
+# machine, in one run: `jobctl bench`, then graphile.mjs, then bullmq.mjs, then
+# sidekiq.rb, against a PostgreSQL (default durability) and Redis that this
+# script starts on loopback (ports 55200 / 56200, data under
+# build/compare-services) and stops. It installs the Node packages of
+# package-lock.json when node_modules is missing, and Debian's ruby-sidekiq
+# (with apt-get, under sudo when not root) when it is not installed.
 #
 #   bash bench/compare/run.sh [JOBS]        from the repository root; JOBS defaults to 100000
 #
 # Each system gets 64 concurrent handlers in one process (jobctl bench's 1 host
 # x 64 workers), bulk enqueue in calls of 10,000, and, for the latency phase, a
-# paced producer (1000 jobs/s for 10 s) in a process of its own.
+# paced producer (1000 jobs/s for 10 s) in a process of its own. Sidekiq also
+# runs as 2 processes of 32 threads (sidekiq-2p), the way it scales past Ruby's
+# GIL; BullMQ and Sidekiq run again on Redis with appendfsync always (-aof).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -26,6 +31,15 @@ if [ ! -d bench/compare/node_modules ]; then
     { timeout 600 npm ci --no-audit --no-fund --loglevel=error 2>/dev/null ||
       timeout 600 npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null; })
 fi
+# Sidekiq as Debian 12 ships it (ruby-sidekiq 6.4.1, with Ruby and redis-rb),
+# installed here and not by scripts/setup.sh: only this benchmark needs it.
+if ! dpkg-query -W -f='${Status}' ruby-sidekiq 2>/dev/null | grep -q "install ok installed"; then
+  echo "run.sh: installing ruby-sidekiq"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ruby-sidekiq
+fi
 
 svc=$root/build/compare-services
 out=$(mktemp)
@@ -40,9 +54,9 @@ ver() { node -p "require('./bench/compare/node_modules/$1/package.json').version
 redis_conf() { redis-cli -u "$REDIS_URL" config get "$1" | tail -1; }
 {
   echo "machine     $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo) GiB RAM, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
-  echo "versions    PostgreSQL $(psql "$DATABASE_URL" -Atc 'SHOW server_version'), Redis $(redis-cli -u "$REDIS_URL" info server | tr -d '\r' | sed -n 's/^redis_version://p'), Node $(node --version), graphile-worker $(ver graphile-worker), bullmq $(ver bullmq), ioredis $(ver ioredis)"
+  echo "versions    PostgreSQL $(psql "$DATABASE_URL" -Atc 'SHOW server_version'), Redis $(redis-cli -u "$REDIS_URL" info server | tr -d '\r' | sed -n 's/^redis_version://p'), Node $(node --version), graphile-worker $(ver graphile-worker), bullmq $(ver bullmq), ioredis $(ver ioredis), Ruby $(ruby -e 'print RUBY_VERSION'), Sidekiq $(ruby -rsidekiq/version -e 'print Sidekiq::VERSION'), redis-rb $(ruby -rredis/version -e 'print Redis::VERSION')"
   echo "postgresql  synchronous_commit=$(psql "$DATABASE_URL" -Atc 'SHOW synchronous_commit'), fsync=$(psql "$DATABASE_URL" -Atc 'SHOW fsync')"
-  echo "redis       appendonly=$(redis_conf appendonly), appendfsync=$(redis_conf appendfsync), save='$(redis_conf save)' (BullMQ's jobs live only here)"
+  echo "redis       appendonly=$(redis_conf appendonly), appendfsync=$(redis_conf appendfsync), save='$(redis_conf save)' (BullMQ's and Sidekiq's jobs live only here)"
 } | tee "$out"
 
 echo; echo "== jobhost (jobctl bench: 1 host x 64 workers, migrator batch 1000)"
@@ -76,17 +90,43 @@ bullmq() {
   left=$(redis-cli -u "$REDIS_URL" --scan --pattern "$prefix:*" | wc -l)
   [ "$left" -eq 0 ] || echo "run.sh: $left BullMQ keys were left under $prefix:" >&2
 }
+# Every write to Redis fsynced before it is acknowledged, as PostgreSQL's
+# commits are for jobhost and graphile-worker (aof_on), and back (aof_off).
+fsync_at_start=$(redis_conf appendfsync)
+aof_on() {
+  redis-cli -u "$REDIS_URL" config set appendfsync always >/dev/null
+  redis-cli -u "$REDIS_URL" config set appendonly yes >/dev/null
+  for _ in $(seq 1 100); do  # turning AOF on rewrites the data set in the background first
+    redis-cli -u "$REDIS_URL" info persistence | grep -q '^aof_rewrite_in_progress:0' && break
+    sleep 0.1
+  done
+}
+aof_off() {
+  redis-cli -u "$REDIS_URL" config set appendonly no >/dev/null
+  redis-cli -u "$REDIS_URL" config set appendfsync "$fsync_at_start" >/dev/null
+}
 bullmq "bullmq    "
-# The same with every write to Redis fsynced before it is acknowledged, as
-# PostgreSQL's commits are for jobhost and graphile-worker: BullMQ at their durability.
-redis-cli -u "$REDIS_URL" config set appendfsync always >/dev/null
-redis-cli -u "$REDIS_URL" config set appendonly yes >/dev/null
-for _ in $(seq 1 100); do  # turning AOF on rewrites the data set in the background first
-  redis-cli -u "$REDIS_URL" info persistence | grep -q '^aof_rewrite_in_progress:0' && break
-  sleep 0.1
-done
+aof_on  # BullMQ at the durability of the PostgreSQL-based systems
 bullmq "bullmq-aof"
-redis-cli -u "$REDIS_URL" config set appendonly no >/dev/null
+aof_off
+
+# Sidekiq in Redis database 1 (BullMQ's keys are in 0), which sidekiq.rb
+# refuses when it is not empty and empties at the end; the check is that it did.
+sidekiq() {
+  local label=$1 db=1
+  shift
+  echo; echo "== Sidekiq $*, Redis appendonly=$(redis_conf appendonly) appendfsync=$(redis_conf appendfsync)"
+  SIDEKIQ_DB=$db timeout "$limit" ruby bench/compare/sidekiq.rb --jobs="$jobs" --concurrency=64 "$@" |
+    sed "s/^/$label /" | tee -a "$out"
+  local left
+  left=$(redis-cli -u "$REDIS_URL" -n "$db" dbsize)
+  [ "$left" -eq 0 ] || echo "run.sh: $left Sidekiq keys were left in Redis database $db" >&2
+}
+sidekiq "sidekiq   " --processes=1
+sidekiq "sidekiq-2p" --processes=2
+aof_on
+sidekiq "sidekiq-aof" --processes=1
+aof_off
 
 echo
 echo "== summary: $jobs jobs; enqueue and drain in jobs/s; creation -> handler start at 1000 jobs/s in ms; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
@@ -94,7 +134,7 @@ printf '%-11s %9s %9s %8s %8s %8s %8s\n' system enqueue drain p50 p90 p99 max
 awk '$1 == "jobhost" && $2 == "floor" {
        for (i = 1; i < NF; i++) { if ($i == "at") rate = $(i + 1); if ($i == "is") frac = $(i + 1) }
        printf "%-11s %9s %9s   (jobhost drain = %s of it)\n", "pg-floor", "", rate, frac }' "$out"
-for s in jobhost graphile graphile-b bullmq bullmq-aof; do
+for s in jobhost graphile graphile-b bullmq bullmq-aof sidekiq sidekiq-2p sidekiq-aof; do
   awk -v s="$s" '
     function after(word,   i) { for (i = 1; i < NF; i++) if ($i == word) return $(i + 1) }
     $1 == s && $2 == "enqueue" { enq = after("=") }
@@ -108,4 +148,7 @@ graphile   = graphile-worker's defaults but concurrentJobs 64, with maxPoolSize 
 graphile-b = the same plus its performance guide's batching: localQueue 500, completeJobBatchDelay 0
 bullmq     = Redis without persistence (appendonly no, save ''): a Redis restart loses every job
 bullmq-aof = Redis with appendonly yes, appendfsync always: each write on disk before it is acknowledged
+sidekiq    = Sidekiq (Debian's ruby-sidekiq) on Redis as for bullmq: its Launcher in one process of 64 threads, under Ruby's GIL (one thread runs Ruby at a time); a finished job leaves only a counter in Redis
+sidekiq-2p = the same 64 threads as 2 forked processes of 32 (Sidekiq scales by processes)
+sidekiq-aof = sidekiq (1 process x 64 threads) on Redis as for bullmq-aof
 EOF
