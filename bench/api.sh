@@ -9,6 +9,9 @@
 # scheduler and the noop plugin, runs the measurement, and removes everything
 # it made. JOBHOST_BIN picks another jobhost build (e.g. an older one, to compare);
 # API_YAML is added under api: (e.g. "  rate_limit: { per_client: { requests_per_s: 0 } }").
+# JOBHOST_CPUS runs the host on those CPUs only (taskset -c), e.g. JOBHOST_CPUS=0
+# with `attack --client-cpus 0 --attack-cpus 1`: the attacker then cannot take
+# the host's CPU, as one on another machine could not.
 set -euo pipefail
 mode=${1:?usage: bench/api.sh attack|load [api_attack options]}
 shift
@@ -54,7 +57,9 @@ ${API_YAML:-}
 plugins:
   - { name: noop, library: "$build/plugins/libnoop.so", concurrency: { min: 4, max: 4 } }
 YAML
-"$jobhost" --config "$work/jobhost.yaml" > "$work/host.log" 2>&1 &
+pin=()
+[ -z "${JOBHOST_CPUS:-}" ] || pin=(taskset -c "$JOBHOST_CPUS")
+"${pin[@]}" "$jobhost" --config "$work/jobhost.yaml" > "$work/host.log" 2>&1 &
 host_pid=$!
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -7,9 +7,19 @@
 //   api_attack load --port P --token T [--clients 4] [--seconds 10]
 //     requests/s of POST /api/v1/jobs, then of GET /api/v1/jobs/{id}.
 //
+// --attack-cpus / --client-cpus pin the attack's threads and the measuring
+// threads (probes, honest client) to CPUs of their own, so that on a small
+// machine the attacker's own work does not take the CPU the host needs: what
+// a real attacker on another machine would not (run the host with taskset on
+// the client's CPUs, bench/api.sh JOBHOST_CPUS).
+//
 // Every loop ends by itself; only 127.0.0.0/8 is accepted as a target.
+#include <pthread.h>
+#include <sched.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -21,6 +31,27 @@
 using namespace jobhost::load;
 
 namespace {
+
+// Pins the calling thread (and the threads it creates from now on) to `cpus`,
+// a list such as "1" or "0,2-3"; an empty list leaves it alone.
+void pin_to(const std::string& cpus) {
+  if (cpus.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  size_t at = 0;
+  while (at < cpus.size()) {
+    const size_t comma = std::min(cpus.find(',', at), cpus.size());
+    const std::string part = cpus.substr(at, comma - at);
+    const size_t dash = part.find('-');
+    const int lo = std::stoi(part.substr(0, dash));
+    const int hi = dash == std::string::npos ? lo : std::stoi(part.substr(dash + 1));
+    if (lo < 0 || hi < lo || hi >= CPU_SETSIZE) throw std::invalid_argument("bad CPU list: " + cpus);
+    for (int c = lo; c <= hi; ++c) CPU_SET(c, &set);
+    at = comma + 1;
+  }
+  if (const int rc = pthread_setaffinity_np(pthread_self(), sizeof set, &set); rc != 0)
+    throw std::runtime_error("cannot pin to CPUs " + cpus + ": " + std::strerror(rc));
+}
 
 struct Phase {
   Latencies healthz, readyz;
@@ -49,11 +80,19 @@ void print(const char* name, const Phase& p) {
 }
 
 int attack(const AttackOptions& o, int health_port, const std::string& honest_path, double honest_per_s,
-           int seconds) {
+           int seconds, const std::string& attack_cpus, const std::string& client_cpus) {
+  pin_to(client_cpus);
+  if (!attack_cpus.empty() || !client_cpus.empty()) {
+    std::printf("cpus: attack on %s, probes and honest client on %s\n", attack_cpus.empty() ? "any" : attack_cpus.c_str(),
+                client_cpus.empty() ? "any" : client_cpus.c_str());
+  }
   const Phase before = measure(o.addr, o.port, health_port, honest_path, honest_per_s, seconds);
   print("unloaded", before);
   Attack a(o);
+  // Threads inherit the affinity of the thread that creates them.
+  pin_to(attack_cpus.empty() ? client_cpus : attack_cpus);
   a.start();
+  pin_to(client_cpus.empty() ? attack_cpus : client_cpus);
   // Let the flood build up (the stalled connections are opened 200 at a time).
   const auto ramp = Clock::now() + std::chrono::seconds(5);
   while (a.open_stalled() < o.stalled * 9 / 10 && Clock::now() < ramp)
@@ -131,7 +170,7 @@ int main(int argc, char** argv) {
   AttackOptions o;
   int health_port = 0, seconds = 10, clients = 4;
   double honest_per_s = 0;
-  std::string honest_path = "/api/v1/queues", token;
+  std::string honest_path = "/api/v1/queues", token, attack_cpus, client_cpus;
   auto* a =
       app.add_subcommand("attack", "probe latency and an honest client's rate, unloaded and under attack");
   a->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
@@ -150,6 +189,8 @@ int main(int argc, char** argv) {
   a->add_option("--honest-per-s", honest_per_s, "pace the honest client (0: one request after another)")
       ->capture_default_str();
   a->add_option("--seconds", seconds, "length of each phase")->capture_default_str();
+  a->add_option("--attack-cpus", attack_cpus, "pin the attack's threads to these CPUs (e.g. 1)");
+  a->add_option("--client-cpus", client_cpus, "pin the probes and the honest client to these CPUs (e.g. 0)");
   auto* l = app.add_subcommand("load", "requests/s of POST /api/v1/jobs and GET /api/v1/jobs/{id}");
   l->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
   l->add_option("--port", o.port, "api.listen's port")->required();
@@ -164,7 +205,8 @@ int main(int argc, char** argv) {
   try {
     require_loopback(o.addr);
     if (a->parsed())
-      return attack(o, health_port > 0 ? health_port : o.port, honest_path, honest_per_s, seconds);
+      return attack(o, health_port > 0 ? health_port : o.port, honest_path, honest_per_s, seconds, attack_cpus,
+                    client_cpus);
     return load(o.addr, o.port, token, clients, seconds);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "api_attack: %s\n", e.what());
