@@ -18,32 +18,55 @@ namespace {
 // the Redis lists); oldest run_at first within a band. Each band is a range
 // scan of jobs_ready_band_idx; a band is read only if the ones before it
 // leave room under the limit, and only the rows taken are locked.
+// Each band's scan starts at its ClaimFloors bound ($3, $4, $5; NULL: none).
 const std::string kClaimSql = state_sql(R"sql(
 WITH h AS (
-  SELECT id FROM jobhost.jobs
+  SELECT id, 0 AS band FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 0
      AND status IN ({ready}) AND run_at <= now()
+     AND run_at >= coalesce(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', '-infinity')
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 n AS (
-  SELECT id FROM jobhost.jobs
+  SELECT id, 1 AS band FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 1
      AND status IN ({ready}) AND run_at <= now()
+     AND run_at >= coalesce(timestamptz 'epoch' + $4::bigint * interval '1 microsecond', '-infinity')
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 l AS (
-  SELECT id FROM jobhost.jobs
+  SELECT id, 2 AS band FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 2
      AND status IN ({ready}) AND run_at <= now()
+     AND run_at >= coalesce(timestamptz 'epoch' + $5::bigint * interval '1 microsecond', '-infinity')
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 c AS (
-  SELECT id FROM h UNION ALL SELECT id FROM n UNION ALL SELECT id FROM l LIMIT $2)
+  SELECT id, band FROM h UNION ALL SELECT id, band FROM n UNION ALL SELECT id, band FROM l LIMIT $2)
 UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c, {async_commit} WHERE j.id = c.id
-RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''))sql",
+RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''), c.band,
+          (extract(epoch FROM j.run_at) * 1000000)::bigint)sql",
                                             {{"async_commit", kAsyncCommitFrom}});
 
 }  // namespace
 
-const std::string& plain_claim_sql() { return kClaimSql; }
+pqxx::result claim_plain(pqxx::connection& conn, const std::string& queue, int limit, ClaimFloors& floors) {
+  const auto began = std::chrono::steady_clock::now();
+  const ClaimFloors::Bounds bounds = floors.next(began);
+  // A single statement commits on its own (autocommit): one round trip
+  // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
+  pqxx::nontransaction tx(conn);
+  pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql.c_str(), queue, limit, bounds[0], bounds[1], bounds[2]);
+  if (bounds == ClaimFloors::Bounds{}) floors.rescanned(began, std::chrono::steady_clock::now() - began);
+  ClaimFloors::Bounds oldest;
+  for (const auto& row : r) {
+    const int band = row[3].as<int>();
+    const int64_t run_at = row[4].as<int64_t>();
+    if (!oldest[band] || run_at < *oldest[band]) oldest[band] = run_at;
+  }
+  for (int band = 0; band < 3; ++band) {
+    if (oldest[band]) floors.took(band, *oldest[band]);
+  }
+  return r;
+}
 
 namespace {
 
@@ -90,14 +113,16 @@ UPDATE jobhost.jobs j SET status = {queued}, updated_at = now()
  WHERE j.id = t.id AND j.status || '' = {migrated_to_redis}  -- see lease.cpp)sql",
                                               {{"async_commit", kAsyncCommitFrom}});
 
-// The earliest run_at of each queue and band: one index probe each.
+// The earliest run_at of each queue and band: one index probe each, from
+// the band's ClaimFloors bound ($2, aligned with $1 as queue x band; NULL: none).
 const std::string kNextDueSql = state_sql(R"sql(
 SELECT ceil(extract(epoch FROM min(d.run_at) - clock_timestamp()) * 1000)::bigint
-  FROM unnest($1::text[]) AS q(name) CROSS JOIN generate_series(0, 2) AS b(band)
+  FROM unnest($1::text[], $2::int[], $3::bigint[]) AS q(name, band, floor_us)
   CROSS JOIN LATERAL (
     SELECT run_at FROM jobhost.jobs
-     WHERE queue_name = q.name AND jobhost.priority_band(priority) = b.band
+     WHERE queue_name = q.name AND jobhost.priority_band(priority) = q.band
        AND status IN ({ready})
+       AND run_at >= coalesce(timestamptz 'epoch' + q.floor_us * interval '1 microsecond', '-infinity')
      ORDER BY run_at LIMIT 1) d)sql");
 
 // While some queue's window in Redis is full, look again this soon: fetchers
@@ -211,14 +236,9 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
       claimed += by_band[band].size();
     }
   } else {
-    // A single statement commits on its own (autocommit): one round trip
-    // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
-    pqxx::nontransaction tx(conn);
-    const pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql.c_str(), queue, limit);
+    const pqxx::result r = claim_plain(conn, queue, limit, floors_[queue]);
     claimed = r.size();
-    for (const auto& row : r) {
-      by_band[static_cast<int>(band_for_priority(row[1].as<int>()))].push_back({row[0].c_str(), row[2].c_str()});
-    }
+    for (const auto& row : r) by_band[row[3].as<int>()].push_back({row[0].c_str(), row[2].c_str()});
   }
   if (claimed == 0) return 0;
   if (more_due && claimed < static_cast<size_t>(limit)) res.full = true;
@@ -265,10 +285,23 @@ Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
   const std::vector<ServedQueue> queues = served_queues(conn);
   for (const auto& q : queues) res.moved += migrate_queue(conn, redis, q, res);
   if (!res.full && !res.window_full && !queues.empty()) {
-    PgArray names;
-    for (const auto& q : queues) names.add(q.name);
+    PgArray names, bands, bounds;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& q : queues) {
+      // Keyed queues' claims have no floors; a plain queue's probe starts where its claims do.
+      const auto f = floors_.find(q.name);
+      const ClaimFloors::Bounds b =
+          f == floors_.end() || q.keyed || now >= f->second.rescan_at() ? ClaimFloors::Bounds{} : f->second.current();
+      for (int band = 0; band < 3; ++band) {
+        names.add(q.name);
+        bands.add(static_cast<long long>(band));
+        if (b[band]) bounds.add(static_cast<long long>(*b[band]));
+        else bounds.add_null();
+      }
+    }
     pqxx::nontransaction tx(conn);
-    const pqxx::result due = exec_hot(tx, "jobhost_next_due", kNextDueSql.c_str(), names.str());
+    const pqxx::result due =
+        exec_hot(tx, "jobhost_next_due", kNextDueSql.c_str(), names.str(), bands.str(), bounds.str());
     const auto row = due.at(0);
     if (!row[0].is_null()) res.next_due_ms = std::max(0LL, row[0].as<long long>());
   }

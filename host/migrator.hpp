@@ -10,6 +10,9 @@
 // memory does not grow with the backlog and priorities hold across it.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -35,10 +38,58 @@ struct ServedQueue {
   bool fair = false;   // keys take turns in the claim too
 };
 
-// The migrator's claim of a queue without a flow: block: $1 queue, $2 at most
-// this many ready jobs, higher bands first; moves them to migrated_to_redis
-// and returns (id, priority, flow_key). (Also jobctl bench --floor's claim.)
-const std::string& plain_claim_sql();
+// Where the plain claim's scan of each band starts (DESIGN §7, the soak).
+// A claim walks jobs_ready_band_idx from the oldest run_at; each job it
+// claimed leaves an index entry behind whose row version VACUUM removes only
+// once no transaction may still see it, so while one stays open (a long
+// analytics query) every claim would walk all the jobs claimed since it
+// began: the cost of a claim grows with the traffic until the queue falls
+// behind. So each claim starts kSlack before the oldest run_at the last claim
+// of the band took: nothing older was ready then, except jobs whose enqueue
+// is still to commit (run_at is the enqueue transaction's start), which the
+// slack covers, so a claim walks at most kSlack of claimed jobs. What becomes
+// ready later with an older run_at (a stalled job the reaper requeues, one
+// the reconciler finds missing from Redis, a claim given back, an enqueue
+// that committed more than kSlack after it began, a run_at given in the
+// past) is found by the claim without bounds that runs every kRescan, or
+// less often when it is slow: that claim still walks every entry left behind,
+// so the next one waits at least kRescanShare times as long as it took (while
+// a transaction is held open, rescans then take at most 1 / kRescanShare of
+// the migrator's time, and those jobs wait longer).
+class ClaimFloors {
+ public:
+  static constexpr std::chrono::milliseconds kRescan{2000};
+  static constexpr std::chrono::microseconds kSlack{1000000};
+  static constexpr int kRescanShare = 20;
+  using Bounds = std::array<std::optional<int64_t>, 3>;  // run_at, µs since the epoch
+  // The bounds for the next claim, or none when a rescan is due.
+  Bounds next(std::chrono::steady_clock::time_point now) {
+    if (now >= rescan_at_) {
+      rescan_at_ = now + kRescan;
+      return {};
+    }
+    return floor_;
+  }
+  // After a claim without bounds that began at `began` and took `took`.
+  void rescanned(std::chrono::steady_clock::time_point began, std::chrono::steady_clock::duration took) {
+    rescan_at_ = began + std::max<std::chrono::steady_clock::duration>(kRescan, took * kRescanShare);
+  }
+  // After a claim that took jobs of `band`: the oldest run_at it took there.
+  void took(int band, int64_t oldest_run_at_us) { floor_.at(band) = oldest_run_at_us - kSlack.count(); }
+  const Bounds& current() const { return floor_; }
+  std::chrono::steady_clock::time_point rescan_at() const { return rescan_at_; }
+
+ private:
+  Bounds floor_;
+  std::chrono::steady_clock::time_point rescan_at_{};
+};
+
+// The migrator's claim of a queue without a flow: block: at most `limit`
+// ready jobs, higher bands first, each band from its `floors` bound; moves
+// them to migrated_to_redis, records the new bounds in `floors`, and returns
+// (id, priority, flow_key, band, run_at in µs since the epoch) as one
+// autocommit statement. (Also jobctl bench --floor's claim.)
+pqxx::result claim_plain(pqxx::connection& conn, const std::string& queue, int limit, ClaimFloors& floors);
 
 class Migrator : public Service {
  public:
@@ -76,6 +127,7 @@ class Migrator : public Service {
   NotifyWait wake_;  // LISTEN jobhost_jobs, on a connection of its own (notify_wait.hpp)
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
   std::map<std::pair<std::string, int>, Turn> turns_;    // per queue and band
+  std::unordered_map<std::string, ClaimFloors> floors_;  // per queue (plain claim)
 };
 
 // Queues served by some live worker host.

@@ -200,3 +200,24 @@ TEST_CASE("jobhost.enqueue_many inserts a batch in order and refuses a bad paylo
   auto host = start_host(write_config(db, {}, "many"));
   CHECK(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 3; }, 10s));
 }
+
+// The migrator's claims start each band at the oldest run_at its last claim
+// took (migrator.hpp, ClaimFloors). A job that becomes ready below that, here
+// one enqueued with a run_at an hour ago after newer jobs were claimed, is
+// found by the claim without bounds that runs every ClaimFloors::kRescan.
+TEST_CASE("a job enqueued with a run_at older than the jobs claimed before it still runs", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  auto host = start_host(write_config(db, o));
+  db.enqueue_many("noop", "{}", 50);
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 50; }, 20s));
+  // Keep the claims' floor moving with fresh jobs while the old one waits.
+  const std::string old_id = db.scalar(
+      "SELECT jobhost.enqueue('noop', '{\"old\": true}', run_at => now() - interval '1 hour')");
+  for (int i = 0; i < 5; ++i) {
+    db.enqueue_many("noop", "{}", 10);
+    std::this_thread::sleep_for(200ms);
+  }
+  REQUIRE(eventually([&] { return db.status(old_id) == "completed"; }, 15s));
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE status <> 'completed'") == 0);
+}
