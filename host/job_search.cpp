@@ -158,7 +158,7 @@ nlohmann::json find(pqxx::connection& conn, const Query& q) {
   const std::string sql = "SELECT j.id::text, j.queue_name, j.status, j.priority, j.attempt_count, j.max_attempts, " +
                           ts("j.created_at") + ", " + ts("j.run_at") + ", " +
                           ts("coalesce(j.completed_at, j.failed_at)") +
-                          ", left(coalesce(j.last_error_message, ''), 300)" + picked(q, all_or(q.states).size()) +
+                          ", left(coalesce(j.last_error_message, ''), 300), j.flow_key" + picked(q, all_or(q.states).size()) +
                           "\n ORDER BY j.id DESC LIMIT $3";
   pqxx::nontransaction tx(conn);
   const pqxx::result r = tx.exec_params(sql, states_array(all_or(q.states)), q.cursor.empty() ? kMaxId : q.cursor,
@@ -174,7 +174,8 @@ nlohmann::json find(pqxx::connection& conn, const Query& q) {
                     {"created_at", text_or_null(row[6])},
                     {"run_at", text_or_null(row[7])},
                     {"finished_at", text_or_null(row[8])},
-                    {"last_error", row[9].c_str()}});
+                    {"last_error", row[9].c_str()},
+                    {"flow_key", text_or_null(row[10])}});
   }
   const bool more = static_cast<int>(jobs.size()) == q.limit;
   return {{"jobs", jobs}, {"next_cursor", more ? jobs.back()["id"] : nlohmann::json(nullptr)}};

@@ -32,7 +32,8 @@ struct FilterDef {
 // must stay cheap on its own).
 inline const std::vector<FilterDef> kFilters = {
     {"type", "j.queue_name = $V", "text"},
-    // Keyed jobs only are in jobs_flow_key_idx (013_flow_search.sql).
+    // Keyed jobs at rest are in jobs_flow_key_at_rest_idx (017); those in
+    // flight are few, and found through their states' own indexes.
     {"flow_key", "j.flow_key = $V", "text"},
     // A job's id is made in its enqueue transaction, at or after created_at:
     // the id bound is safe for since, and for until allows 10 minutes.

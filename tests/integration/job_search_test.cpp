@@ -92,6 +92,35 @@ TEST_CASE("search: filters by type, state and time, newest first, a keyset page 
   CHECK(get_json(api, "/api/v1/jobs?limit=0", 400)["field"] == "limit");
 }
 
+// The flow-key index leaves out the states of the hot path (017): a job
+// migrated to Redis or running is still found by its key, through the
+// indexes of those states.
+TEST_CASE("search: by flow key finds a key's jobs in every state, in flight too", "[api][search][flow]") {
+  TestDb db;
+  db.scalar("INSERT INTO jobhost.jobs (queue_name, status, max_attempts, flow_key, completed_at, failed_at, "
+            "                          lease_expires_at, attempt_count) "
+            "SELECT 'email.send', s, 3, k, now(), now(), now() + interval '1 minute', 1 "
+            "  FROM unnest(ARRAY['queued', 'migrated_to_redis', 'running', 'completed', 'retry_scheduled', "
+            "                    'failed', 'cancelled']) AS s, unnest(ARRAY['tenant-a', 'tenant-b']) AS k, "
+            "       generate_series(1, 3)");
+  ApiProcess api(db, api_only(), "  token: \"" + kToken + "\"\n");
+
+  const json all = get_json(api, "/api/v1/jobs?flow_key=tenant-a&limit=100");
+  CHECK(all["jobs"].size() == 21);
+  std::set<std::string> states;
+  for (const auto& j : all["jobs"]) {
+    CHECK(j["flow_key"] == "tenant-a");
+    states.insert(j["status"]);
+  }
+  CHECK(states.size() == 7);
+  for (const char* s : {"migrated_to_redis", "running", "completed", "queued"}) {
+    const json one = get_json(api, std::string("/api/v1/jobs?flow_key=tenant-b&limit=100&status=") + s);
+    CHECK(one["jobs"].size() == 3);
+    for (const auto& j : one["jobs"]) CHECK(j["status"] == s);
+  }
+  CHECK(get_json(api, "/api/v1/jobs?flow_key=tenant-c&limit=100")["jobs"].empty());
+}
+
 TEST_CASE("search: a job's attempts with errors and durations, and the scheduled list soonest first",
           "[api][search]") {
   TestDb db;
