@@ -39,10 +39,10 @@ Fetcher::Fetcher(WorkerPool& pool, const Config& config, std::vector<std::string
   for (const auto& q : queue_names_) queues_.emplace_back(config.redis_key_prefix, q);
 }
 
-FlowFetch Fetcher::fetch(size_t queue, const FlowConfig& flow, size_t max) {
+FlowFetch Fetcher::fetch(size_t queue, const FlowConfig& flow, size_t max, const std::vector<KeyedId>& release) {
   const QueueKeys& keys = queues_[queue];
   const FlowConfig* f = flow.enabled ? &flow : nullptr;
-  FlowFetch got = pop_flow(redis(), keys, f, max, lease_ms_);
+  FlowFetch got = pop_flow(redis(), keys, f, max, lease_ms_, release);
   if (got.status == FlowFetch::Status::kNeedsPauseSync) {
     refresh_pause(pg(), redis(), keys, queue_names_[queue]);
     got = pop_flow(redis(), keys, f, max, lease_ms_);
@@ -56,18 +56,24 @@ FlowFetch Fetcher::fetch(size_t queue, const FlowConfig& flow, size_t max) {
 
 // Ids popped but not leased (a failure in between) stay 'migrated_to_redis'
 // in PostgreSQL; the reconciler pushes them again. Nothing is lost.
-void Fetcher::give_back_slots() {
-  std::vector<WorkerPool::SlotRelease> releases = pool_.take_slot_releases();
-  if (releases.empty()) return;
+std::map<std::string, std::vector<KeyedId>> Fetcher::slots_to_give_back() {
   std::map<std::string, std::vector<KeyedId>> by_queue;
-  for (auto& r : releases) by_queue[r.queue].push_back(std::move(r.job));
+  for (auto& r : pool_.take_slot_releases()) by_queue[r.queue].push_back(std::move(r.job));
+  return by_queue;
+}
+
+void Fetcher::give_back_slots(const std::map<std::string, std::vector<KeyedId>>& by_queue) {
   for (const auto& [queue, jobs] : by_queue) release_slots(redis(), QueueKeys(key_prefix_, queue), jobs);
 }
 
 std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
   const size_t free = pool_.wait_for_capacity(stop, kIdleWait);
-  give_back_slots();
-  if (free == 0) return std::chrono::milliseconds(0);
+  // Slots of workers that ended go back with the fetch of their queue.
+  auto to_give_back = slots_to_give_back();
+  if (free == 0) {
+    give_back_slots(to_give_back);
+    return std::chrono::milliseconds(0);
+  }
   const std::shared_ptr<const FlowConfig> flow = pool_.flow();
   // Round-robin over the plugin's queues; within one, high before normal
   // before low, and keys in turn.
@@ -76,10 +82,17 @@ std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
   long long retry_ms = -1;
   for (size_t i = 0; i < queues_.size() && got.jobs.empty(); ++i) {
     from = next_queue_;
-    got = fetch(from, *flow, std::min(free, kMaxLeaseBatch));
+    const auto mine = to_give_back.find(queue_names_[from]);
+    if (mine == to_give_back.end()) {
+      got = fetch(from, *flow, std::min(free, kMaxLeaseBatch));
+    } else {
+      got = fetch(from, *flow, std::min(free, kMaxLeaseBatch), mine->second);
+      to_give_back.erase(mine);
+    }
     if (got.retry_in_ms >= 0 && (retry_ms < 0 || got.retry_in_ms < retry_ms)) retry_ms = got.retry_in_ms;
     next_queue_ = (next_queue_ + 1) % queues_.size();
   }
+  give_back_slots(to_give_back);
   if (got.jobs.empty()) {
     // A limit that frees itself with time (a rate, a slot that lapses) is
     // looked at again then; a slot given back or a resume wakes us at once.
@@ -87,7 +100,7 @@ std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
     // While we wait on Redis, workers give their slots back themselves.
     pool_.set_fetcher_idle(true);
     try {
-      give_back_slots();
+      give_back_slots(slots_to_give_back());
       wait_for_jobs(redis(), queues_, wait);
     } catch (...) {
       pool_.set_fetcher_idle(false);

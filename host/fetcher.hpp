@@ -6,6 +6,7 @@
 // or PostgreSQL down) stay 'migrated_to_redis' and the reconciler recovers them.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,10 +26,13 @@ class Fetcher : public Service {
  private:
   // Waits for a free worker, then takes, leases and hands over one batch.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
-  // One fetch from one queue under its limits, syncing its pause state first if due.
-  FlowFetch fetch(size_t queue, const FlowConfig& flow, size_t max);
-  // Gives back, in one round trip per queue, the slots of the attempts that ended.
-  void give_back_slots();
+  // One fetch from one queue under its limits, syncing its pause state first
+  // if due; the slots of `release` are given back in the same round trip.
+  FlowFetch fetch(size_t queue, const FlowConfig& flow, size_t max, const std::vector<KeyedId>& release = {});
+  // The slots of the attempts that ended since last asked, by queue.
+  std::map<std::string, std::vector<KeyedId>> slots_to_give_back();
+  // Gives them back, in one round trip per queue.
+  void give_back_slots(const std::map<std::string, std::vector<KeyedId>>& by_queue);
 
   WorkerPool& pool_;
   std::string worker_id_;

@@ -29,6 +29,34 @@ local function wake(base)
   redis.call('DEL', base .. 'wake')
   redis.call('RPUSH', base .. 'wake', '1')
 end
+-- Gives back the slots of the id, key pairs ARGV[from..]. Returns whether
+-- that may let a fetcher start a job it could not: a key parked for want of
+-- a slot went back into its ring, or the queue was at its own limit.
+local function give_back(base, from)
+  if from > #ARGV then return false end
+  local woke = false
+  local run = base .. 'run'
+  local queue_counted = redis.call('EXISTS', run) == 1
+  local parked_bands = {}
+  for _, b in ipairs(BANDS) do
+    if redis.call('EXISTS', base .. 'parked:' .. b) == 1 then parked_bands[#parked_bands + 1] = b end
+  end
+  for i = from, #ARGV, 2 do
+    local id, key = ARGV[i], ARGV[i + 1]
+    if queue_counted then redis.call('ZREM', run, id) end
+    if redis.call('ZREM', base .. 'krun:' .. key, id) == 1 then
+      for _, b in ipairs(parked_bands) do
+        local s = redis.call('ZSCORE', base .. 'parked:' .. b, key)
+        if s and tonumber(s) < PAUSED then
+          redis.call('ZREM', base .. 'parked:' .. b, key)
+          redis.call('RPUSH', base .. 'ring:' .. b, key)
+          woke = true
+        end
+      end
+    end
+  end
+  return woke or redis.call('EXISTS', base .. 'qfull') == 1
+end
 )lua";
 
 std::string script(const char* body) { return std::string(kLuaCommon) + body; }
@@ -52,7 +80,9 @@ return redis.call('SCARD', KEYS[1])
 // KEYS: members. ARGV: base, want, keyed (1: a flow: block), slot_ms,
 // counts_running, then the queue's limits and the per-key limits
 // (concurrency, rate limit, per_ms, burst; -1: none), then the number of
-// overrides and each as key + the four.
+// overrides and each as key + the four, then the slots to give back first
+// as id, key pairs (the fetcher's workers that ended since its last fetch:
+// one round trip for both).
 // Returns {status, retry_in_ms, held by concurrency, rate, key_concurrency,
 // key_rate, key_paused, then id, key pairs}; status 0 ok, 1 paused, 2 the
 // pause state must be synced first.
@@ -72,7 +102,9 @@ for i = 0, n_over - 1 do
                         per = tonumber(ARGV[j + 3]), burst = tonumber(ARGV[j + 4])}
 end
 local held = {0, 0, 0, 0, 0}
+local released = give_back(base, 15 + n_over * 5)
 
+if released then wake(base) end
 if redis.call('EXISTS', base .. 'psync') == 0 then return {2, -1, 0, 0, 0, 0, 0} end
 if redis.call('EXISTS', base .. 'paused') == 1 then return {1, -1, 0, 0, 0, 0, 0} end
 local now = now_ms()
@@ -230,32 +262,10 @@ for _, v in ipairs(out) do reply[#reply + 1] = v end
 return reply
 )lua"));
 
-// KEYS: run. ARGV: base, then id, key pairs. Wakes the fetchers only when
-// the slots given back may let one start a job it could not: a key parked
-// for want of a slot, or a queue at its own concurrency limit.
+// ARGV: base, then id, key pairs. Wakes the fetchers only when the slots
+// given back may let one start a job (give_back).
 const RedisScript kRelease(script(R"lua(
-local base = ARGV[1]
-local woke = false
-local queue_counted = redis.call('EXISTS', KEYS[1]) == 1
-local parked_bands = {}
-for _, b in ipairs(BANDS) do
-  if redis.call('EXISTS', base .. 'parked:' .. b) == 1 then parked_bands[#parked_bands + 1] = b end
-end
-for i = 2, #ARGV, 2 do
-  local id, key = ARGV[i], ARGV[i + 1]
-  if queue_counted then redis.call('ZREM', KEYS[1], id) end
-  if redis.call('ZREM', base .. 'krun:' .. key, id) == 1 then
-    for _, b in ipairs(parked_bands) do
-      local s = redis.call('ZSCORE', base .. 'parked:' .. b, key)
-      if s and tonumber(s) < PAUSED then
-        redis.call('ZREM', base .. 'parked:' .. b, key)
-        redis.call('RPUSH', base .. 'ring:' .. b, key)
-        woke = true
-      end
-    end
-  end
-end
-if woke or redis.call('EXISTS', base .. 'qfull') == 1 then wake(base) end
+if give_back(ARGV[1], 2) then wake(ARGV[1]) end
 return 0
 )lua"));
 
@@ -375,7 +385,8 @@ long long push_keyed(Redis& redis, const QueueKeys& keys, Band band, const std::
   return waiting;
 }
 
-FlowFetch pop_flow(Redis& redis, const QueueKeys& keys, const FlowConfig* flow, size_t max, long long slot_ms) {
+FlowFetch pop_flow(Redis& redis, const QueueKeys& keys, const FlowConfig* flow, size_t max, long long slot_ms,
+                   const std::vector<KeyedId>& release) {
   static const FlowConfig kNone;
   const FlowConfig& f = flow != nullptr ? *flow : kNone;
   std::vector<std::string> argv = {keys.base(), num(static_cast<long long>(max)), f.enabled ? "1" : "0",
@@ -386,6 +397,15 @@ FlowFetch pop_flow(Redis& redis, const QueueKeys& keys, const FlowConfig* flow, 
   for (const auto& [key, limits] : f.overrides) {
     argv.push_back(key);
     add_limits(argv, limits.over(f.per_key));
+  }
+  // The first kMaxPairsPerCall slots go with the fetch; any beyond, before it.
+  const size_t with_fetch = std::min(release.size(), kMaxPairsPerCall);
+  if (with_fetch < release.size()) {
+    release_slots(redis, keys, std::vector<KeyedId>(release.begin() + static_cast<long>(with_fetch), release.end()));
+  }
+  for (size_t i = 0; i < with_fetch; ++i) {
+    argv.push_back(release[i].id);
+    argv.push_back(release[i].key);
   }
   Reply r = redis.eval(kPopFlow, {keys.members()}, argv);
   FlowFetch out;
@@ -410,7 +430,7 @@ void release_slots(Redis& redis, const QueueKeys& keys, const std::vector<KeyedI
   in_chunks(jobs, [&](const std::vector<std::string>& pairs) {
     std::vector<std::string> argv = {keys.base()};
     argv.insert(argv.end(), pairs.begin(), pairs.end());
-    redis.eval(kRelease, {keys.base() + "run"}, argv);
+    redis.eval(kRelease, {}, argv);
   });
 }
 

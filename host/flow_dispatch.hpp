@@ -51,8 +51,10 @@ struct FlowFetch {
 // Takes up to `max` ids under the queue's limits: high band first; within a
 // band one id per key in turn. `flow` null: the queue has no flow: block
 // (plain lists first, then whatever key lists remain, no limits). Taken ids
-// hold their concurrency slots for `slot_ms`.
-FlowFetch pop_flow(Redis& redis, const QueueKeys& keys, const FlowConfig* flow, size_t max, long long slot_ms);
+// hold their concurrency slots for `slot_ms`. The slots of `release` are
+// given back first, in the same round trip (as release_slots does).
+FlowFetch pop_flow(Redis& redis, const QueueKeys& keys, const FlowConfig* flow, size_t max, long long slot_ms,
+                   const std::vector<KeyedId>& release = {});
 
 // Gives back the slots of jobs that ended (or were never leased) and wakes
 // the fetchers their slots held back.
