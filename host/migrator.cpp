@@ -158,8 +158,14 @@ bool Migrator::claim_fair(pqxx::connection& conn, const std::string& queue, int 
   // still hands them out one job per key in turn, and a key's share stays far
   // below the Redis window, which is what the claim's fairness protects.
   constexpr int kMinQuota = 16;
-  const int quota = std::max<int>(kMinQuota, static_cast<int>((static_cast<size_t>(limit) + turn.keys_last_round - 1) /
-                                                              std::max<size_t>(1, turn.keys_last_round)));
+  // At most kMaxQuota, so a claim over a few keys with deep backlogs stays
+  // short: a job of another key enqueued meanwhile waits for the claim in
+  // progress before the next one takes it (measured: a small key's start
+  // p50 36 -> 16 ms while one key drained a million, with claims of 200).
+  constexpr int kMaxQuota = 200;
+  const int quota = std::clamp<int>(static_cast<int>((static_cast<size_t>(limit) + turn.keys_last_round - 1) /
+                                                     std::max<size_t>(1, turn.keys_last_round)),
+                                    kMinQuota, kMaxQuota);
   const int max_keys = std::max(64, 4 * limit);
   const auto claim = [&](const std::string& from, const std::optional<std::string>& stop, int want) {
     pqxx::nontransaction tx(conn);

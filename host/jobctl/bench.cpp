@@ -53,6 +53,7 @@ struct BenchOptions {
   int hosts = 1;
   int concurrency = 64;
   int batch = 1000;
+  int max_in_redis = 0;  // 0: the host's default
   int rate = 1000;
   int latency_seconds = 10;
   int chunk = 10000;
@@ -214,7 +215,8 @@ std::string host_yaml(const BenchOptions& o, const std::string& db_url, const st
     << "host:\n"
     << "  id: bench-" << index << "\n"
     << "  roles: [migrator, worker, reaper]\n"
-    << "  migrator: { batch_size: " << o.batch << ", poll_interval_ms: 1000 }\n"
+    << "  migrator: { batch_size: " << o.batch << ", poll_interval_ms: 1000"
+    << (o.max_in_redis > 0 ? ", max_in_redis: " + std::to_string(o.max_in_redis) : std::string()) << " }\n"
     << "  shutdown_grace_ms: 5000\n"
     << "log: { level: info }\n"
     << "plugins:\n"
@@ -652,6 +654,7 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
     std::printf("jobctl bench: %ld no-op jobs, %d host(s) x concurrency %d, migrator batch %d\n", o.jobs, o.hosts,
                 o.concurrency, o.batch);
   }
+  if (o.max_in_redis > 0) std::printf("window      migrator.max_in_redis %d\n", o.max_in_redis);
   if (o.flow_keys > 0) {
     std::printf("flow        key /k over %d keys%s%s\n", o.flow_keys,
                 o.per_key_concurrency > 0 ? (", per_key concurrency " + std::to_string(o.per_key_concurrency)).c_str() : "",
@@ -796,6 +799,8 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
               "then run the PostgreSQL floor: the host's claim, lease and completion statements on the same jobs "
               "count, back to back with no Redis and no handler, and print the drain as a fraction of it");
   b->add_flag("--batch-jobs", o.in_batch, "enqueue every job into one batch (jobhost.batch_open), closed after the enqueue");
+  b->add_option("--max-in-redis", o.max_in_redis, "the host's migrator.max_in_redis (0: its default, 20,000)")
+      ->check(CLI::Range(0, 10000000));
   b->add_option("--flow-keys", o.flow_keys, "spread the jobs over N flow keys (flow.key /k); 0: no flow: block")
       ->capture_default_str()->check(CLI::Range(0, 10000000));
   b->add_option("--per-key-concurrency", o.per_key_concurrency, "with --flow-keys: each key's running jobs at most")

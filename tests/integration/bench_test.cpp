@@ -51,6 +51,18 @@ TEST_CASE("jobctl bench --batch-jobs drains one batch of every job and reports w
   CHECK(leftovers(db) == 0);
 }
 
+// A window far below the backlog: the migrator waits for room again and again.
+TEST_CASE("jobctl bench --max-in-redis gives the host a small Redis window and still drains every job once",
+          "[bench][flow]") {
+  TestDb db;
+  const auto [code, out] = bench({"--jobs", "4000", "--max-in-redis", "300", "--flow-keys", "3", "--latency-seconds", "0"});
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK_THAT(out, Catch::Contains("window      migrator.max_in_redis 300"));
+  CHECK_THAT(out, Catch::Contains("4000 completed, 0 failed, 4000 handler runs, each job ran once"));
+  CHECK(leftovers(db) == 0);
+}
+
 TEST_CASE("jobctl bench --floor runs the host's statements back to back on as many jobs and compares", "[bench]") {
   TestDb db;
   const auto [code, out] = bench({"--jobs", "3000", "--floor", "--latency-seconds", "0"});
