@@ -48,17 +48,43 @@ start() {
       echo "services.sh: port $pg_port already has a PostgreSQL that this script did not start; stop it or pick another port" >&2
       exit 1
     fi
-    as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 -o "$opts" start >/dev/null \
-      || { tail -n 30 "$pgdata/server.log" >&2; exit 1; }
+    # A port held in TIME_WAIT (see Redis below): try again, up to 90 s.
+    local pg_tries=0
+    until as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 -o "$opts" start >/dev/null 2>&1; do
+      if ((pg_tries++ >= 90)) || ! tail -n 5 "$pgdata/server.log" | grep -q "could not bind"; then
+        tail -n 30 "$pgdata/server.log" >&2
+        exit 1
+      fi
+      ((pg_tries > 1)) || echo "services.sh: port $pg_port is not free yet; trying again for up to 90 s" >&2
+      sleep 1
+    done
   fi
   mkdir -p "$dir/redis"
-  if ! { [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; }; then
+  # The ports are in Linux's ephemeral range: a connection another program
+  # closed can hold one in TIME_WAIT for a minute, and Redis cannot bind it
+  # meanwhile. A Redis that could not bind is started again, once a second
+  # for up to 90 s, before giving up with its log.
+  local tries=0
+  while ! { [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; }; do
+    if ((tries++ >= 90)); then
+      echo "services.sh: Redis did not start on port $redis_port:" >&2
+      tail -n 3 "$dir/redis.log" >&2
+      exit 1
+    fi
+    ((tries == 1)) || sleep 1
+    rm -f "$dir/redis.pid"
+    # In the background rather than --daemonize, so its exit is seen at once.
     # noeviction: an evicting policy would silently drop queued jobs.
-    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --daemonize yes \
+    setsid redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --daemonize no \
       --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no \
-      --maxmemory-policy noeviction >/dev/null
-    for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  fi
+      --maxmemory-policy noeviction </dev/null >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 50); do
+      redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  done
   echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
   echo "export REDIS_URL=redis://127.0.0.1:$redis_port"
 }
