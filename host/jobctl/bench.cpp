@@ -34,6 +34,7 @@
 #include <pqxx/pqxx>
 
 #include "completer.hpp"
+#include "config.hpp"
 #include "job_state.hpp"
 #include "lease.hpp"
 #include "migrations.hpp"
@@ -799,7 +800,8 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
               "then run the PostgreSQL floor: the host's claim, lease and completion statements on the same jobs "
               "count, back to back with no Redis and no handler, and print the drain as a fraction of it");
   b->add_flag("--batch-jobs", o.in_batch, "enqueue every job into one batch (jobhost.batch_open), closed after the enqueue");
-  b->add_option("--max-in-redis", o.max_in_redis, "the host's migrator.max_in_redis (0: its default, 20,000)")
+  b->add_option("--max-in-redis", o.max_in_redis,
+                "the host's migrator.max_in_redis (0: its default, " + std::to_string(Config{}.migrator_max_in_redis) + ")")
       ->check(CLI::Range(0, 10000000));
   b->add_option("--flow-keys", o.flow_keys, "spread the jobs over N flow keys (flow.key /k); 0: no flow: block")
       ->capture_default_str()->check(CLI::Range(0, 10000000));
