@@ -133,11 +133,19 @@ void WorkerPool::hand_over(LeasedJob job) {
   a->ctx.pool = &pg_pool_;
   a->ctx.flow = &flow_runtime_;
   a->ctx.limiter_slot_ms = timeout_ms_ + 5000;
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
     local_.push_back(std::move(a));
+    wake = wake_next_locked();
   }
-  work_cv_.notify_one();
+  if (wake) work_cv_.notify_one();
+}
+
+bool WorkerPool::wake_next_locked() {
+  if (local_.empty() || waiting_ == 0 || wake_pending_) return false;
+  wake_pending_ = true;
+  return true;
 }
 
 void WorkerPool::settle_without_running(LeasedJob job, OutcomeKind kind, std::string message) {
@@ -154,11 +162,23 @@ void WorkerPool::settle_without_running(LeasedJob job, OutcomeKind kind, std::st
 void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
   for (;;) {
     std::shared_ptr<Attempt> a;
+    bool wake = false;
     {
       std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] {
+      const auto ready = [&] {
         return !local_.empty() || stopping_ || slot->abandoned || slots_.size() > target_size_;
-      });
+      };
+      if (!ready()) {
+        ++waiting_;
+        // Every return from wait clears wake_pending_, also one that finds
+        // nothing to do (the jobs went to a worker already awake): else no
+        // one would be woken again.
+        do {
+          work_cv_.wait(lock);
+          wake_pending_ = false;
+        } while (!ready());
+        --waiting_;
+      }
       if (slot->abandoned) return;
       if (local_.empty() && slots_.size() > target_size_ && !stopping_) {
         // The pool shrank: this idle worker retires. Its thread cannot join
@@ -176,7 +196,9 @@ void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
       a->started_us = now_us();
       slot->current = a;
       ++busy_;
+      wake = wake_next_locked();
     }
+    if (wake) work_cv_.notify_one();
     run(*a);
     {
       std::lock_guard lock(mu_);

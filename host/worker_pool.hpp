@@ -107,6 +107,8 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   };
 
   void spawn_worker();  // mu_ held
+  // Under mu_: whether to wake one waiting worker for the jobs in local_.
+  bool wake_next_locked();
   void worker_loop(std::shared_ptr<Slot> slot);
   void run(Attempt& a);
   // The outcome of a failed attempt: retry with backoff, or dead-letter when
@@ -132,7 +134,13 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   std::jthread fetch_thread_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;      // workers wait for local_ jobs
+  // Workers wait for local_ jobs. One waiter is woken at a time
+  // (wake_pending_); a worker that takes a job and sees more wakes the next.
+  // So a burst of short jobs is run by the few workers already awake instead
+  // of waking one thread a job, and longer jobs still spread over every worker.
+  std::condition_variable work_cv_;
+  size_t waiting_ = 0;         // workers in work_cv_.wait
+  bool wake_pending_ = false;  // one of them was woken and has not looked yet
   std::condition_variable_any free_cv_;  // the fetcher waits for a free worker
   std::deque<std::shared_ptr<Attempt>> local_;
   std::vector<std::shared_ptr<Slot>> slots_;  // live (not abandoned) workers

@@ -65,20 +65,6 @@ std::map<std::string, int> peak_running_by_key(TestDb& db) {
   return out;
 }
 
-int peak_running(TestDb& db, const std::string& where = "true") {
-  pqxx::nontransaction tx(db.conn());
-  std::vector<std::pair<double, int>> e;
-  for (const auto& r : tx.exec("SELECT extract(epoch FROM started_at) * 1000, extract(epoch FROM finished_at) * 1000 "
-                               "FROM jobhost.job_logs WHERE status = 'completed' AND " + where)) {
-    e.emplace_back(r[0].as<double>(), +1);
-    e.emplace_back(r[1].as<double>(), -1);
-  }
-  std::sort(e.begin(), e.end());
-  int now = 0, peak = 0;
-  for (const auto& [t, d] : e) peak = std::max(peak, now += d);
-  return peak;
-}
-
 std::vector<std::unique_ptr<Process>> start_hosts(TestDb& db, const HostOptions& o, int n) {
   std::vector<std::unique_ptr<Process>> hosts;
   for (int i = 0; i < n; ++i) {

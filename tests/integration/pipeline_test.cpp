@@ -221,3 +221,22 @@ TEST_CASE("a job enqueued with a run_at older than the jobs claimed before it st
   REQUIRE(eventually([&] { return db.status(old_id) == "completed"; }, 15s));
   CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE status <> 'completed'") == 0);
 }
+
+// Workers are woken one after another (worker_pool.hpp): each that takes a
+// job wakes the next while jobs wait. Slow jobs must still start side by side
+// on every worker, not one per finished job.
+TEST_CASE("a burst of slow jobs starts on every worker at once", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 16;
+  auto host = start_host(write_config(db, o));
+  // Every worker is up and idle before the burst.
+  db.enqueue("noop", "{}");
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 1; }, 20s));
+  db.enqueue_many("noop", R"({"sleep_ms": 1000})", 16);
+  REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 17; }, 30s));
+  CHECK(peak_running(db) == 16);
+  // All started within a fraction of one job's length.
+  CHECK(db.count("SELECT (extract(epoch FROM max(started_at) - min(started_at)) * 1000)::bigint "
+                 "FROM jobhost.job_logs WHERE job_id IN (SELECT id FROM jobhost.jobs WHERE payload ? 'sleep_ms')") < 300);
+}

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -253,6 +254,20 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
     if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(50ms);
   }
+}
+
+int peak_running(TestDb& db, const std::string& where) {
+  pqxx::nontransaction tx(db.conn());
+  std::vector<std::pair<double, int>> e;
+  for (const auto& r : tx.exec("SELECT extract(epoch FROM started_at) * 1000, extract(epoch FROM finished_at) * 1000 "
+                               "FROM jobhost.job_logs WHERE status = 'completed' AND " + where)) {
+    e.emplace_back(r[0].as<double>(), +1);
+    e.emplace_back(r[1].as<double>(), -1);
+  }
+  std::sort(e.begin(), e.end());
+  int now = 0, peak = 0;
+  for (const auto& [t, d] : e) peak = std::max(peak, now += d);
+  return peak;
 }
 
 }  // namespace jobhost::test

@@ -122,4 +122,8 @@ std::pair<int, std::string> run(const std::vector<std::string>& argv,
 // Polls pred every 50 ms until true or timeout; returns the last value.
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
+// The most attempts that ran at once, from the completed job_logs rows that
+// match `where` (their started_at to finished_at intervals).
+int peak_running(TestDb& db, const std::string& where = "true");
+
 }  // namespace jobhost::test
