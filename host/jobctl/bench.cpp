@@ -5,7 +5,9 @@
 //   drain    from that commit to the last completion, every state persisted;
 //   latency  creation → handler start of jobs enqueued one by one at a paced rate.
 // With --soak MINUTES it measures a fourth instead: a steady rate for that
-// long while another transaction stays open in the same database.
+// long while another transaction stays open in the same database. With
+// --history N the database first gets N finished jobs, to show whether a
+// long history slows the queue.
 // Everything it made is removed at the end, also on errors; kept with --keep,
 // or when jobs were lost or run twice, so the evidence can be examined.
 #include "bench.hpp"
@@ -63,6 +65,7 @@ struct BenchOptions {
   int flow_keys = 0;
   bool in_batch = false;  // every job in one batch (DESIGN §10), closed after the enqueue
   bool floor = false;     // also the PostgreSQL floor: the host's statements back to back
+  long history = 0;       // finished jobs (with a job_logs row each) in the table before the run
   int per_key_concurrency = 0;
   // Run the latency phase while the drain runs, its jobs under a key of
   // their own ("small"), to see whether a big backlog delays another key.
@@ -382,6 +385,48 @@ SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
           FROM jobhost.jobs j JOIN jobhost.job_logs l ON l.job_id = j.id AND l.attempt_number = 1
          WHERE j.payload ? 'latency') s)sql";
 
+// A history (DESIGN §7: cost per job flat from an empty history to 10M
+// retained finished jobs): jobs of the bench's queue completed 40 days ago,
+// one job_logs row each, old enough that maintenance_cleanup's default
+// retention (7 days for jobs, 30 for logs) removes them all, so a kept
+// database can also time that sweep. Inserted before the hosts start, in
+// chunks of their own transactions, then vacuumed and analyzed as autovacuum
+// would have by then.
+const std::string kHistorySql = state_sql(R"sql(
+WITH j AS (
+  INSERT INTO jobhost.jobs (queue_name, status, payload, attempt_count, max_attempts, run_at, started_at,
+                            completed_at, created_at, updated_at)
+  SELECT 'noop', {completed}, '{"history": true}', 1, 3, t, t, t, t, t
+    FROM (SELECT now() - interval '40 days' + make_interval(secs => ($1::bigint + g) / 1000.0) AS t
+            FROM generate_series(1, $2::bigint) g) s
+  RETURNING id, completed_at)
+INSERT INTO jobhost.job_logs (job_id, status, attempt_number, started_at, finished_at, duration, created_at)
+SELECT id, {completed}, 1, completed_at, completed_at, interval '0', completed_at FROM j)sql");
+
+void history_phase(pqxx::connection& conn, long n) {
+  constexpr long kChunk = 500000;
+  const auto t0 = Clock::now();
+  for (long done = 0; done < n; done += kChunk) {
+    check_interrupted();
+    pqxx::work tx(conn);
+    tx.exec_params(kHistorySql, done, std::min(kChunk, n - done));
+    tx.commit();
+  }
+  const double insert_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  pqxx::nontransaction tx(conn);
+  tx.exec("VACUUM (ANALYZE) jobhost.jobs, jobhost.job_logs");
+  const double vacuum_s = std::chrono::duration<double>(Clock::now() - t0).count() - insert_s;
+  const auto r = tx.exec1("SELECT (SELECT count(*) FROM jobhost.jobs WHERE payload ? 'history'), "
+                          "(SELECT count(*) FROM jobhost.job_logs), "
+                          "pg_size_pretty(pg_table_size('jobhost.jobs')), "
+                          "pg_size_pretty(pg_indexes_size('jobhost.jobs')), "
+                          "pg_size_pretty(pg_total_relation_size('jobhost.job_logs'))");
+  std::printf("history     %s finished jobs and %s job_logs rows, inserted in %.0f s and vacuumed in %.0f s; "
+              "jobs %s + indexes %s, job_logs %s\n",
+              r[0].c_str(), r[1].c_str(), insert_s, vacuum_s, r[2].c_str(), r[3].c_str(), r[4].c_str());
+  std::fflush(stdout);
+}
+
 // The PostgreSQL floor (DESIGN §7): the statements the host runs on a job's
 // way, with no Redis, no handler and no process in between: the migrator's
 // claim (migrator.cpp) on one connection, and on another the fetcher's lease
@@ -665,6 +710,7 @@ int run_bench(const BenchOptions& o, const std::string& database_url, const std:
               cpu_model().c_str(), mem_gib());
   std::printf("postgresql  %s\nredis       %s\n", server.c_str(), redis_version.c_str());
   std::fflush(stdout);
+  if (o.history > 0) history_phase(*conn, o.history);
 
   for (int i = 0; i < o.hosts; ++i) {
     const fs::path cfg = c.dir / ("host-" + std::to_string(i) + ".yaml");
@@ -799,6 +845,9 @@ void add_bench_command(CLI::App& app, const std::string& database_url, const std
   b->add_flag("--floor", o.floor,
               "then run the PostgreSQL floor: the host's claim, lease and completion statements on the same jobs "
               "count, back to back with no Redis and no handler, and print the drain as a fraction of it");
+  b->add_option("--history", o.history,
+                "first fill the table with N finished jobs (40 days old, a job_logs row each), vacuumed")
+      ->check(CLI::Range(0L, 100000000L));
   b->add_flag("--batch-jobs", o.in_batch, "enqueue every job into one batch (jobhost.batch_open), closed after the enqueue");
   b->add_option("--max-in-redis", o.max_in_redis,
                 "the host's migrator.max_in_redis (0: its default, " + std::to_string(Config{}.migrator_max_in_redis) + ")")

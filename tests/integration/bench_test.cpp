@@ -63,6 +63,17 @@ TEST_CASE("jobctl bench --max-in-redis gives the host a small Redis window and s
   CHECK(leftovers(db) == 0);
 }
 
+TEST_CASE("jobctl bench --history fills the table with finished jobs first and drains only its own", "[bench]") {
+  TestDb db;
+  const auto [code, out] = bench({"--jobs", "1000", "--history", "3000", "--latency-seconds", "0"});
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK_THAT(out, Catch::Matches("(.|\\n)*history     3000 finished jobs and 3000 job_logs rows, inserted in [0-9]+ s "
+                                 "and vacuumed in [0-9]+ s; jobs .+ \\+ indexes .+, job_logs .+(.|\\n)*"));
+  CHECK_THAT(out, Catch::Contains("1000 completed, 0 failed, 1000 handler runs, each job ran once"));
+  CHECK(leftovers(db) == 0);
+}
+
 TEST_CASE("jobctl bench --floor runs the host's statements back to back on as many jobs and compares", "[bench]") {
   TestDb db;
   const auto [code, out] = bench({"--jobs", "3000", "--floor", "--latency-seconds", "0"});
