@@ -11,13 +11,20 @@
 // threads (probes, honest client) to CPUs of their own, so that on a small
 // machine the attacker's own work does not take the CPU the host needs: what
 // a real attacker on another machine would not (run the host with taskset on
-// the client's CPUs, bench/api.sh JOBHOST_CPUS).
+// the client's CPUs, bench/api.sh JOBHOST_CPUS). --attack-nice N instead
+// runs the attack's threads at nice N: they may use every CPU, but only what
+// the host, PostgreSQL and the honest client leave idle, so the host still
+// pays for every stalled connection and malformed request while the
+// generator's own cost is taken off the host's CPU, as a remote one's would be.
 //
 // Every loop ends by itself; only 127.0.0.0/8 is accepted as a target.
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -79,19 +86,35 @@ void print(const char* name, const Phase& p) {
               p.honest.ok, p.honest.other, p.honest.latencies.summary().c_str());
 }
 
+// Starts the attack from a thread of its own at nice `nice` (0: as the
+// caller), so that its threads inherit the priority and the caller keeps its own.
+void start_at_nice(Attack& a, int nice) {
+  if (nice == 0) return a.start();
+  std::string error;
+  std::thread([&] {
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice) != 0) {
+      error = std::string("cannot set nice ") + std::to_string(nice) + ": " + std::strerror(errno);
+      return;
+    }
+    a.start();
+  }).join();
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
 int attack(const AttackOptions& o, int health_port, const std::string& honest_path, double honest_per_s,
-           int seconds, const std::string& attack_cpus, const std::string& client_cpus) {
+           int seconds, const std::string& attack_cpus, const std::string& client_cpus, int attack_nice) {
   pin_to(client_cpus);
   if (!attack_cpus.empty() || !client_cpus.empty()) {
     std::printf("cpus: attack on %s, probes and honest client on %s\n", attack_cpus.empty() ? "any" : attack_cpus.c_str(),
                 client_cpus.empty() ? "any" : client_cpus.c_str());
   }
+  if (attack_nice != 0) std::printf("attack: its threads at nice %d\n", attack_nice);
   const Phase before = measure(o.addr, o.port, health_port, honest_path, honest_per_s, seconds);
   print("unloaded", before);
   Attack a(o);
   // Threads inherit the affinity of the thread that creates them.
   pin_to(attack_cpus.empty() ? client_cpus : attack_cpus);
-  a.start();
+  start_at_nice(a, attack_nice);
   pin_to(client_cpus.empty() ? attack_cpus : client_cpus);
   // Let the flood build up (the stalled connections are opened 200 at a time).
   const auto ramp = Clock::now() + std::chrono::seconds(5);
@@ -168,7 +191,7 @@ int main(int argc, char** argv) {
   CLI::App app{"api_attack: the admin API under load and under attack (loopback only)"};
   app.require_subcommand(1);
   AttackOptions o;
-  int health_port = 0, seconds = 10, clients = 4;
+  int health_port = 0, seconds = 10, clients = 4, attack_nice = 0;
   double honest_per_s = 0;
   std::string honest_path = "/api/v1/queues", token, attack_cpus, client_cpus;
   auto* a =
@@ -191,6 +214,8 @@ int main(int argc, char** argv) {
   a->add_option("--seconds", seconds, "length of each phase")->capture_default_str();
   a->add_option("--attack-cpus", attack_cpus, "pin the attack's threads to these CPUs (e.g. 1)");
   a->add_option("--client-cpus", client_cpus, "pin the probes and the honest client to these CPUs (e.g. 0)");
+  a->add_option("--attack-nice", attack_nice, "run the attack's threads at this nice value (1 to 19)")
+      ->check(CLI::Range(0, 19));
   auto* l = app.add_subcommand("load", "requests/s of POST /api/v1/jobs and GET /api/v1/jobs/{id}");
   l->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
   l->add_option("--port", o.port, "api.listen's port")->required();
@@ -206,7 +231,7 @@ int main(int argc, char** argv) {
     require_loopback(o.addr);
     if (a->parsed())
       return attack(o, health_port > 0 ? health_port : o.port, honest_path, honest_per_s, seconds, attack_cpus,
-                    client_cpus);
+                    client_cpus, attack_nice);
     return load(o.addr, o.port, token, clients, seconds);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "api_attack: %s\n", e.what());
