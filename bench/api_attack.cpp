@@ -15,7 +15,8 @@
 // runs the attack's threads at nice N: they may use every CPU, but only what
 // the host, PostgreSQL and the honest client leave idle, so the host still
 // pays for every stalled connection and malformed request while the
-// generator's own cost is taken off the host's CPU, as a remote one's would be.
+// generator yields the CPU to it (README: on 2 cores this did not change the
+// honest client's share).
 //
 // Every loop ends by itself; only 127.0.0.0/8 is accepted as a target.
 #include <pthread.h>
@@ -214,7 +215,7 @@ int main(int argc, char** argv) {
   a->add_option("--seconds", seconds, "length of each phase")->capture_default_str();
   a->add_option("--attack-cpus", attack_cpus, "pin the attack's threads to these CPUs (e.g. 1)");
   a->add_option("--client-cpus", client_cpus, "pin the probes and the honest client to these CPUs (e.g. 0)");
-  a->add_option("--attack-nice", attack_nice, "run the attack's threads at this nice value (1 to 19)")
+  a->add_option("--attack-nice", attack_nice, "run the attack's threads at this nice value (0: unchanged; up to 19)")
       ->check(CLI::Range(0, 19));
   auto* l = app.add_subcommand("load", "requests/s of POST /api/v1/jobs and GET /api/v1/jobs/{id}");
   l->add_option("--addr", o.addr, "the API's address (127.0.0.0/8)");
