@@ -286,30 +286,51 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
   return claimed;
 }
 
+const std::vector<ServedQueue>& Migrator::served(pqxx::connection& conn, std::chrono::steady_clock::time_point now) {
+  if (served_.empty() || now >= served_read_at_ + kServedRefresh) {
+    served_ = served_queues(conn);
+    served_read_at_ = now;
+  }
+  return served_;
+}
+
 Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
   PassResult res;
-  const std::vector<ServedQueue> queues = served_queues(conn);
+  const std::vector<ServedQueue> queues = served(conn, std::chrono::steady_clock::now());
   for (const auto& q : queues) res.moved += migrate_queue(conn, redis, q, res);
-  if (!res.full && !res.window_full && !queues.empty()) {
-    PgArray names, bands, bounds;
-    const auto now = std::chrono::steady_clock::now();
-    for (const auto& q : queues) {
-      // Keyed queues' claims have no floors; a plain queue's probe starts where its claims do.
-      const auto f = floors_.find(q.name);
-      const ClaimFloors::Bounds b =
-          f == floors_.end() || q.keyed || now >= f->second.rescan_at() ? ClaimFloors::Bounds{} : f->second.current();
-      for (int band = 0; band < 3; ++band) {
-        names.add(q.name);
-        bands.add(static_cast<long long>(band));
-        if (b[band]) bounds.add(static_cast<long long>(*b[band]));
-        else bounds.add_null();
-      }
+  if (res.full || res.window_full || queues.empty()) return res;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < probe_allowed_at_) {
+    // Probed a moment ago: wake by the earlier of its answer and the next probe.
+    // (An answer already past was due by the claims of this pass.)
+    auto wake_at = probe_allowed_at_;
+    if (next_due_at_ && *next_due_at_ > now) wake_at = std::min(wake_at, *next_due_at_);
+    res.next_due_ms = std::max<long long>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - now).count() + 1);
+    return res;
+  }
+  probe_allowed_at_ = now + kProbeEvery;
+  PgArray names, bands, bounds;
+  for (const auto& q : queues) {
+    // Keyed queues' claims have no floors; a plain queue's probe starts where its claims do.
+    const auto f = floors_.find(q.name);
+    const ClaimFloors::Bounds b =
+        f == floors_.end() || q.keyed || now >= f->second.rescan_at() ? ClaimFloors::Bounds{} : f->second.current();
+    for (int band = 0; band < 3; ++band) {
+      names.add(q.name);
+      bands.add(static_cast<long long>(band));
+      if (b[band]) bounds.add(static_cast<long long>(*b[band]));
+      else bounds.add_null();
     }
-    pqxx::nontransaction tx(conn);
-    const pqxx::result due =
-        exec_hot(tx, "jobhost_next_due", kNextDueSql.c_str(), names.str(), bands.str(), bounds.str());
-    const auto row = due.at(0);
-    if (!row[0].is_null()) res.next_due_ms = std::max(0LL, row[0].as<long long>());
+  }
+  pqxx::nontransaction tx(conn);
+  const pqxx::result due =
+      exec_hot(tx, "jobhost_next_due", kNextDueSql.c_str(), names.str(), bands.str(), bounds.str());
+  const auto row = due.at(0);
+  next_due_at_.reset();
+  if (!row[0].is_null()) {
+    res.next_due_ms = std::max(0LL, row[0].as<long long>());
+    next_due_at_ = now + std::chrono::milliseconds(res.next_due_ms);
   }
   return res;
 }

@@ -123,8 +123,23 @@ class Migrator : public Service {
     std::set<std::string> keys_this_round;
   };
 
+  // The served queues, read again at most every kServedRefresh (and on
+  // every pass while there are none): a queue a host starts serving is
+  // migrated within that time, and each wake-up costs one statement less.
+  static constexpr std::chrono::milliseconds kServedRefresh{1000};
+  // The next-due probe runs at most every kProbeEvery: under a steady stream
+  // of NOTIFYs a pass per job would otherwise probe every time. A pass that
+  // skips it wakes again when the probe is allowed, so a job that becomes due
+  // without a NOTIFY (a retry, a reaped lease) waits at most this much longer.
+  static constexpr std::chrono::milliseconds kProbeEvery{20};
+  const std::vector<ServedQueue>& served(pqxx::connection& conn, std::chrono::steady_clock::time_point now);
+
   Config config_;
   NotifyWait wake_;  // LISTEN jobhost_jobs, on a connection of its own (notify_wait.hpp)
+  std::vector<ServedQueue> served_;
+  std::chrono::steady_clock::time_point served_read_at_{};
+  std::chrono::steady_clock::time_point probe_allowed_at_{};
+  std::optional<std::chrono::steady_clock::time_point> next_due_at_;  // from the last probe
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
   std::map<std::pair<std::string, int>, Turn> turns_;    // per queue and band
   std::unordered_map<std::string, ClaimFloors> floors_;  // per queue (plain claim)

@@ -201,6 +201,39 @@ TEST_CASE("jobhost.enqueue_many inserts a batch in order and refuses a bad paylo
   CHECK(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == 3; }, 10s));
 }
 
+// jobhost.enqueue and enqueue_many do the insert triggers' work themselves and
+// tell the AFTER INSERT trigger to skip it (018_enqueue_fast_path.sql); a
+// plain INSERT after them in the same transaction, or after one that failed
+// in a savepoint, still gets its key from the payload and its queue
+// registered.
+TEST_CASE("plain INSERTs next to enqueue calls in one transaction still get keys, defaults and registration",
+          "[pipeline][sql]") {
+  TestDb db;
+  db.scalar("INSERT INTO jobhost.job_queues (name, default_max_attempts, flow_keyed, flow_key_path) "
+            "VALUES ('keyed', 5, true, '{tenant}') RETURNING 1");
+  db.scalar(R"sql(DO $$
+BEGIN
+  PERFORM jobhost.enqueue('keyed', '{"tenant": "a"}');
+  INSERT INTO jobhost.jobs (queue_name, payload) VALUES ('keyed', '{"tenant": "b"}');
+  PERFORM jobhost.enqueue_many('keyed', ARRAY['{"tenant": "c"}']::jsonb[]);
+  BEGIN
+    PERFORM jobhost.enqueue('keyed', jsonb_build_object('tenant', 'x', 'pad', repeat('y', 2000000)));
+  EXCEPTION WHEN check_violation THEN NULL;
+  END;
+  INSERT INTO jobhost.jobs (queue_name, payload) VALUES ('keyed', '{"tenant": "d"}');
+  PERFORM jobhost.enqueue('keyed', '{"tenant": "e"}');
+  INSERT INTO jobhost.jobs (queue_name, payload, max_attempts) VALUES ('fresh', '{}', 2);
+END $$; SELECT 1)sql");
+  CHECK(db.scalar("SELECT string_agg(flow_key || ':' || max_attempts, ',' ORDER BY payload->>'tenant') "
+                  "FROM jobhost.jobs WHERE queue_name = 'keyed'") == "a:5,b:5,c:5,d:5,e:5");
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_queues WHERE name = 'fresh'") == 1);
+  // Outside a transaction too: a plain INSERT after an enqueue.
+  db.enqueue("keyed", R"({"tenant": "f"})");
+  db.scalar(R"sql(INSERT INTO jobhost.jobs (queue_name, payload) VALUES ('keyed', '{"tenant": "g"}') RETURNING 1)sql");
+  CHECK(db.scalar("SELECT string_agg(flow_key, ',' ORDER BY flow_key) FROM jobhost.jobs "
+                  "WHERE payload->>'tenant' IN ('f', 'g')") == "f,g");
+}
+
 // The migrator's claims start each band at the oldest run_at its last claim
 // took (migrator.hpp, ClaimFloors). A job that becomes ready below that, here
 // one enqueued with a run_at an hour ago after newer jobs were claimed, is
