@@ -442,10 +442,16 @@ void Parser::host(const YAML::Node& root, Config& c) const {
   if (!node) return;
   read_text(*node, "host", "id", c.host_id);
   if (const YAML::Node r = (*node)["roles"]; r.IsDefined()) c.roles = roles(r, "host.roles");
-  if (const auto m = section(*node, "host", "migrator", {"batch_size", "poll_interval_ms", "max_in_redis"})) {
+  if (const auto m =
+          section(*node, "host", "migrator", {"batch_size", "poll_interval_ms", "max_in_redis", "direct_lease"})) {
     read_int(*m, "host.migrator", "batch_size", c.migrator_batch_size, Range{1, 100000});
     read_int(*m, "host.migrator", "poll_interval_ms", c.migrator_poll_interval_ms, kPositive);
     read_int(*m, "host.migrator", "max_in_redis", c.migrator_max_in_redis, Range{1, 10000000});
+    if (const YAML::Node d = (*m)["direct_lease"]; d.IsDefined()) {
+      const std::string v = text(d, "host.migrator.direct_lease");
+      if (v != "true" && v != "false") fail(d, "host.migrator.direct_lease", "must be true or false, got " + quote(v));
+      c.migrator_direct_lease = v == "true";
+    }
   }
   lease(*node, c);
   if (const auto r = section(*node, "host", "reaper", {"interval_ms"})) {

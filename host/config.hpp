@@ -111,6 +111,8 @@ struct Config {
   // Ids of one queue waiting in Redis, at most (plus one batch per other
   // migrator racing): the backlog beyond it stays in PostgreSQL.
   int migrator_max_in_redis = 20000;
+  // Jobs for this host's idle workers are leased by the claim itself (migrator.hpp).
+  bool migrator_direct_lease = true;
 
   int64_t lease_duration_ms = 30000;
   int64_t heartbeat_ms = 10000;

@@ -132,14 +132,7 @@ std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
       release_slots(redis(), queues_[from], unused);
     }
   }
-  for (LeasedJob& job : leased) {
-    if (std::string bad = pool_.plugin().validate(job.type, job.payload); !bad.empty()) {
-      pool_.settle_without_running(std::move(job), outcome_for(AttemptEnd::kFailedPermanently, false),
-                                   "invalid payload: " + bad);
-      continue;
-    }
-    pool_.hand_over(std::move(job));
-  }
+  pool_.take_leased(std::move(leased));
   return std::chrono::milliseconds(0);
 }
 

@@ -149,7 +149,9 @@ int Host::run() {
   if (config_.has_role(Role::kWorker)) {
     p.start_role(std::make_unique<Autoscaler>(config_, [this] { return parts_->pools.active(); }));
   }
-  if (config_.has_role(Role::kMigrator)) p.start_role(std::make_unique<Migrator>(config_));
+  if (config_.has_role(Role::kMigrator)) {
+    p.start_role(std::make_unique<Migrator>(config_, [this] { return parts_->pools.active(); }));
+  }
   if (config_.has_role(Role::kReaper)) {
     p.start_role(std::make_unique<Reaper>(config_));
     p.start_role(std::make_unique<Reconciler>(config_));

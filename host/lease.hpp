@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,16 @@ struct LeasedJob {
 // or reset meanwhile and are skipped), counting the attempt now (invariant 4).
 std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std::string>& ids,
                                   const std::string& worker_id, int64_t duration_ms);
+
+// The columns every lease statement returns (RETURNING {leased} on the
+// jobs row j), and the rows of such a statement as leased jobs; observes
+// job_start_delay_seconds for each, since a job is leased only for a free
+// worker. lease_set_sql is the SET list of a lease, given the statement's
+// parameters that hold the worker id and the lease's length in ms. Shared by
+// lease_jobs and the migrator's direct lease (migrator.hpp).
+extern const char* const kLeasedColumns;
+std::string lease_set_sql(std::string_view worker_id_param, std::string_view lease_ms_param);
+std::vector<LeasedJob> leased_jobs(const pqxx::result& r);
 
 struct LeaseCheck {
   std::vector<std::string> lost;              // the lease is gone (reaped, or the job moved on)

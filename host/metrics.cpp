@@ -83,6 +83,8 @@ Metrics& Metrics::global() {
     r->declare("plugin_scale_up", Type::kGauge,
                "1 while a plugin's queue depth is above its scaling.queue_depth_above: more workers or hosts would help.");
     r->declare("config_reloads_total", Type::kCounter, "SIGHUP reloads, by result (applied or rejected).");
+    r->declare("jobs_direct_leased_total", Type::kCounter,
+               "Jobs the migrator leased to this host's waiting workers by the claim itself, without Redis, by queue.");
     r->declare("migrator_batch_seconds", Type::kHistogram, "Time of one migrator claim-and-push batch.",
                {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1});
     r->declare("api_connections", Type::kGauge, "Open connections of the admin API, by listener.");

@@ -7,9 +7,11 @@
 
 #include "dispatch.hpp"
 #include "job_state.hpp"
+#include "lease.hpp"
 #include "metrics.hpp"
 #include "pg.hpp"
 #include "routing.hpp"
+#include "worker_pool.hpp"
 
 namespace jobhost {
 namespace {
@@ -19,32 +21,64 @@ namespace {
 // scan of jobs_ready_band_idx; a band is read only if the ones before it
 // leave room under the limit, and only the rows taken are locked.
 // Each band's scan starts at its ClaimFloors bound ($3, $4, $5; NULL: none).
-const std::string kClaimSql = state_sql(R"sql(
+constexpr const char* kClaimBands = R"sql(
 WITH h AS (
   SELECT id, 0 AS band FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 0
      AND status IN ({ready}) AND run_at <= now()
-     AND run_at >= coalesce(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', '-infinity')
+     AND run_at >= coalesce(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', '-infinity') {unpaused}
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 n AS (
   SELECT id, 1 AS band FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 1
      AND status IN ({ready}) AND run_at <= now()
-     AND run_at >= coalesce(timestamptz 'epoch' + $4::bigint * interval '1 microsecond', '-infinity')
+     AND run_at >= coalesce(timestamptz 'epoch' + $4::bigint * interval '1 microsecond', '-infinity') {unpaused}
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 l AS (
   SELECT id, 2 AS band FROM jobhost.jobs
    WHERE queue_name = $1 AND jobhost.priority_band(priority) = 2
      AND status IN ({ready}) AND run_at <= now()
-     AND run_at >= coalesce(timestamptz 'epoch' + $5::bigint * interval '1 microsecond', '-infinity')
+     AND run_at >= coalesce(timestamptz 'epoch' + $5::bigint * interval '1 microsecond', '-infinity') {unpaused}
    ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 c AS (
-  SELECT id, band FROM h UNION ALL SELECT id, band FROM n UNION ALL SELECT id, band FROM l LIMIT $2)
+  SELECT id, band FROM h UNION ALL SELECT id, band FROM n UNION ALL SELECT id, band FROM l LIMIT $2))sql";
+
+const std::string kClaimSql = state_sql(std::string(kClaimBands) + R"sql(
 UPDATE jobhost.jobs j SET status = {migrated_to_redis}, updated_at = now()
   FROM c, {async_commit} WHERE j.id = c.id
 RETURNING j.id::text, j.priority, coalesce(j.flow_key, ''), c.band,
           (extract(epoch FROM j.run_at) * 1000000)::bigint)sql",
-                                            {{"async_commit", kAsyncCommitFrom}});
+                                        {{"async_commit", kAsyncCommitFrom}, {"unpaused", ""}});
+
+// The same claim leasing the jobs at once for the workers of this host
+// ($6 worker id, $7 lease ms; Migrator::direct_lease), unless the queue is
+// paused: the lease columns (lease.hpp), then band and run_at as above.
+const std::string kClaimLeaseSql = state_sql(
+    std::string(kClaimBands) + R"sql(
+UPDATE jobhost.jobs j SET {lease_set}
+  FROM c, {async_commit} WHERE j.id = c.id
+RETURNING {leased}, c.band, (extract(epoch FROM j.run_at) * 1000000)::bigint)sql",
+    {{"async_commit", kAsyncCommitFrom},
+     {"unpaused",
+      "AND NOT EXISTS (SELECT 1 FROM jobhost.job_queues q WHERE q.name = $1 AND q.paused_at IS NOT NULL)"},
+     {"lease_set", lease_set_sql("$6", "$7")},
+     {"leased", kLeasedColumns}});
+
+// Records in `floors` the oldest run_at that each band of a claim took, and
+// a rescan's end. `band` and `run_at` are the claim's columns holding them.
+void record_floors(const pqxx::result& r, int band, int run_at, const ClaimFloors::Bounds& bounds,
+                   std::chrono::steady_clock::time_point began, ClaimFloors& floors) {
+  if (bounds == ClaimFloors::Bounds{}) floors.rescanned(began, std::chrono::steady_clock::now() - began);
+  ClaimFloors::Bounds oldest;
+  for (const auto& row : r) {
+    const int b = row[band].as<int>();
+    const int64_t at = row[run_at].as<int64_t>();
+    if (!oldest[b] || at < *oldest[b]) oldest[b] = at;
+  }
+  for (int b = 0; b < 3; ++b) {
+    if (oldest[b]) floors.took(b, *oldest[b]);
+  }
+}
 
 }  // namespace
 
@@ -55,17 +89,20 @@ pqxx::result claim_plain(pqxx::connection& conn, const std::string& queue, int l
   // instead of BEGIN, UPDATE, COMMIT, on the path of every job.
   pqxx::nontransaction tx(conn);
   pqxx::result r = exec_hot(tx, "jobhost_claim", kClaimSql.c_str(), queue, limit, bounds[0], bounds[1], bounds[2]);
-  if (bounds == ClaimFloors::Bounds{}) floors.rescanned(began, std::chrono::steady_clock::now() - began);
-  ClaimFloors::Bounds oldest;
-  for (const auto& row : r) {
-    const int band = row[3].as<int>();
-    const int64_t run_at = row[4].as<int64_t>();
-    if (!oldest[band] || run_at < *oldest[band]) oldest[band] = run_at;
-  }
-  for (int band = 0; band < 3; ++band) {
-    if (oldest[band]) floors.took(band, *oldest[band]);
-  }
+  record_floors(r, 3, 4, bounds, began, floors);
   return r;
+}
+
+std::vector<LeasedJob> claim_leased(pqxx::connection& conn, const std::string& queue, int limit,
+                                    ClaimFloors& floors, const std::string& worker_id, int64_t lease_ms) {
+  const auto began = std::chrono::steady_clock::now();
+  const ClaimFloors::Bounds bounds = floors.next(began);
+  pqxx::nontransaction tx(conn);
+  const pqxx::result r = exec_hot(tx, "jobhost_claim_lease", kClaimLeaseSql.c_str(), queue, limit, bounds[0],
+                                  bounds[1], bounds[2], worker_id, lease_ms);
+  const int cols = r.columns();
+  record_floors(r, cols - 2, cols - 1, bounds, began, floors);
+  return leased_jobs(r);
 }
 
 namespace {
@@ -202,7 +239,7 @@ bool Migrator::claim_fair(pqxx::connection& conn, const std::string& queue, int 
   return more || !round_over;
 }
 
-Migrator::Migrator(const Config& config)
+Migrator::Migrator(const Config& config, Pools pools)
     : Service({.name = "migrator",
                .postgres_url = config.postgres_url,
                .redis_url = config.redis_url,
@@ -210,7 +247,30 @@ Migrator::Migrator(const Config& config)
                .backoff = std::chrono::milliseconds(200),
                .max_backoff = std::chrono::milliseconds(2000)}),
       config_(config),
+      pools_(config.migrator_direct_lease ? std::move(pools) : Pools{}),
       wake_(listen_url_for(config)) {}
+
+std::pair<size_t, bool> Migrator::direct_lease(pqxx::connection& conn, const std::string& queue, int limit) {
+  if (!pools_) return {0, false};
+  for (const auto& pool : pools_()) {
+    if (!pool->serves(queue)) continue;
+    const size_t reserved = pool->reserve(static_cast<size_t>(limit));
+    if (reserved == 0) return {0, false};
+    std::vector<LeasedJob> jobs;
+    try {
+      jobs = claim_leased(conn, queue, static_cast<int>(reserved), floors_[queue],
+                          config_.host_id + "/" + pool->name(), config_.lease_duration_ms);
+    } catch (...) {
+      pool->take_reserved({}, reserved);
+      throw;
+    }
+    const size_t n = jobs.size();
+    pool->take_reserved(std::move(jobs), reserved);
+    if (n > 0) Metrics::global().inc("jobs_direct_leased_total", {{"queue", queue}}, static_cast<double>(n));
+    return {n, n == reserved};
+  }
+  return {0, false};
+}
 
 Migrator::~Migrator() = default;
 
@@ -230,7 +290,8 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
   }
   const int limit = static_cast<int>(std::min<long long>(config_.migrator_batch_size, room));
   std::vector<KeyedId> by_band[3];
-  size_t claimed = 0;
+  size_t claimed = 0;  // for Redis
+  size_t direct = 0;   // leased to this host's workers (direct_lease)
   bool more_due = false;  // the fair claim stopped at keys' quotas, not for want of jobs
   const auto batch_start = std::chrono::steady_clock::now();
   if (served.keyed && served.fair) {
@@ -242,13 +303,19 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
       claimed += by_band[band].size();
     }
   } else {
-    const pqxx::result r = claim_plain(conn, queue, limit, floors_[queue]);
-    claimed = r.size();
-    for (const auto& row : r) by_band[row[3].as<int>()].push_back({row[0].c_str(), row[2].c_str()});
+    // Jobs for this host's workers that wait for them first, the rest to Redis.
+    bool more = false;
+    std::tie(direct, more) = direct_lease(conn, queue, limit);
+    if (direct > 0 && !more) return direct;  // that was all that was ready
+    if (static_cast<int>(direct) < limit) {
+      const pqxx::result r = claim_plain(conn, queue, limit - static_cast<int>(direct), floors_[queue]);
+      claimed = r.size();
+      for (const auto& row : r) by_band[row[3].as<int>()].push_back({row[0].c_str(), row[2].c_str()});
+    }
   }
-  if (claimed == 0) return 0;
+  if (claimed + direct == 0) return 0;
   if (more_due && claimed < static_cast<size_t>(limit)) res.full = true;
-  if (claimed >= static_cast<size_t>(limit)) {
+  if (claimed + direct >= static_cast<size_t>(limit)) {
     // More may be ready: go again at once, or soon if the window is what stopped us.
     if (limit == config_.migrator_batch_size) res.full = true;
     else res.window_full = true;
@@ -283,7 +350,7 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
   Metrics::global().observe(
       "migrator_batch_seconds", {},
       std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count());
-  return claimed;
+  return claimed + direct;
 }
 
 const std::vector<ServedQueue>& Migrator::served(pqxx::connection& conn, std::chrono::steady_clock::time_point now) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,6 +26,7 @@
 
 #include "config.hpp"
 #include "flow_dispatch.hpp"
+#include "lease.hpp"
 #include "notify_wait.hpp"
 #include "redis.hpp"
 #include "service.hpp"
@@ -91,9 +93,30 @@ class ClaimFloors {
 // autocommit statement. (Also jobctl bench --floor's claim.)
 pqxx::result claim_plain(pqxx::connection& conn, const std::string& queue, int limit, ClaimFloors& floors);
 
+// The same claim, leasing the jobs at once to `worker_id` for `lease_ms`
+// (running, attempt counted) instead of moving them to Redis; takes nothing
+// while the queue is paused.
+std::vector<LeasedJob> claim_leased(pqxx::connection& conn, const std::string& queue, int limit,
+                                    ClaimFloors& floors, const std::string& worker_id, int64_t lease_ms);
+
+class WorkerPool;
+
+// The direct lease. A job enqueued while a worker of this host waits for one
+// would otherwise be claimed (one write), pushed to Redis, popped by the
+// fetcher and leased (a second write) before it starts. When this host's pool
+// for a queue without a flow: block has free workers and its fetcher is
+// waiting on Redis for want of jobs, the migrator claims up to that many jobs
+// with the lease itself and hands them to the pool: one write and no Redis
+// round trip per job. Whatever else is ready goes to Redis as before, for
+// every host. Attempts, lease guards, the reaper and graceful shutdown treat
+// these leases like any other (README "How a job flows").
+// host.migrator.direct_lease: false turns it off.
 class Migrator : public Service {
  public:
-  explicit Migrator(const Config& config);
+  using Pools = std::function<std::vector<std::shared_ptr<WorkerPool>>()>;
+  // `pools`: this host's active worker pools, for the direct lease (none
+  // given: every job goes through Redis).
+  explicit Migrator(const Config& config, Pools pools = {});
   ~Migrator() override;
 
   struct PassResult {
@@ -111,6 +134,9 @@ class Migrator : public Service {
   std::chrono::milliseconds run_once(std::stop_token stop) override;
   void pg_dropping() override;
   size_t migrate_queue(pqxx::connection& conn, Redis& redis, const ServedQueue& queue, PassResult& res);
+  // Leases up to `limit` ready jobs of a plain queue to a pool of this host
+  // that waits for them; returns how many, and whether it took all it asked.
+  std::pair<size_t, bool> direct_lease(pqxx::connection& conn, const std::string& queue, int limit);
   // The fair claim of one band: keys in turn from the band's cursor, up to
   // a quota each. Appends what it claimed; returns whether more may be due
   // at once (the limit was reached, or a key filled its quota).
@@ -135,6 +161,7 @@ class Migrator : public Service {
   const std::vector<ServedQueue>& served(pqxx::connection& conn, std::chrono::steady_clock::time_point now);
 
   Config config_;
+  Pools pools_;
   NotifyWait wake_;  // LISTEN jobhost_jobs, on a connection of its own (notify_wait.hpp)
   std::vector<ServedQueue> served_;
   std::chrono::steady_clock::time_point served_read_at_{};

@@ -105,6 +105,10 @@ size_t WorkerPool::size() const {
 }
 
 void WorkerPool::stop_fetching() {
+  {
+    std::lock_guard lock(mu_);
+    fetching_stopped_ = true;
+  }
   if (fetch_thread_.joinable()) {
     fetch_thread_.request_stop();
     free_cv_.notify_all();
@@ -116,15 +120,57 @@ void WorkerPool::stop_fetching() {
   for (const auto& r : take_slot_releases()) release_slot_now(r);
 }
 
+size_t WorkerPool::free_locked() const {
+  const size_t taken = busy_ + local_.size() + reserved_;
+  const size_t workers = std::min(slots_.size(), target_size_);
+  return workers > taken ? workers - taken : 0;
+}
+
 size_t WorkerPool::wait_for_capacity(std::stop_token stop, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
-  auto free_now = [&] {
-    const size_t taken = busy_ + local_.size();
-    const size_t workers = std::min(slots_.size(), target_size_);
-    return workers > taken ? workers - taken : 0;
-  };
-  free_cv_.wait_for(lock, stop, timeout, [&] { return stopping_ || free_now() > 0; });
-  return stopping_ ? 0 : free_now();
+  free_cv_.wait_for(lock, stop, timeout, [&] { return stopping_ || free_locked() > 0; });
+  return stopping_ ? 0 : free_locked();
+}
+
+size_t WorkerPool::reserve(size_t max) {
+  std::lock_guard lock(mu_);
+  if (fetching_stopped_ || stopping_ || !fetcher_idle_ || (flow_ && flow_->enabled)) return 0;
+  const size_t n = std::min(max, free_locked());
+  reserved_ += n;
+  return n;
+}
+
+void WorkerPool::take_reserved(std::vector<LeasedJob> jobs, size_t reserved) {
+  bool stopping = false;
+  {
+    std::lock_guard lock(mu_);
+    reserved_ -= std::min(reserved, reserved_);
+    stopping = stopping_;
+  }
+  // Workers reserved and not used are free again.
+  if (jobs.size() < reserved) free_cv_.notify_all();
+  if (!stopping) {
+    take_leased(std::move(jobs));
+    return;
+  }
+  // The drain has collected the unstarted jobs already: these go back too.
+  for (LeasedJob& job : jobs) settle_without_running(std::move(job), outcome_for(AttemptEnd::kHandedBack, false), {});
+}
+
+bool WorkerPool::serves(const std::string& queue) const {
+  const auto& types = plugin_->job_types();
+  return std::find(types.begin(), types.end(), queue) != types.end();
+}
+
+void WorkerPool::take_leased(std::vector<LeasedJob> jobs) {
+  for (LeasedJob& job : jobs) {
+    if (std::string bad = plugin().validate(job.type, job.payload); !bad.empty()) {
+      settle_without_running(std::move(job), outcome_for(AttemptEnd::kFailedPermanently, false),
+                             "invalid payload: " + bad);
+      continue;
+    }
+    hand_over(std::move(job));
+  }
 }
 
 void WorkerPool::hand_over(LeasedJob job) {

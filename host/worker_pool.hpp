@@ -84,6 +84,20 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   size_t wait_for_capacity(std::stop_token stop, std::chrono::milliseconds timeout);
   // For the fetcher: a freshly leased job, validated and ready to run.
   void hand_over(LeasedJob job);
+  // Freshly leased jobs: each payload is validated (a refused one is settled
+  // as a permanent failure without running), then handed over.
+  void take_leased(std::vector<LeasedJob> jobs);
+
+  // For the migrator's direct lease (migrator.hpp): while the fetcher waits
+  // on Redis for want of jobs, reserves up to `max` free workers, which the
+  // fetcher then does not count as free; 0 when it is busy or stopped, or the
+  // pool dispatches by flow: block. take_reserved ends the reservation with
+  // the jobs leased for it (at most `reserved`); after a shutdown began they
+  // are handed back unstarted.
+  size_t reserve(size_t max);
+  void take_reserved(std::vector<LeasedJob> jobs, size_t reserved);
+  // Whether the pool runs jobs of `queue`.
+  bool serves(const std::string& queue) const;
   // Writes the outcome of a leased job that will not run (e.g. invalid payload).
   void settle_without_running(LeasedJob job, OutcomeKind kind, std::string message);
 
@@ -107,6 +121,7 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   };
 
   void spawn_worker();  // mu_ held
+  size_t free_locked() const;  // mu_ held: workers neither busy, nor awaited by a job, nor reserved
   // Under mu_: whether to wake one waiting worker for the jobs in local_.
   bool wake_next_locked();
   void worker_loop(std::shared_ptr<Slot> slot);
@@ -146,6 +161,8 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   std::vector<std::shared_ptr<Slot>> slots_;  // live (not abandoned) workers
   size_t target_size_;
   size_t busy_ = 0;
+  size_t reserved_ = 0;            // workers reserved for a direct lease
+  bool fetching_stopped_ = false;  // stop_fetching: no more reservations
   bool stopping_ = false;
   std::atomic<uint64_t> abandoned_{0};
   std::vector<SlotRelease> slot_releases_;  // guarded by mu_

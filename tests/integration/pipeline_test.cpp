@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "api_host.hpp"
 #include "harness.hpp"
 #include "redis.hpp"
 #include "routing.hpp"
@@ -272,4 +273,57 @@ TEST_CASE("a burst of slow jobs starts on every worker at once", "[pipeline]") {
   // All started within a fraction of one job's length.
   CHECK(db.count("SELECT (extract(epoch FROM max(started_at) - min(started_at)) * 1000)::bigint "
                  "FROM jobhost.job_logs WHERE job_id IN (SELECT id FROM jobhost.jobs WHERE payload ? 'sleep_ms')") < 300);
+}
+
+// The direct lease (migrator.hpp): a job enqueued while this host's workers
+// wait is leased by the migrator's claim and handed to the pool, without
+// Redis. It must still run once, with one attempt, and never while its queue
+// is paused (the claim checks PostgreSQL's pause itself).
+TEST_CASE("jobs for waiting workers are leased by the claim itself, never while the queue is paused", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.roles = "[migrator, worker, reaper, api]";
+  ApiProcess api(db, o, "");
+  auto client = api.client();
+  const auto direct = [&] {
+    const auto r = client.Get("/metrics");
+    REQUIRE(r);
+    return metric_value(r->body, "jobs_direct_leased_total{queue=\"noop\"}").value_or(0);
+  };
+  const auto completed = [&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'"); };
+  for (int i = 1; i <= 20; ++i) {
+    db.enqueue("noop", "{}");
+    REQUIRE(eventually([&] { return completed() == i; }, 10s));
+  }
+  // The first may come before the fetcher first waits on Redis.
+  CHECK(direct() >= 19);
+
+  const std::vector<std::string> env = {"DATABASE_URL=" + db.url(), "REDIS_URL=" + db.redis_url(),
+                                        "JOBHOST_REDIS_PREFIX=" + db.prefix()};
+  REQUIRE(run({bin_dir() + "/jobctl", "queue", "pause", "noop"}, env).first == 0);
+  const double before = direct();
+  db.enqueue_many("noop", "{}", 5);
+  std::this_thread::sleep_for(1500ms);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE status IN ('running', 'completed')") == 20);
+  CHECK(direct() == before);
+  REQUIRE(run({bin_dir() + "/jobctl", "queue", "resume", "noop"}, env).first == 0);
+  REQUIRE(eventually([&] { return completed() == 25; }, 10s));
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE attempt_count <> 1") == 0);
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs") == 25);
+}
+
+TEST_CASE("with host.migrator.direct_lease false every job goes through Redis", "[pipeline]") {
+  TestDb db;
+  HostOptions o;
+  o.roles = "[migrator, worker, reaper, api]";
+  o.direct_lease = false;
+  ApiProcess api(db, o, "");
+  for (int i = 1; i <= 5; ++i) {
+    db.enqueue("noop", "{}");
+    REQUIRE(eventually([&] { return db.count("SELECT count(*) FROM jobhost.jobs WHERE status = 'completed'") == i; },
+                       10s));
+  }
+  const auto r = api.client().Get("/metrics");
+  REQUIRE(r);
+  CHECK(metric_value(r->body, "jobs_direct_leased_total{queue=\"noop\"}").value_or(0) == 0);
 }

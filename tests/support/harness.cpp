@@ -136,7 +136,7 @@ std::string write_config(const TestDb& db, const HostOptions& o, const std::stri
     << "  id: " << tag << "\n"
     << "  roles: " << o.roles << "\n"
     << "  migrator: { batch_size: " << o.batch_size << ", poll_interval_ms: " << o.poll_ms
-    << ", max_in_redis: " << o.max_in_redis << " }\n"
+    << ", max_in_redis: " << o.max_in_redis << ", direct_lease: " << (o.direct_lease ? "true" : "false") << " }\n"
     << "  lease: { duration_ms: " << o.lease_ms << ", heartbeat_ms: " << o.heartbeat_ms << " }\n"
     << "  reaper: { interval_ms: " << o.reaper_interval_ms << " }\n"
     << "  reconciler: { interval_ms: " << o.reconciler_interval_ms

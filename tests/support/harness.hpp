@@ -75,6 +75,7 @@ struct HostOptions {
   long poll_ms = 200;
   int batch_size = 500;
   int max_in_redis = 20000;
+  bool direct_lease = true;  // host.migrator.direct_lease
   long shutdown_grace_ms = 5000;
   std::string library;      // default: the noop plugin
   std::string redis_url;    // default: the TestDb's
