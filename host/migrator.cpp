@@ -303,9 +303,12 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
       claimed += by_band[band].size();
     }
   } else {
-    // Jobs for this host's workers that wait for them first, the rest to Redis.
+    // Jobs for this host's free workers first, while none wait in Redis (older
+    // ones go first there), the rest to Redis. The count we keep only falls
+    // behind upwards (fetchers lower it): ask Redis when it is not 0.
     bool more = false;
-    std::tie(direct, more) = direct_lease(conn, queue, limit);
+    if (pools_ && waiting > 0) waiting = waiting_in_redis(redis, keys);
+    if (waiting == 0) std::tie(direct, more) = direct_lease(conn, queue, limit);
     if (direct > 0 && !more) return direct;  // that was all that was ready
     if (static_cast<int>(direct) < limit) {
       const pqxx::result r = claim_plain(conn, queue, limit - static_cast<int>(direct), floors_[queue]);

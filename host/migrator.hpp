@@ -104,8 +104,8 @@ class WorkerPool;
 // The direct lease. A job enqueued while a worker of this host waits for one
 // would otherwise be claimed (one write), pushed to Redis, popped by the
 // fetcher and leased (a second write) before it starts. When this host's pool
-// for a queue without a flow: block has free workers and its fetcher is
-// waiting on Redis for want of jobs, the migrator claims up to that many jobs
+// for a queue without a flow: block has free workers and no id of the queue
+// waits in Redis, the migrator reserves them and claims up to that many jobs
 // with the lease itself and hands them to the pool: one write and no Redis
 // round trip per job. Whatever else is ready goes to Redis as before, for
 // every host. Attempts, lease guards, the reaper and graceful shutdown treat

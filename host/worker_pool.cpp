@@ -134,7 +134,7 @@ size_t WorkerPool::wait_for_capacity(std::stop_token stop, std::chrono::millisec
 
 size_t WorkerPool::reserve(size_t max) {
   std::lock_guard lock(mu_);
-  if (fetching_stopped_ || stopping_ || !fetcher_idle_ || (flow_ && flow_->enabled)) return 0;
+  if (fetching_stopped_ || stopping_ || (flow_ && flow_->enabled)) return 0;
   const size_t n = std::min(max, free_locked());
   reserved_ += n;
   return n;

@@ -88,10 +88,9 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   // as a permanent failure without running), then handed over.
   void take_leased(std::vector<LeasedJob> jobs);
 
-  // For the migrator's direct lease (migrator.hpp): while the fetcher waits
-  // on Redis for want of jobs, reserves up to `max` free workers, which the
-  // fetcher then does not count as free; 0 when it is busy or stopped, or the
-  // pool dispatches by flow: block. take_reserved ends the reservation with
+  // For the migrator's direct lease (migrator.hpp): reserves up to `max` free
+  // workers, which the fetcher then does not count as free; 0 when fetching
+  // stopped, or the pool dispatches by flow: block. take_reserved ends the reservation with
   // the jobs leased for it (at most `reserved`); after a shutdown began they
   // are handed back unstarted.
   size_t reserve(size_t max);
