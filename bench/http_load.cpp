@@ -29,6 +29,18 @@ sockaddr_in address_of(const std::string& addr, int port) {
   return sa;
 }
 
+// Binds fd to a source address, its port left for connect() to choose. With
+// port 0 and no IP_BIND_ADDRESS_NO_PORT, bind() itself searches the whole port
+// range for a port free of every listener and TIME_WAIT socket, under the
+// kernel's bind-hash locks: at a thousand connections a second that search
+// took most of this generator's CPU (perf: inet_bind2_bucket_find), time in
+// the kernel of the host's own machine that no remote attacker would cost it.
+bool bind_source(int fd, const sockaddr_in& src) {
+  const int one = 1;
+  setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  return bind(fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) == 0;
+}
+
 int remaining_ms(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
   return static_cast<int>(std::max<long long>(0, left));
@@ -43,8 +55,7 @@ int connect_to(const std::string& addr, int port, const std::string& source, Clo
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (!source.empty()) {
     require_loopback(source);
-    sockaddr_in src = address_of(source, 0);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
+    if (!bind_source(fd, address_of(source, 0))) {
       close(fd);
       return -1;
     }
@@ -447,7 +458,7 @@ void Attack::stall_loop() {
       s.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
       if (s.fd < 0) break;
       const sockaddr_in src = address_of("127.0.0." + std::to_string(2 + i % o_.stall_sources), 0);
-      if (bind(s.fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0 ||
+      if (!bind_source(s.fd, src) ||
           (connect(s.fd, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0 &&
            errno != EINPROGRESS)) {
         drop(s);
