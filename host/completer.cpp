@@ -95,7 +95,8 @@ Completer::Completer(std::string pg_url, size_t max_batch)
                .redis_url = {},
                .first_pass_after = std::chrono::milliseconds(0),
                .backoff = std::chrono::milliseconds(100),
-               .max_backoff = std::chrono::milliseconds(1000)}),
+               .max_backoff = std::chrono::milliseconds(1000),
+               .hot_path = true}),
       max_batch_(max_batch) {}
 
 Completer::~Completer() {

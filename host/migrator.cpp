@@ -245,7 +245,8 @@ Migrator::Migrator(const Config& config, Pools pools)
                .redis_url = config.redis_url,
                .first_pass_after = std::chrono::milliseconds(0),
                .backoff = std::chrono::milliseconds(200),
-               .max_backoff = std::chrono::milliseconds(2000)}),
+               .max_backoff = std::chrono::milliseconds(2000),
+               .hot_path = true}),
       config_(config),
       pools_(config.migrator_direct_lease ? std::move(pools) : Pools{}),
       wake_(listen_url_for(config)) {}

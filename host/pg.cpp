@@ -11,7 +11,14 @@ std::atomic<bool> g_prepared_statements{true};
 }  // namespace
 
 void set_prepared_statements(bool enabled) { g_prepared_statements = enabled; }
+
 bool prepared_statements() { return g_prepared_statements; }
+
+void hot_path_session(pqxx::connection& conn) {
+  if (!prepared_statements()) return;
+  pqxx::nontransaction tx(conn);
+  tx.exec0("SET enable_seqscan = off");
+}
 
 void PgArray::sep() {
   if (count_++ > 0) out_ += ',';

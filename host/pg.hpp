@@ -74,6 +74,21 @@ class PgPool {
 void set_prepared_statements(bool enabled);
 bool prepared_statements();
 
+// For a connection that runs the hot-path statements (claim, lease,
+// completion, lease extension), while they are prepared (above): plans
+// without sequential scans (SET enable_seqscan = off for the session).
+// Why: a prepared statement keeps the generic plan made at its sixth run on
+// that connection. Made while jobhost.jobs was still small (a new install, a
+// host started on an empty queue), that plan reads the whole table, and the
+// table may hold a hundred thousand rows a few seconds later: each lease and
+// completion then took 10-25 ms instead of well under one, and a soak at
+// 8,000 jobs/s fell to 2,000 a second for up to a minute, until an ANALYZE
+// replaced the plans. Every hot statement has an index path (the primary key
+// or the partial index of its state), so only that choice changes. Behind a
+// transaction-mode pooler the statements are planned on every call (and a
+// session setting would leak to other clients): nothing is set.
+void hot_path_session(pqxx::connection& conn);
+
 // Runs a hot-path statement as a prepared statement of the transaction's
 // connection: parsed and planned once per connection, not on every call.
 // `name` must be unique to `sql` (prepare() refuses a changed definition).

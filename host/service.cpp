@@ -19,6 +19,7 @@ pqxx::connection& Service::pg() {
   if (!pg_ || !pg_->is_open()) {
     drop_pg();
     pg_ = pg_connect(options_.postgres_url);
+    if (options_.hot_path) hot_path_session(*pg_);
     pg_connected(*pg_);
   }
   return *pg_;

@@ -35,6 +35,8 @@ class Service {
     // further one up to max_backoff.
     std::chrono::milliseconds backoff{200};
     std::chrono::milliseconds max_backoff{2000};
+    // Runs hot-path statements: its connection is set up by hot_path_session (pg.hpp).
+    bool hot_path = false;
   };
 
   explicit Service(Options options);

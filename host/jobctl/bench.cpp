@@ -456,6 +456,7 @@ double floor_phase(const std::string& db_url, const BenchOptions& o) {
   std::thread claimer([&] {
     try {
       auto conn = pg_connect(db_url);
+      hot_path_session(*conn);  // as the host's migrator
       ClaimFloors floors;
       long total = 0;
       while (total < o.jobs) {
@@ -484,6 +485,7 @@ double floor_phase(const std::string& db_url, const BenchOptions& o) {
     }
   } joiner{claimer};
   auto conn = pg_connect(db_url);
+  hot_path_session(*conn);  // as the host's fetcher and completer
   for (;;) {
     std::vector<std::string> ids;
     {

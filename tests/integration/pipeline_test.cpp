@@ -327,3 +327,44 @@ TEST_CASE("with host.migrator.direct_lease false every job goes through Redis", 
   REQUIRE(r);
   CHECK(metric_value(r->body, "jobs_direct_leased_total{queue=\"noop\"}").value_or(0) == 0);
 }
+
+TEST_CASE("a host started on a nearly empty jobs table keeps its hot statements on indexes as the table grows",
+          "[pipeline]") {
+  TestDb db;
+  // No ANALYZE may replace the plans the host makes while the table is small.
+  pqxx::nontransaction(db.conn()).exec0("ALTER TABLE jobhost.jobs SET (autovacuum_enabled = false)");
+  const auto seq_scans = [&] {
+    return db.count("SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'jobhost.jobs'::regclass");
+  };
+  // Progress is read from job_logs: a count over jobs would scan jobs itself.
+  const auto logged = [&] { return db.count("SELECT count(*) FROM jobhost.job_logs"); };
+  HostOptions o;
+  o.concurrency = 2;
+  auto host = start_host(write_config(db, o));
+  // More than five runs of each hot statement while jobs holds a few rows:
+  // the host's prepared statements move to their generic plans.
+  for (int round = 1; round <= 10; ++round) {
+    db.enqueue_many("noop", "{}", 3);
+    REQUIRE(eventually([&] { return logged() == round * 3; }, 20s));
+  }
+  // Then the table grows to 200,000 rows (finished jobs, as a history), with
+  // no ANALYZE after it.
+  pqxx::nontransaction(db.conn())
+      .exec0("INSERT INTO jobhost.jobs (queue_name, payload, status, attempt_count, completed_at, max_attempts) "
+             "SELECT 'noop', '{}', 'completed', 1, now(), 3 FROM generate_series(1, 200000)");
+  // Idle backends report their counts within 10 s.
+  std::this_thread::sleep_for(11s);
+  const long long before = seq_scans();
+  for (int round = 1; round <= 20; ++round) {
+    db.enqueue_many("noop", "{}", 5);
+    REQUIRE(eventually([&] { return logged() == 30 + round * 5; }, 20s));
+  }
+  // The host's backends report the rest as they exit.
+  host.reset();
+  std::this_thread::sleep_for(1500ms);
+  const long long scans = seq_scans() - before;
+  INFO("sequential scans of jobhost.jobs while 100 jobs ran: " << scans);
+  // A generic plan kept from the small table reads the whole table in every
+  // lease and completion: at least 40 here.
+  CHECK(scans < 10);
+}
