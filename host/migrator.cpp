@@ -251,6 +251,14 @@ Migrator::Migrator(const Config& config, Pools pools)
       pools_(config.migrator_direct_lease ? std::move(pools) : Pools{}),
       wake_(listen_url_for(config)) {}
 
+bool Migrator::serves_locally(const std::string& queue) const {
+  if (!pools_) return false;
+  for (const auto& pool : pools_()) {
+    if (pool->serves(queue)) return true;
+  }
+  return false;
+}
+
 std::pair<size_t, bool> Migrator::direct_lease(pqxx::connection& conn, const std::string& queue, int limit) {
   if (!pools_) return {0, false};
   for (const auto& pool : pools_()) {
@@ -308,8 +316,10 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
     // ones go first there), the rest to Redis. The count we keep only falls
     // behind upwards (fetchers lower it): ask Redis when it is not 0.
     bool more = false;
-    if (pools_ && waiting > 0) waiting = waiting_in_redis(redis, keys);
-    if (waiting == 0) std::tie(direct, more) = direct_lease(conn, queue, limit);
+    if (serves_locally(queue)) {
+      if (waiting > 0) waiting = waiting_in_redis(redis, keys);
+      if (waiting == 0) std::tie(direct, more) = direct_lease(conn, queue, limit);
+    }
     if (direct > 0 && !more) return direct;  // that was all that was ready
     if (static_cast<int>(direct) < limit) {
       const pqxx::result r = claim_plain(conn, queue, limit - static_cast<int>(direct), floors_[queue]);
@@ -367,7 +377,7 @@ const std::vector<ServedQueue>& Migrator::served(pqxx::connection& conn, std::ch
 
 Migrator::PassResult Migrator::pass(pqxx::connection& conn, Redis& redis) {
   PassResult res;
-  const std::vector<ServedQueue> queues = served(conn, std::chrono::steady_clock::now());
+  const std::vector<ServedQueue>& queues = served(conn, std::chrono::steady_clock::now());
   for (const auto& q : queues) res.moved += migrate_queue(conn, redis, q, res);
   if (res.full || res.window_full || queues.empty()) return res;
   const auto now = std::chrono::steady_clock::now();

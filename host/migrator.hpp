@@ -137,6 +137,9 @@ class Migrator : public Service {
   // Leases up to `limit` ready jobs of a plain queue to a pool of this host
   // that waits for them; returns how many, and whether it took all it asked.
   std::pair<size_t, bool> direct_lease(pqxx::connection& conn, const std::string& queue, int limit);
+  // Whether a worker pool of this host serves the queue (direct_lease's
+  // candidates): only then is Redis asked how many of its ids wait.
+  bool serves_locally(const std::string& queue) const;
   // The fair claim of one band: keys in turn from the band's cursor, up to
   // a quota each. Appends what it claimed; returns whether more may be due
   // at once (the limit was reached, or a key filled its quota).
