@@ -251,34 +251,30 @@ Migrator::Migrator(const Config& config, Pools pools)
       pools_(config.migrator_direct_lease ? std::move(pools) : Pools{}),
       wake_(listen_url_for(config)) {}
 
-bool Migrator::serves_locally(const std::string& queue) const {
-  if (!pools_) return false;
-  for (const auto& pool : pools_()) {
-    if (pool->serves(queue)) return true;
+std::shared_ptr<WorkerPool> Migrator::local_pool(const std::string& queue) const {
+  if (!pools_) return nullptr;
+  for (auto& pool : pools_()) {
+    if (pool->serves(queue)) return pool;
   }
-  return false;
+  return nullptr;
 }
 
-std::pair<size_t, bool> Migrator::direct_lease(pqxx::connection& conn, const std::string& queue, int limit) {
-  if (!pools_) return {0, false};
-  for (const auto& pool : pools_()) {
-    if (!pool->serves(queue)) continue;
-    const size_t reserved = pool->reserve(static_cast<size_t>(limit));
-    if (reserved == 0) return {0, false};
-    std::vector<LeasedJob> jobs;
-    try {
-      jobs = claim_leased(conn, queue, static_cast<int>(reserved), floors_[queue],
-                          config_.host_id + "/" + pool->name(), config_.lease_duration_ms);
-    } catch (...) {
-      pool->take_reserved({}, reserved);
-      throw;
-    }
-    const size_t n = jobs.size();
-    pool->take_reserved(std::move(jobs), reserved);
-    if (n > 0) Metrics::global().inc("jobs_direct_leased_total", {{"queue", queue}}, static_cast<double>(n));
-    return {n, n == reserved};
+std::pair<size_t, bool> Migrator::direct_lease(pqxx::connection& conn, WorkerPool& pool, const std::string& queue,
+                                               int limit) {
+  const size_t reserved = pool.reserve(static_cast<size_t>(limit));
+  if (reserved == 0) return {0, false};
+  std::vector<LeasedJob> jobs;
+  try {
+    jobs = claim_leased(conn, queue, static_cast<int>(reserved), floors_[queue],
+                        config_.host_id + "/" + pool.name(), config_.lease_duration_ms);
+  } catch (...) {
+    pool.take_reserved({}, reserved);
+    throw;
   }
-  return {0, false};
+  const size_t n = jobs.size();
+  pool.take_reserved(std::move(jobs), reserved);
+  if (n > 0) Metrics::global().inc("jobs_direct_leased_total", {{"queue", queue}}, static_cast<double>(n));
+  return {n, n == reserved};
 }
 
 Migrator::~Migrator() = default;
@@ -316,9 +312,9 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
     // ones go first there), the rest to Redis. The count we keep only falls
     // behind upwards (fetchers lower it): ask Redis when it is not 0.
     bool more = false;
-    if (serves_locally(queue)) {
+    if (const auto pool = local_pool(queue)) {
       if (waiting > 0) waiting = waiting_in_redis(redis, keys);
-      if (waiting == 0) std::tie(direct, more) = direct_lease(conn, queue, limit);
+      if (waiting == 0) std::tie(direct, more) = direct_lease(conn, *pool, queue, limit);
     }
     if (direct > 0 && !more) return direct;  // that was all that was ready
     if (static_cast<int>(direct) < limit) {

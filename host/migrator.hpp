@@ -134,12 +134,14 @@ class Migrator : public Service {
   std::chrono::milliseconds run_once(std::stop_token stop) override;
   void pg_dropping() override;
   size_t migrate_queue(pqxx::connection& conn, Redis& redis, const ServedQueue& queue, PassResult& res);
-  // Leases up to `limit` ready jobs of a plain queue to a pool of this host
-  // that waits for them; returns how many, and whether it took all it asked.
-  std::pair<size_t, bool> direct_lease(pqxx::connection& conn, const std::string& queue, int limit);
-  // Whether a worker pool of this host serves the queue (direct_lease's
-  // candidates): only then is Redis asked how many of its ids wait.
-  bool serves_locally(const std::string& queue) const;
+  // Leases up to `limit` ready jobs of a plain queue to `pool`, a pool of this
+  // host that serves it, for its free workers; returns how many, and whether
+  // it took all it asked.
+  std::pair<size_t, bool> direct_lease(pqxx::connection& conn, WorkerPool& pool, const std::string& queue,
+                                       int limit);
+  // The worker pool of this host that serves the queue (none without the
+  // direct lease): only then is Redis asked how many of its ids wait.
+  std::shared_ptr<WorkerPool> local_pool(const std::string& queue) const;
   // The fair claim of one band: keys in turn from the band's cursor, up to
   // a quota each. Appends what it claimed; returns whether more may be due
   // at once (the limit was reached, or a key filled its quota).

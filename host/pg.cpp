@@ -11,7 +11,6 @@ std::atomic<bool> g_prepared_statements{true};
 }  // namespace
 
 void set_prepared_statements(bool enabled) { g_prepared_statements = enabled; }
-
 bool prepared_statements() { return g_prepared_statements; }
 
 void hot_path_session(pqxx::connection& conn) {
