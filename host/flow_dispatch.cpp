@@ -352,6 +352,28 @@ end
 return 0
 )lua"));
 
+// The registry of hold-offs, one sorted set for all names (member: the name,
+// score: when the hold ends), read by every host for the names no limiter
+// governs. KEYS[1] the set; ARGV[1] the name, ARGV[2] the hold (ms). A hold
+// never ends sooner than one already there.
+const RedisScript kNoteHold(script(R"lua(
+local now = now_ms()
+local ends = now + tonumber(ARGV[2])
+local old = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+if old == nil or old < ends then redis.call('ZADD', KEYS[1], ends, ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return 0
+)lua"));
+
+// The hold-offs in force: name, ms left, name, ms left, ...
+const RedisScript kReadHolds(script(R"lua(
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local r = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 2, #r, 2 do r[i] = math.max(1, tonumber(r[i]) - now) end
+return r
+)lua"));
+
 std::string num(long long v) { return std::to_string(v); }
 
 void add_limits(std::vector<std::string>& argv, const Limits& l) {
@@ -504,7 +526,20 @@ void release_limiters(Redis& redis, const std::string& prefix, const std::vector
 
 void hold_limiter(Redis& redis, const std::string& prefix, const std::string& name, long long ms) {
   if (ms <= 0) return;
+  // The limiter's own key, for its acquire script; the registry, for the
+  // hosts' copies (names no limiter governs). Two keys, two slots.
   redis.command({"SET", limiter_base(prefix, name) + "hold", "1", "PX", num(ms)});
+  redis.eval(kNoteHold, {prefix + ":lim:holds"}, {name, num(ms)});
+}
+
+std::vector<std::pair<std::string, long long>> read_holds(Redis& redis, const std::string& prefix) {
+  Reply r = redis.eval(kReadHolds, {prefix + ":lim:holds"}, {});
+  if (r->type == REDIS_REPLY_ERROR) throw RedisError("Redis hold-offs: " + std::string(r->str, r->len));
+  std::vector<std::pair<std::string, long long>> out;
+  for (size_t i = 0; i + 1 < reply_size(r); i += 2) {
+    out.emplace_back(std::string(r->element[i]->str, r->element[i]->len), r->element[i + 1]->integer);
+  }
+  return out;
 }
 
 }  // namespace jobhost

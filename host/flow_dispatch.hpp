@@ -82,6 +82,9 @@ long long acquire_limiter(Redis& redis, const std::string& prefix, const std::st
 void release_limiters(Redis& redis, const std::string& prefix, const std::vector<std::string>& names,
                       const std::string& holder);
 // Holds a limiter back for `ms` (a relay deferred us): every acquire waits.
+// Also noted in the registry that read_holds reads.
 void hold_limiter(Redis& redis, const std::string& prefix, const std::string& name, long long ms);
+// Every hold-off in force, with the ms it has left (for FlowRuntime's copy).
+std::vector<std::pair<std::string, long long>> read_holds(Redis& redis, const std::string& prefix);
 
 }  // namespace jobhost

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <semaphore>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -45,10 +46,14 @@ class GroupCommit {
   Response submit(Request r) {
     auto t = std::make_shared<Ticket>();
     t->request = std::move(r);
-    std::unique_lock lock(mu_);
-    queue_.push_back(t);
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(t);
+    }
     wake_.notify_one();
-    done_.wait(lock, [&] { return t->finished; });
+    // Each ticket has its own wake-up: a batch wakes its own requesters only,
+    // not every worker waiting (one shared condition variable woke them all).
+    t->finished.acquire();
     if (!t->error.empty()) throw std::runtime_error(t->error);
     return std::move(t->response);
   }
@@ -63,8 +68,8 @@ class GroupCommit {
   struct Ticket {
     Request request;
     Response response{};
-    bool finished = false;
     std::string error;
+    std::binary_semaphore finished{0};  // released once response or error is set
   };
 
   void loop(std::stop_token st) {
@@ -96,14 +101,15 @@ class GroupCommit {
       } catch (const std::exception& e) {
         error = e.what();
       }
-      std::lock_guard lock(mu_);
-      ++batches_;
+      {
+        std::lock_guard lock(mu_);
+        ++batches_;
+      }
       for (size_t i = 0; i < batch.size(); ++i) {
         if (error.empty()) batch[i]->response = std::move(responses[i]);
         batch[i]->error = error;
-        batch[i]->finished = true;
+        batch[i]->finished.release();
       }
-      done_.notify_all();
     }
   }
 
@@ -111,7 +117,7 @@ class GroupCommit {
   const Key key_;
   const size_t max_batch_;
   mutable std::mutex mu_;
-  std::condition_variable wake_, done_;
+  std::condition_variable wake_;
   std::deque<std::shared_ptr<Ticket>> queue_;
   long long batches_ = 0;
   std::jthread thread_;  // last: started once everything above exists

@@ -10,6 +10,9 @@
 //   {"retry_after_ms": N}    with fail_attempts: ask for that retry delay
 //   {"acquire": "name"}      take the limiter first (limiters: in the config);
 //                            when it is full, come back later (Result::throttled)
+//   {"hold_off": {"name": N, "ms": M}}
+//                            hold the limiter N back for M ms on every host
+//                            (job.hold_off), then go on
 //   {"follow_up": {"type": T, "payload": {...}, "batch_id": B, "flow_key": K}}
 //                            enqueue that job through the SDK (batch_id and
 //                            flow_key optional, ABI 1.3) before succeeding
@@ -38,6 +41,13 @@ class Noop : public jobhost::sdk::Plugin {
     if (p.contains("acquire") && !(p["acquire"].is_string() && !p["acquire"].get<std::string>().empty())) {
       return "payload.acquire: must be a limiter name";
     }
+    if (p.contains("hold_off")) {
+      const nlohmann::json& h = p["hold_off"];
+      if (!h.is_object() || !h.contains("name") || !h["name"].is_string() || !h.contains("ms") ||
+          !h["ms"].is_number_integer() || h["ms"].get<long long>() <= 0) {
+        return "payload.hold_off: must be {name: a limiter name, ms: a positive integer}";
+      }
+    }
     if (p.contains("follow_up")) {
       const nlohmann::json& f = p["follow_up"];
       if (!f.is_object() || !f.contains("type") || !f["type"].is_string()) {
@@ -65,6 +75,9 @@ class Noop : public jobhost::sdk::Plugin {
       if (const auto taken = job.acquire(p["acquire"]); !taken) {
         return Result::throttled(taken.wait, "noop: limiter " + p["acquire"].get<std::string>() + " is full");
       }
+    }
+    if (p.contains("hold_off")) {
+      job.hold_off(p["hold_off"]["name"], std::chrono::milliseconds(p["hold_off"]["ms"].get<long long>()));
     }
     if (p.contains("follow_up")) {
       const nlohmann::json& f = p["follow_up"];

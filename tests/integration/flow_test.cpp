@@ -224,6 +224,31 @@ TEST_CASE("a handler held back by a full limiter is throttled without using an a
   CHECK(peak_running(db) == 1);
 }
 
+TEST_CASE("a hold-off made on one host holds back a name no limiter governs on another host", "[flow]") {
+  TestDb db;
+  HostOptions o;
+  o.concurrency = 2;
+  auto a = start_host(write_config(db, o, "host-a"), "host-a");
+  const std::string holder = db.enqueue("noop", R"({"hold_off": {"name": "relay:free", "ms": 5000}})");
+  REQUIRE(eventually([&] { return db.status(holder) == "completed"; }, 20s));
+  a->signal(SIGTERM);
+  REQUIRE(a->wait(20s) == 0);
+  // Host-b never saw the hold made: it learns it from Redis.
+  auto b = start_host(write_config(db, o, "host-b"), "host-b");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(db.enqueue("noop", R"({"acquire": "relay:free"})"));
+  REQUIRE(eventually([&] { return completed(db) == 5; }, 30s));
+  const std::string in_list = "('" + ids[0] + "','" + ids[1] + "','" + ids[2] + "','" + ids[3] + "')";
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE id IN " + in_list + " AND worker_id LIKE 'host-b/%'") == 4);
+  // Each was held back first (no attempt used), and none ran before the hold ended.
+  CHECK(db.count("SELECT count(DISTINCT job_id) FROM jobhost.job_logs WHERE status = 'throttled' AND job_id IN " +
+                 in_list) == 4);
+  CHECK(db.count("SELECT count(*) FROM jobhost.jobs WHERE id IN " + in_list + " AND attempt_count <> 1") == 0);
+  CHECK(db.count("SELECT count(*) FROM jobhost.job_logs l, jobhost.jobs h WHERE h.id = '" + holder +
+                 "' AND l.status = 'completed' AND l.job_id IN " + in_list +
+                 " AND l.started_at < h.started_at + interval '4900 ms'") == 0);
+}
+
 TEST_CASE("pausing a queue or one key stops new starts on every host within a second, and resume restarts them",
           "[flow]") {
   TestDb db;

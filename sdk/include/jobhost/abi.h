@@ -157,17 +157,21 @@ typedef struct jobhost_host_api {
   /* since 1.2 */
   /* Takes the named limiter of the config's limiters: section (an exact name,
    * or one matching a "prefix:*" entry) for the rest of this attempt, across
-   * all hosts. Returns 0 when taken (or when no entry governs the name: then
-   * nothing limits it); otherwise > 0, the milliseconds to wait before it
+   * all hosts. Returns 0 when taken (or when no entry with limits governs
+   * the name and it is not held back: then nothing limits it); otherwise
+   * > 0, the milliseconds to wait before it
    * could be taken, and nothing is held. A handler that gets a wait normally
    * returns JOBHOST_THROTTLED with that delay, which costs no attempt. Taking
    * a limiter the attempt already holds returns 0 again. A concurrency slot
    * is given back when the attempt ends, or lapses after the plugin's
    * timeout_ms if its host dies. Returns -1 with no limiter taken when Redis
-   * cannot be reached. Cost: one Redis round trip. */
+   * cannot be reached. Cost: one Redis round trip for a name an entry with
+   * limits governs; none otherwise (the host keeps a copy of every host's
+   * hold-offs, read again at most every 100 ms). */
   int64_t (*acquire)(jobhost_job_ctx* ctx, const char* limiter);
   /* Holds the named limiter back for delay_ms on every host (a relay deferred
-   * us): acquire() of it returns a wait until then. Cost: one Redis round trip. */
+   * us): acquire() of it returns a wait until then, on this host at once and
+   * on the others within 100 ms. Cost: two Redis round trips. */
   void (*hold_off)(jobhost_job_ctx* ctx, const char* limiter, int64_t delay_ms);
 } jobhost_host_api;
 

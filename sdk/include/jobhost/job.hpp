@@ -67,18 +67,22 @@ class Job {
     explicit operator bool() const { return ok; }
   };
   // Takes the limiter `name` ("relay:primary", "domain:example.com") for the
-  // rest of this attempt, across all hosts; a name no entry governs is always
-  // free. When it is full, nothing is held and the wait says when to try
-  // again: return Result::throttled(wait) so the job comes back then without
-  // using an attempt. When Redis cannot be reached the answer is a one-second
-  // wait. Cost: one Redis round trip.
+  // rest of this attempt, across all hosts. When it is full or held back
+  // (hold_off), nothing is held and the wait says when to try again: return
+  // Result::throttled(wait) so the job comes back then without using an
+  // attempt. When Redis cannot be reached the answer is a one-second wait.
+  // Cost: one Redis round trip for a name a limiters: entry with limits
+  // governs; none for other names, which are free unless held back: the host
+  // reads every host's hold-offs at most every 100 ms.
   Acquired acquire(const std::string& name) const {
     const int64_t wait = host_->acquire(ctx_, name.c_str());
     if (wait == 0) return {true, {}};
     return {false, std::chrono::milliseconds(wait > 0 ? wait : 1000)};
   }
   // Makes every host wait `delay` before the limiter `name` is taken again
-  // (a relay or mailbox provider deferred us). Cost: one Redis round trip.
+  // (a relay or mailbox provider deferred us): this host at once, the others
+  // within 100 ms for a name no limiters: entry governs. Cost: two Redis
+  // round trips.
   void hold_off(const std::string& name, std::chrono::milliseconds delay) const {
     host_->hold_off(ctx_, name.c_str(), delay.count());
   }
