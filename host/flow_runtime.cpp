@@ -9,6 +9,14 @@ namespace jobhost {
 
 namespace {
 
+using Holds = std::unordered_map<std::string, std::chrono::steady_clock::time_point>;
+
+// A hold only ever grows: keeps the later of two ends.
+void keep_later(Holds& holds, const std::string& name, std::chrono::steady_clock::time_point end) {
+  auto [it, added] = holds.emplace(name, end);
+  if (!added && it->second < end) it->second = end;
+}
+
 long long ms_left(std::chrono::steady_clock::time_point end, std::chrono::steady_clock::time_point now) {
   if (end <= now) return 0;
   // Rounded up: a hold with 0.4 ms left is still a hold.
@@ -31,7 +39,7 @@ long long FlowRuntime::held_for(const std::string& name) {
     }
     holds_reading_ = true;
   }
-  std::unordered_map<std::string, Clock::time_point> fresh;
+  Holds fresh;
   bool failed = false;
   try {
     const auto holds = redis_.with([&](Redis& r) { return read_holds(r, prefix_); });
@@ -48,10 +56,7 @@ long long FlowRuntime::held_for(const std::string& name) {
   holds_failed_ = failed;
   if (failed) return -1;
   // A hold this host made while the read was under way may not be in it yet.
-  for (const auto& [held, end] : holds_) {
-    auto [it, added] = fresh.emplace(held, end);
-    if (!added && it->second < end) it->second = end;
-  }
+  for (const auto& [held, end] : holds_) keep_later(fresh, held, end);
   for (auto it = fresh.begin(); it != fresh.end();) it = it->second <= now ? fresh.erase(it) : std::next(it);
   holds_ = std::move(fresh);
   const auto it = holds_.find(name);
@@ -62,9 +67,7 @@ void FlowRuntime::hold(const std::string& name, long long ms) {
   if (ms <= 0) return;
   {
     std::lock_guard lock(holds_mu_);
-    const Clock::time_point end = Clock::now() + std::chrono::milliseconds(ms);
-    auto [it, added] = holds_.emplace(name, end);
-    if (!added && it->second < end) it->second = end;
+    keep_later(holds_, name, Clock::now() + std::chrono::milliseconds(ms));
   }
   redis_.with([&](Redis& r) {
     hold_limiter(r, prefix_, name, ms);

@@ -81,8 +81,8 @@ class Job {
   }
   // Makes every host wait `delay` before the limiter `name` is taken again
   // (a relay or mailbox provider deferred us): this host at once, the others
-  // within 100 ms for a name no limiters: entry governs. Cost: two Redis
-  // round trips.
+  // within 100 ms for a name no limiters: entry with limits governs. Cost:
+  // two Redis round trips.
   void hold_off(const std::string& name, std::chrono::milliseconds delay) const {
     host_->hold_off(ctx_, name.c_str(), delay.count());
   }
