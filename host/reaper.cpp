@@ -21,7 +21,7 @@ constexpr std::chrono::milliseconds kMaxBackoff(5000);
 const std::string kReapSql = state_sql(R"sql(
 WITH expired AS (
   SELECT id FROM jobhost.jobs
-   WHERE status = {running} AND lease_expires_at < now()
+   WHERE status = {running} AND lease_expires_at < now() AND lease_expires_at >= $2::timestamptz
    ORDER BY lease_expires_at
    LIMIT $1
    FOR UPDATE SKIP LOCKED
@@ -52,10 +52,18 @@ SELECT id::text, queue_name, status, attempt_count, {batches_closed} FROM u)sql"
 }  // namespace
 
 size_t Reaper::pass(pqxx::connection& conn) {
+  const auto began = ScanFloor::Clock::now();
   pqxx::work tx(conn);
-  const pqxx::result r = tx.exec_params(kReapSql, kBatch);
+  // A lease this pass does not see expired yet ends after its now(): leases
+  // are set to expire lease_ms after they are taken or extended, never in
+  // the past. So the next pass may start there, less a margin; what this
+  // one skipped (locked by another transaction) the next full pass finds.
+  const std::string next_floor = tx.exec1("SELECT (now() - interval '1 second')::text")[0].c_str();
+  const pqxx::result r = tx.exec_params(kReapSql, kBatch, floor_.next(began));
   if (!r.empty()) tx.exec("SELECT pg_notify('jobhost_jobs', '')");
   tx.commit();
+  // A whole batch may have left expired leases behind: start there again.
+  floor_.passed(began, r.size() < static_cast<size_t>(kBatch) ? std::optional(next_floor) : std::nullopt);
   if (!r.empty() && !r[0][4].is_null()) batches::finish(conn, r[0][4].c_str());
   for (const auto& row : r) {
     // A lease that expired on the last attempt dead-letters the job here, not in a worker.
@@ -68,14 +76,15 @@ size_t Reaper::pass(pqxx::connection& conn) {
   return r.size();
 }
 
-Reaper::Reaper(const Config& config)
+Reaper::Reaper(const Config& config, std::chrono::milliseconds full_every)
     : Service({.name = "reaper",
                .postgres_url = config.postgres_url,
                .redis_url = {},
                .first_pass_after = std::chrono::milliseconds(0),
                .backoff = std::chrono::milliseconds(config.reaper_interval_ms),
                .max_backoff = std::max(std::chrono::milliseconds(config.reaper_interval_ms), kMaxBackoff)}),
-      interval_(config.reaper_interval_ms) {}
+      interval_(config.reaper_interval_ms),
+      floor_(full_every) {}
 
 std::chrono::milliseconds Reaper::run_once(std::stop_token) {
   const size_t reaped = pass(pg());

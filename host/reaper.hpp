@@ -7,14 +7,21 @@
 #include <pqxx/pqxx>
 
 #include "config.hpp"
+#include "scan_floor.hpp"
 #include "service.hpp"
 
 namespace jobhost {
 
 // Every host.reaper.interval_ms, or at once while whole batches expire.
+// A pass scans jobs_lease_idx from a floor (scan_floor.hpp): leases that
+// expire after the last pass's start, less a second; a full pass at least
+// every kFullEvery.
 class Reaper : public Service {
  public:
-  explicit Reaper(const Config& config);
+  static constexpr std::chrono::milliseconds kFullEvery{60000};
+
+  // `full_every`: the longest time between full passes.
+  explicit Reaper(const Config& config, std::chrono::milliseconds full_every = kFullEvery);
   // Reaps up to one batch of expired leases; returns how many.
   size_t pass(pqxx::connection& conn);
 
@@ -23,6 +30,7 @@ class Reaper : public Service {
 
   std::chrono::milliseconds interval_;
   int64_t sweeps_ = -1;  // batch sweeps so far: the first, at start, looks at the members
+  ScanFloor floor_;
 };
 
 }  // namespace jobhost

@@ -18,10 +18,15 @@ constexpr int kBatch = 5000;
 constexpr std::chrono::milliseconds kMaxBackoff(5000);
 
 const std::string kCandidatesSql = state_sql(R"sql(
-SELECT id::text, queue_name FROM jobhost.jobs
+SELECT id::text, queue_name, updated_at::text FROM jobhost.jobs
  WHERE status = {migrated_to_redis} AND updated_at < now() - $1 * interval '1 millisecond'
+   AND updated_at >= $3::timestamptz
  ORDER BY updated_at
  LIMIT $2)sql");
+
+// Where the next pass may start when this one finds no candidate: a job
+// moved to Redis later than its cut-off, less a margin.
+const std::string kNextFloorSql = "SELECT (now() - $1 * interval '1 millisecond' - interval '1 second')::text";
 
 // Of the values a sweep read from Redis, the positions (1-based) of those that
 // are not a waiting job's id: not an id as the host writes them (lower-case
@@ -45,12 +50,20 @@ UPDATE jobhost.jobs j SET status = {queued}, updated_at = now()
 
 size_t Reconciler::pass(pqxx::connection& conn, Redis& redis) {
   std::vector<std::pair<std::string, std::string>> candidates;
+  const auto began = ScanFloor::Clock::now();
+  std::string next_floor;
   {
     pqxx::nontransaction tx(conn);
-    for (const auto& row : tx.exec_params(kCandidatesSql, config_.reconciler_stale_after_ms, kBatch)) {
-      candidates.emplace_back(row[0].c_str(), row[1].c_str());
-    }
+    // Taken before the candidates, so at or below their cut-off.
+    next_floor = tx.exec_params1(kNextFloorSql, config_.reconciler_stale_after_ms)[0].c_str();
+    const pqxx::result r =
+        tx.exec_params(kCandidatesSql, config_.reconciler_stale_after_ms, kBatch, floor_.next(began));
+    for (const auto& row : r) candidates.emplace_back(row[0].c_str(), row[1].c_str());
+    // The oldest candidate stays one until it leaves Redis's care (leased, or
+    // queued again below): the next pass starts with it.
+    if (!r.empty()) next_floor = r[0][2].c_str();
   }
+  floor_.passed(began, next_floor);
   if (candidates.empty()) return 0;
   for (const auto& [id, queue] : candidates) {
     redis.append({"SISMEMBER", QueueKeys(config_.redis_key_prefix, queue).members(), id});
@@ -127,7 +140,7 @@ size_t Reconciler::sweep_queue(pqxx::connection& conn, Redis& redis, const std::
   return static_cast<size_t>(removed);
 }
 
-Reconciler::Reconciler(const Config& config, size_t sweep_chunk)
+Reconciler::Reconciler(const Config& config, size_t sweep_chunk, std::chrono::milliseconds full_every)
     : Service({.name = "reconciler",
                .postgres_url = config.postgres_url,
                .redis_url = config.redis_url,
@@ -135,7 +148,8 @@ Reconciler::Reconciler(const Config& config, size_t sweep_chunk)
                .backoff = std::chrono::milliseconds(config.reconciler_interval_ms),
                .max_backoff = std::max(std::chrono::milliseconds(config.reconciler_interval_ms), kMaxBackoff)}),
       config_(config),
-      sweep_chunk_(std::max<size_t>(1, sweep_chunk)) {}
+      sweep_chunk_(std::max<size_t>(1, sweep_chunk)),
+      floor_(full_every) {}
 
 std::chrono::milliseconds Reconciler::run_once(std::stop_token) {
   pass(pg(), redis());

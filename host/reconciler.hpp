@@ -28,17 +28,24 @@
 
 #include "config.hpp"
 #include "redis.hpp"
+#include "scan_floor.hpp"
 #include "service.hpp"
 
 namespace jobhost {
 
-// Every host.reconciler.interval_ms: a pass, then a sweep step.
+// Every host.reconciler.interval_ms: a pass, then a sweep step. A pass scans
+// jobs_migrated_idx from a floor (scan_floor.hpp): the oldest candidate the
+// last pass found, or its cut-off less a second when it found none; a full
+// pass at least every kFullEvery.
 class Reconciler : public Service {
  public:
   static constexpr size_t kSweepChunk = 250;
+  static constexpr std::chrono::milliseconds kFullEvery{60000};
 
-  // `sweep_chunk`: ids read per key and pass by the orphan sweep.
-  explicit Reconciler(const Config& config, size_t sweep_chunk = kSweepChunk);
+  // `sweep_chunk`: ids read per key and pass by the orphan sweep;
+  // `full_every`: the longest time between full passes.
+  explicit Reconciler(const Config& config, size_t sweep_chunk = kSweepChunk,
+                      std::chrono::milliseconds full_every = kFullEvery);
   // Lost jobs; returns how many were queued again.
   size_t pass(pqxx::connection& conn, Redis& redis);
   // One step of the orphan sweep over every queue; returns the Redis entries removed.
@@ -57,6 +64,7 @@ class Reconciler : public Service {
   Config config_;
   size_t sweep_chunk_;
   std::map<std::string, SweepPosition> sweep_at_;
+  ScanFloor floor_;
 };
 
 }  // namespace jobhost
