@@ -162,6 +162,19 @@ SELECT ceil(extract(epoch FROM min(d.run_at) - clock_timestamp()) * 1000)::bigin
        AND run_at >= coalesce(timestamptz 'epoch' + q.floor_us * interval '1 microsecond', '-infinity')
      ORDER BY run_at LIMIT 1) d)sql");
 
+// The oldest ready run_at below each floor (FloorProbe): one probe of
+// jobs_ready_band_idx per queue and band that has one, which walks every
+// entry claimed jobs left below the floor until it finds a ready one.
+const std::string kBelowFloorSql = state_sql(R"sql(
+SELECT q.name, q.band, (extract(epoch FROM d.run_at) * 1000000)::bigint
+  FROM unnest($1::text[], $2::int[], $3::bigint[]) AS q(name, band, floor_us)
+  CROSS JOIN LATERAL (
+    SELECT run_at FROM jobhost.jobs
+     WHERE queue_name = q.name AND jobhost.priority_band(priority) = q.band
+       AND status IN ({ready}) AND run_at <= now()
+       AND run_at < timestamptz 'epoch' + q.floor_us * interval '1 microsecond'
+     ORDER BY run_at LIMIT 1) d)sql");
+
 // While some queue's window in Redis is full, look again this soon: fetchers
 // empty it without telling the migrator.
 constexpr long long kFullWindowRecheckMs = 20;
@@ -245,6 +258,73 @@ bool Migrator::claim_fair(pqxx::connection& conn, const std::string& queue, int 
   return more || !round_over;
 }
 
+FloorProbe::FloorProbe(const Config& config, std::shared_ptr<FloorShare> share)
+    : Service({.name = "migrator floor probe",
+               .postgres_url = config.postgres_url,
+               .redis_url = {},
+               .first_pass_after = ClaimFloors::kRescan,
+               .backoff = std::chrono::milliseconds(200),
+               .max_backoff = std::chrono::milliseconds(2000),
+               .hot_path = true}),
+      share_(std::move(share)) {}
+
+size_t FloorProbe::pass(pqxx::connection& conn) {
+  PgArray names, bands, floors;
+  {
+    std::lock_guard lock(share_->mu);
+    for (const auto& [queue, bounds] : share_->floors) {
+      for (int band = 0; band < 3; ++band) {
+        if (!bounds[band]) continue;
+        names.add(queue);
+        bands.add(static_cast<long long>(band));
+        floors.add(static_cast<long long>(*bounds[band]));
+      }
+    }
+  }
+  if (names.empty()) return 0;
+  pqxx::nontransaction tx(conn);
+  const pqxx::result r =
+      exec_hot(tx, "jobhost_below_floor", kBelowFloorSql.c_str(), names.str(), bands.str(), floors.str());
+  std::lock_guard lock(share_->mu);
+  for (const auto& row : r) {
+    auto& below = share_->below[row[0].c_str()].at(row[1].as<int>());
+    const int64_t run_at = row[2].as<int64_t>();
+    if (!below || run_at < *below) below = run_at;
+  }
+  return r.size();
+}
+
+std::chrono::milliseconds FloorProbe::run_once(std::stop_token) {
+  const auto began = std::chrono::steady_clock::now();
+  if (const size_t found = pass(pg()); found > 0) {
+    spdlog::debug("migrator floor probe: ready jobs below the claims' floors in {} bands", found);
+  }
+  return std::max<std::chrono::milliseconds>(
+      ClaimFloors::kRescan, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                (std::chrono::steady_clock::now() - began) * ClaimFloors::kRescanShare));
+}
+
+bool Migrator::start_up() {
+  floor_probe_ = std::make_unique<FloorProbe>(config_, floor_share_);
+  floor_probe_thread_ = std::jthread([probe = floor_probe_.get()](std::stop_token st) { probe->run(st); });
+  return true;
+}
+
+ClaimFloors& Migrator::floors_of(const std::string& queue) {
+  // Without the probe (pass() called on its own), claims rescan themselves.
+  ClaimFloors& floors = floors_.try_emplace(queue, floor_probe_ == nullptr).first->second;
+  std::lock_guard lock(floor_share_->mu);
+  if (const auto below = floor_share_->below.find(queue); below != floor_share_->below.end()) {
+    for (int band = 0; band < 3; ++band) {
+      if (below->second[band]) floors.lower(band, *below->second[band]);
+    }
+    floor_share_->below.erase(below);
+  }
+  // The probe looks below the floors as the last claim left them.
+  floor_share_->floors[queue] = floors.current();
+  return floors;
+}
+
 Migrator::Migrator(const Config& config, Pools pools)
     : Service({.name = "migrator",
                .postgres_url = config.postgres_url,
@@ -271,7 +351,7 @@ std::pair<size_t, bool> Migrator::direct_lease(pqxx::connection& conn, WorkerPoo
   if (reserved == 0) return {0, false};
   std::vector<LeasedJob> jobs;
   try {
-    jobs = claim_leased(conn, queue, static_cast<int>(reserved), floors_[queue],
+    jobs = claim_leased(conn, queue, static_cast<int>(reserved), floors_of(queue),
                         config_.host_id + "/" + pool.name(), config_.lease_duration_ms);
   } catch (...) {
     pool.take_reserved({}, reserved);
@@ -324,7 +404,7 @@ size_t Migrator::migrate_queue(pqxx::connection& conn, Redis& redis, const Serve
     }
     if (direct > 0 && !more) return direct;  // that was all that was ready
     if (static_cast<int>(direct) < limit) {
-      const pqxx::result r = claim_plain(conn, queue, limit - static_cast<int>(direct), floors_[queue]);
+      const pqxx::result r = claim_plain(conn, queue, limit - static_cast<int>(direct), floors_of(queue));
       claimed = r.size();
       for (const auto& row : r) by_band[row[3].as<int>()].push_back({row[0].c_str(), row[2].c_str()});
     }

@@ -16,9 +16,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -53,24 +55,34 @@ struct ServedQueue {
 // ready later with an older run_at (a stalled job the reaper requeues, one
 // the reconciler finds missing from Redis, a claim given back, an enqueue
 // that committed more than kSlack after it began, a run_at given in the
-// past) is found by the claim without bounds that runs every kRescan, or
-// less often when it is slow: that claim still walks every entry left behind,
-// so the next one waits at least kRescanShare times as long as it took (while
-// a transaction is held open, rescans then take at most 1 / kRescanShare of
-// the migrator's time, and those jobs wait longer).
+// past) is found by a rescan every kRescan, or less often when it is slow:
+// it still walks every entry left behind, so the next one waits at least
+// kRescanShare times as long as it took (while a transaction is held open,
+// rescans then take at most 1 / kRescanShare of a core, and those jobs wait
+// longer). The migrator rescans on a thread of its own (FloorProbe), which
+// only looks below the floors and lowers them to what it finds, so its claims
+// never wait for a rescan; without one (rescans = true, jobctl bench --floor)
+// a claim without bounds is the rescan.
 class ClaimFloors {
  public:
   static constexpr std::chrono::milliseconds kRescan{2000};
   static constexpr std::chrono::microseconds kSlack{1000000};
   static constexpr int kRescanShare = 20;
   using Bounds = std::array<std::optional<int64_t>, 3>;  // run_at, µs since the epoch
+  explicit ClaimFloors(bool rescans = true) : rescans_(rescans) {}
   // The bounds for the next claim, or none when a rescan is due.
   Bounds next(std::chrono::steady_clock::time_point now) {
-    if (now >= rescan_at_) {
+    if (rescans_ && now >= rescan_at_) {
       rescan_at_ = now + kRescan;
       return {};
     }
     return floor_;
+  }
+  // A ready job of `band` found below its floor (FloorProbe): the next claim
+  // starts there.
+  void lower(int band, int64_t run_at_us) {
+    auto& f = floor_.at(band);
+    if (f && run_at_us < *f) f = run_at_us;
   }
   // After a claim without bounds that began at `began` and took `took`.
   void rescanned(std::chrono::steady_clock::time_point began, std::chrono::steady_clock::duration took) {
@@ -79,11 +91,36 @@ class ClaimFloors {
   // After a claim that took jobs of `band`: the oldest run_at it took there.
   void took(int band, int64_t oldest_run_at_us) { floor_.at(band) = oldest_run_at_us - kSlack.count(); }
   const Bounds& current() const { return floor_; }
-  std::chrono::steady_clock::time_point rescan_at() const { return rescan_at_; }
+  std::chrono::steady_clock::time_point rescan_at() const {
+    return rescans_ ? rescan_at_ : std::chrono::steady_clock::time_point::max();
+  }
 
  private:
+  bool rescans_;
   Bounds floor_;
   std::chrono::steady_clock::time_point rescan_at_{};
+};
+
+// What a migrator and its FloorProbe share: the floors of each plain queue's
+// claims, as the migrator last left them, and the oldest ready run_at the
+// probe found below them, for the migrator to lower them to.
+struct FloorShare {
+  std::mutex mu;
+  std::map<std::string, ClaimFloors::Bounds> floors;
+  std::map<std::string, ClaimFloors::Bounds> below;
+};
+
+// The migrator's rescans (ClaimFloors), on a connection and thread of their own.
+class FloorProbe : public Service {
+ public:
+  FloorProbe(const Config& config, std::shared_ptr<FloorShare> share);
+  // Looks below every floor once; returns how many bands it found jobs in.
+  size_t pass(pqxx::connection& conn);
+
+ private:
+  std::chrono::milliseconds run_once(std::stop_token stop) override;
+
+  std::shared_ptr<FloorShare> share_;
 };
 
 // The migrator's claim of a queue without a flow: block: at most `limit`
@@ -132,6 +169,10 @@ class Migrator : public Service {
  private:
   // One pass, then the wait for a NOTIFY, the next run_at or poll_interval_ms.
   std::chrono::milliseconds run_once(std::stop_token stop) override;
+  // Starts the FloorProbe.
+  bool start_up() override;
+  // The claims' floors (floors_) for queue, with what the probe found below them.
+  ClaimFloors& floors_of(const std::string& queue);
   void pg_dropping() override;
   size_t migrate_queue(pqxx::connection& conn, Redis& redis, const ServedQueue& queue, PassResult& res);
   // Leases up to `limit` ready jobs of a plain queue to `pool`, a pool of this
@@ -175,6 +216,10 @@ class Migrator : public Service {
   std::unordered_map<std::string, long long> waiting_;  // per queue, last seen in Redis
   std::map<std::pair<std::string, int>, Turn> turns_;    // per queue and band
   std::unordered_map<std::string, ClaimFloors> floors_;  // per queue (plain claim)
+  std::shared_ptr<FloorShare> floor_share_ = std::make_shared<FloorShare>();
+  // Declared last: stopped and joined first.
+  std::unique_ptr<FloorProbe> floor_probe_;
+  std::jthread floor_probe_thread_;
 };
 
 // Queues served by some live worker host.

@@ -238,7 +238,8 @@ END $$; SELECT 1)sql");
 // The migrator's claims start each band at the oldest run_at its last claim
 // took (migrator.hpp, ClaimFloors). A job that becomes ready below that, here
 // one enqueued with a run_at an hour ago after newer jobs were claimed, is
-// found by the claim without bounds that runs every ClaimFloors::kRescan.
+// found by the migrator's FloorProbe (every ClaimFloors::kRescan), which
+// lowers the floor so that the next claim takes it.
 TEST_CASE("a job enqueued with a run_at older than the jobs claimed before it still runs", "[pipeline]") {
   TestDb db;
   HostOptions o;

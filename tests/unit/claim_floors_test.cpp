@@ -45,3 +45,25 @@ TEST_CASE("claim floors: a slow rescan pushes the next one back by kRescanShare 
   CHECK(f.rescan_at() == t1 + std::chrono::milliseconds(500) * ClaimFloors::kRescanShare);
   CHECK(f.next(t1 + ClaimFloors::kRescan)[0] == 7'000'000'000 - ClaimFloors::kSlack.count());
 }
+
+TEST_CASE("claim floors without rescans: always the bounds, lowered to what the probe found below them",
+          "[unit][migrator]") {
+  ClaimFloors f(false);
+  const auto t0 = Clock::now();
+  CHECK(f.next(t0) == ClaimFloors::Bounds{});
+  f.took(1, 5'000'000'000);
+  // No claim without bounds, however long it has been.
+  CHECK(f.next(t0 + ClaimFloors::kRescan * 100)[1] == 5'000'000'000 - ClaimFloors::kSlack.count());
+  CHECK(f.rescan_at() == Clock::time_point::max());
+  // A job found below the floor lowers it; one above it, or in a band with no
+  // floor (its claims have no bound), changes nothing.
+  f.lower(1, 1'000'000'000);
+  CHECK(f.next(t0)[1] == 1'000'000'000);
+  f.lower(1, 3'000'000'000);
+  CHECK(f.next(t0)[1] == 1'000'000'000);
+  f.lower(0, 2'000'000'000);
+  CHECK_FALSE(f.next(t0)[0].has_value());
+  // The claim that takes it moves the floor on again.
+  f.took(1, 6'000'000'000);
+  CHECK(f.next(t0)[1] == 6'000'000'000 - ClaimFloors::kSlack.count());
+}
