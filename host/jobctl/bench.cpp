@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -26,6 +27,7 @@
 #include <mutex>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -519,28 +521,38 @@ double floor_phase(const std::string& db_url, const BenchOptions& o) {
 // A steady `rate` for `minutes` while a REPEATABLE READ transaction on
 // another connection stays open for the whole run, as a long analytics query
 // would: VACUUM can then remove none of the row versions the jobs' state
-// changes leave behind. Each minute's jobs are reported once they are done
-// (or 30 s after the minute, whichever is first): how many completed, their
-// creation -> handler start p50 / p99, the jobs waiting (ready states), and the size
-// of the jobs table and of its indexes.
+// changes leave behind. At each minute's end the bench notes the time and
+// the sizes of the jobs table and of its indexes (cheap) and prints them; the
+// minute's figures, which read every one of its jobs, are worked out after
+// the run, so that the bench's own queries (seconds of a core each by then)
+// do not load the minutes they measure: how many of its jobs completed
+// within 30 s of its end, their creation -> handler start p50 / p99, and the
+// jobs waiting (not started) at its end.
 
 // One minute of the producer: the smallest and largest job id it enqueued
-// (ids are time-ordered, so the minute's jobs are one primary-key range).
+// (ids are time-ordered, so the minute's jobs are one primary-key range),
+// and what the bench noted at its end.
 struct SoakMinute {
   std::string first_id, last_id;
   long sent = 0;
+  double ended_at = 0;  // the server's clock, s since the epoch
+  double table_mb = 0, indexes_mb = 0;
 };
 
+// A minute's jobs: completed by its end + 30 s, start latency p50 and p99,
+// and when each that had not started by its end did start (s since the
+// epoch, "inf": never), comma-separated.
 const std::string kSoakMinuteSql = state_sql(R"sql(
-SELECT count(*) FILTER (WHERE status = {completed}),
+SELECT count(*) FILTER (WHERE status = {completed} AND completed_at <= to_timestamp($3::float8 + 30)),
        coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000), 0),
-       coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000), 0)
+       coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000), 0),
+       coalesce(string_agg(coalesce(extract(epoch FROM started_at)::text, 'inf'), ',')
+                FILTER (WHERE started_at IS NULL OR started_at > to_timestamp($3::float8)), '')
   FROM jobhost.jobs WHERE id BETWEEN $1::uuid AND $2::uuid)sql");
 
-const std::string kSoakStateSql = state_sql(R"sql(
-SELECT (SELECT count(*) FROM jobhost.jobs WHERE status IN ({ready})),
-       pg_table_size('jobhost.jobs') / 1048576.0, pg_indexes_size('jobhost.jobs') / 1048576.0,
-       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'jobhost.jobs'::regclass), 0))sql");
+const std::string kSoakSizesSql =
+    "SELECT extract(epoch FROM clock_timestamp()), pg_table_size('jobhost.jobs') / 1048576.0, "
+    "pg_indexes_size('jobhost.jobs') / 1048576.0";
 
 const std::string kSoakEndSql = state_sql(R"sql(
 SELECT count(*) FILTER (WHERE status = {completed}), count(*) FILTER (WHERE attempt_count <> 1)
@@ -554,9 +566,6 @@ void soak_phase(pqxx::connection& conn, const std::string& db_url, const BenchOp
   std::printf("soak        %d jobs/s for %g min; a REPEATABLE READ transaction (backend %s, txid %s) is held open "
               "in the same database for the whole run\n",
               o.rate, o.soak_minutes, h[0].c_str(), h[1].c_str());
-  std::printf("soak        %-7s %9s %9s %9s %9s %9s %10s %10s %12s\n", "minute", "enqueued", "done", "jobs/s",
-              "p50 ms", "p99 ms", "waiting", "table MB", "indexes MB");
-  std::fflush(stdout);
   const std::string pid = h[0].c_str();
 
   const auto run_for = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.soak_minutes * 60));
@@ -600,35 +609,20 @@ void soak_phase(pqxx::connection& conn, const std::string& db_url, const BenchOp
 
   pqxx::nontransaction tx(conn);
   std::string failure;
-  std::vector<double> p99s;
   for (int m = 0; m < minutes && failure.empty(); ++m) {
     const auto minute_end = start + std::min<Clock::duration>(run_for, std::chrono::minutes(m + 1));
-    while (Clock::now() < minute_end + 1s && !g_interrupted) std::this_thread::sleep_for(100ms);
-    SoakMinute pm;
-    {
-      std::lock_guard lock(mu);
-      pm = per_minute[m];
-      if (!producer_error.empty()) failure = "soak producer failed: " + producer_error;
-    }
-    if (!failure.empty() || g_interrupted) break;
-    long done = 0;
-    double p50 = 0, p99 = 0;
-    for (const auto give_up = minute_end + 30s;;) {
-      if (!pm.sent) break;
-      const auto r = tx.exec_params1(kSoakMinuteSql, pm.first_id, pm.last_id);
-      done = r[0].as<long>();
-      p50 = r[1].as<double>();
-      p99 = r[2].as<double>();
-      if (done >= pm.sent || Clock::now() > give_up || g_interrupted) break;
-      std::this_thread::sleep_for(500ms);
-    }
-    const auto st = tx.exec1(kSoakStateSql);
-    const double secs = std::chrono::duration<double>(
-        std::min<Clock::duration>(run_for, std::chrono::minutes(m + 1)) - std::chrono::minutes(m)).count();
-    std::printf("soak        %-7d %9ld %9ld %9.0f %9.2f %9.2f %10s %10.1f %12.1f\n", m + 1, pm.sent, done,
-                done / secs, p50, p99, st[0].c_str(), st[1].as<double>(), st[2].as<double>());
+    while (Clock::now() < minute_end && !g_interrupted) std::this_thread::sleep_for(100ms);
+    if (g_interrupted) break;
+    const auto st = tx.exec1(kSoakSizesSql);
+    std::lock_guard lock(mu);
+    if (!producer_error.empty()) failure = "soak producer failed: " + producer_error;
+    SoakMinute& pm = per_minute[m];
+    pm.ended_at = st[0].as<double>();
+    pm.table_mb = st[1].as<double>();
+    pm.indexes_mb = st[2].as<double>();
+    std::printf("soak        minute %d over: %ld enqueued, jobs table %.1f MB, its indexes %.1f MB\n", m + 1,
+                pm.sent, pm.table_mb, pm.indexes_mb);
     std::fflush(stdout);
-    p99s.push_back(p99);
   }
   stop = true;
   producer.join();
@@ -648,6 +642,36 @@ void soak_phase(pqxx::connection& conn, const std::string& db_url, const BenchOp
     check_interrupted();
     std::this_thread::sleep_for(1s);
     end = tx.exec1(kSoakEndSql);
+  }
+  // Each minute's figures, now that the run is over. A job is waiting at a
+  // minute's end if it was enqueued by then and had not started: of each
+  // minute's jobs, those not started by its own end are listed, and counted
+  // again at every later end they had not started by.
+  std::printf("soak        %-7s %9s %9s %9s %9s %9s %10s %10s %12s\n", "minute", "enqueued", "done", "jobs/s",
+              "p50 ms", "p99 ms", "waiting", "table MB", "indexes MB");
+  std::vector<double> p99s;
+  std::vector<double> late;  // start times (s since the epoch) of jobs not started by their minute's end
+  for (int m = 0; m < minutes && per_minute[m].ended_at > 0; ++m) {
+    const SoakMinute& pm = per_minute[m];
+    long done = 0;
+    double p50 = 0, p99 = 0;
+    if (pm.sent > 0) {
+      const auto r = tx.exec_params1(kSoakMinuteSql, pm.first_id, pm.last_id, pm.ended_at);
+      done = r[0].as<long>();
+      p50 = r[1].as<double>();
+      p99 = r[2].as<double>();
+      for (const char* p = r[3].c_str(); *p;) {
+        char* next = nullptr;
+        late.push_back(std::strtod(p, &next));
+        p = *next == ',' ? next + 1 : next;
+      }
+    }
+    const long waiting = std::count_if(late.begin(), late.end(), [&](double t) { return t > pm.ended_at; });
+    const double secs = std::chrono::duration<double>(
+        std::min<Clock::duration>(run_for, std::chrono::minutes(m + 1)) - std::chrono::minutes(m)).count();
+    std::printf("soak        %-7d %9ld %9ld %9.0f %9.2f %9.2f %10ld %10.1f %12.1f\n", m + 1, pm.sent, done,
+                done / secs, p50, p99, waiting, pm.table_mb, pm.indexes_mb);
+    p99s.push_back(p99);
   }
   std::printf("soak        %ld jobs sent, %s completed, %s with more than one attempt; the held transaction "
               "was open %.0f s%s\n",

@@ -93,6 +93,8 @@ TEST_CASE("jobctl bench --soak holds a transaction open while a steady rate runs
   INFO(out);
   REQUIRE(code == 0);
   CHECK_THAT(out, Catch::Contains("200 jobs/s for 0.25 min; a REPEATABLE READ transaction"));
+  // Sizes as the minute ends; its figures after the run.
+  CHECK_THAT(out, Catch::Contains("soak        minute 1 over: "));
   std::smatch m;
   const std::regex row("soak        1 +([0-9]+) +([0-9]+) +([0-9]+) +([0-9.]+) +([0-9.]+) +[0-9]+ +([0-9.]+) +([0-9.]+)");
   REQUIRE(std::regex_search(out, m, row));
