@@ -43,6 +43,7 @@ done
 for v in "$delay" "$workers" "$noop_jobs" "${sessions:-1}"; do [[ $v =~ ^[0-9]+$ ]] || usage; done
 sessions=${sessions:-$workers}
 [ -f "$plugins/libemail_send.so" ] || { echo "campaign.sh: no $plugins/libemail_send.so; build first" >&2; exit 1; }
+plugins=$(cd "$plugins" && pwd)  # the config below names the libraries by absolute path
 
 work=$root/build/campaign-bench
 mkdir -p "$work"
@@ -62,6 +63,7 @@ host="" sink=""
 finish() {
   [ -z "$host" ] || { kill -TERM "$host" 2>/dev/null || true; wait "$host" 2>/dev/null || true; }
   [ -z "$sink" ] || { kill -TERM "$sink" 2>/dev/null || true; wait "$sink" 2>/dev/null || true; }
+  [ -z "${db:-}" ] || [ -n "${CAMPAIGN_BENCH_KEEP:-}" ] || psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
   [ -z "$started" ] || bash "$root/scripts/services.sh" stop "$work/services"
 }
 trap finish EXIT
@@ -119,12 +121,20 @@ YAML
 build/bin/jobhost --config "$work/jobhost.yaml" > "$work/jobhost.log" 2>&1 &
 host=$!
 for _ in $(seq 1 100); do grep -q ' ready' "$work/jobhost.log" && break; sleep 0.1; done
+grep -q ' ready' "$work/jobhost.log" || { echo "campaign.sh: jobhost did not start:" >&2; tail -5 "$work/jobhost.log" >&2; exit 1; }
 psql "$url" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null 2>&1 || true
 id=$(DATABASE_URL=$url build/bin/jobctl enqueue campaign.process '{"tenant_id": "bench", "campaign_id": "camp"}')
 deadline=$((SECONDS + 3600))
-until [ "$(psql "$url" -Atc "SELECT count(*) FROM jobhost.jobs WHERE queue_name = 'email.send'
-                              AND status IN ('completed', 'failed', 'cancelled')")" -ge "$n" ]; do
+# Done when the campaign's batch has finished (every email.send job ended):
+# one row read a second, where counting the jobs would cost the run itself
+# a scan of the queue every second.
+done_sql="SELECT coalesce((SELECT b.state = 'finished' FROM app.campaigns c JOIN jobhost.batches b ON b.id = c.batch_id
+                            WHERE c.tenant_id = 'bench' AND c.id = 'camp'),
+                          (SELECT count(*) >= $n FROM jobhost.jobs WHERE queue_name = 'email.send'
+                              AND status IN ('completed', 'failed', 'cancelled')))"
+until [ "$(psql "$url" -Atc "$done_sql")" = t ]; do
   ((SECONDS < deadline)) || { echo "campaign.sh: not done after an hour; see $work/jobhost.log" >&2; exit 1; }
+  kill -0 "$host" 2>/dev/null || { echo "campaign.sh: jobhost exited; see $work/jobhost.log" >&2; exit 1; }
   sleep 1  # the figures come from the jobs' timestamps, not from this loop
 done
 peak=$(awk '/VmHWM/ {print $2}' /proc/$host/status)
@@ -162,7 +172,7 @@ else
   echo "database: statement counts unavailable (pg_stat_statements is not loaded in that PostgreSQL)"
 fi
 echo "host: peak RSS $((peak / 1024)) MB (VmHWM)"
-[ -n "${CAMPAIGN_BENCH_KEEP:-}" ] && echo "kept database $db" || psql "$DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
+[ -n "${CAMPAIGN_BENCH_KEEP:-}" ] && echo "kept database $db" || { psql "$DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"; db=""; }
 
 echo "no-op drain (jobctl bench --jobs $noop_jobs, same PostgreSQL and Redis):"
 build/bin/jobctl bench --jobs "$noop_jobs" --latency-seconds 0 > "$work/noop.log" 2>&1 || { cat "$work/noop.log" >&2; exit 1; }

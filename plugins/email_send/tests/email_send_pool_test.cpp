@@ -26,6 +26,9 @@ TEST_CASE("email.send carries many messages on one SMTP session, MAIL, RCPT and 
   CHECK(primary.messages().size() == 12);
   CHECK(primary.connections() == 1);
   CHECK(primary.pipelined() == 12);
+  // The greeting, EHLO's reply, then per message one write for the group
+  // (RSET, MAIL, RCPT, DATA) and one for the end of the message.
+  CHECK(primary.reply_writes() == 2 + 2 * 12);
   CHECK(db.count("SELECT count(*) FROM app.email_messages WHERE status = 'sent' AND provider = 'internal'") == 12);
   CHECK(db.count("SELECT count(*) FROM app.email_events WHERE event = 'sent'") == 12);
 }

@@ -190,11 +190,26 @@ void Sink::serve(Client& client) {
           until - std::chrono::steady_clock::now(), std::chrono::milliseconds(10)));
     }
   };
+  // Replies wait in `out` while more commands are already here, and leave
+  // together before the sink waits for input (RFC 2920: a server may hold
+  // replies back while commands keep coming, never while it waits), as a
+  // production relay's do: a pipelined group gets one write, not one per command.
+  std::string out;
+  const auto flush = [&] {
+    if (out.empty()) return true;
+    ++reply_writes_;
+    const bool ok = ssl != nullptr ? SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size())
+                                   : send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
+    out.clear();
+    return ok;
+  };
   const auto reply = [&](const std::string& text) {
-    if (const int ms = delay_ms_; ms > 0) pause_until(arrived + std::chrono::milliseconds(ms));
-    const std::string out = text + "\r\n";
-    if (ssl != nullptr) return SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size());
-    return send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
+    if (const int ms = delay_ms_; ms > 0) {
+      if (!flush()) return false;  // what is already due goes now, not after this delay
+      pause_until(arrived + std::chrono::milliseconds(ms));
+    }
+    out += text + "\r\n";
+    return true;
   };
   // One line without its CRLF; false when the peer went away, or stayed
   // silent past the idle limit (then the session is closed, 421 first).
@@ -207,6 +222,7 @@ void Sink::serve(Client& client) {
         return true;
       }
       if (buffer.size() > kMaxLine) return false;
+      if (!flush()) return false;
       if (const int idle = idle_close_ms_; idle > 0) {
         pollfd p{fd, POLLIN, 0};
         if (poll(&p, 1, idle) == 0) {
@@ -241,8 +257,12 @@ void Sink::serve(Client& client) {
   // A stage's misbehaviour: "drop" ends the session at once; "stall" hangs
   // until the client gives up or the sink stops.
   const auto misbehaves = [&](Stage s) {
-    if (fires(drop_[static_cast<int>(s)])) return true;
+    if (fires(drop_[static_cast<int>(s)])) {
+      flush();  // the earlier commands' replies were due
+      return true;
+    }
     if (fires(stall_[static_cast<int>(s)])) {
+      flush();
       while (!stopping_) {
         char sink[4096];
         pollfd p{fd, POLLIN, 0};
@@ -268,7 +288,7 @@ void Sink::serve(Client& client) {
         ok = reply(std::string("250-jobhost-smtp-sink\r\n") + (pipelining_ ? "250-PIPELINING\r\n" : "") +
                    (offer_tls ? "250-STARTTLS\r\n" : "") + "250-8BITMIME\r\n250 SIZE 35882577");
       } else if (starts_with_ci(line, "STARTTLS") && tls_ctx_ != nullptr && ssl == nullptr) {
-        if (!reply("220 go ahead") || !start_tls()) break;
+        if (!reply("220 go ahead") || !flush() || !start_tls()) break;
         m = Message{};
         have_sender = false;
       } else if (starts_with_ci(line, "HELO")) {
@@ -331,8 +351,14 @@ void Sink::serve(Client& client) {
             if (!maildir_.empty()) {
               std::ofstream(maildir_ / (std::to_string(n) + ".eml"), std::ios::binary) << m.data;
             }
-            if (drop) break;
-            if (const int ms = delay_end_ms_; ms > 0) pause_until(std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
+            if (drop) {
+              flush();
+              break;
+            }
+            if (const int ms = delay_end_ms_; ms > 0) {
+              if (!flush()) break;
+              pause_until(std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
+            }
             ok = reply("250 queued as " + std::to_string(n));
           }
           m = Message{};
@@ -346,12 +372,14 @@ void Sink::serve(Client& client) {
         ok = reply("250 ok");
       } else if (starts_with_ci(line, "QUIT")) {
         reply("221 bye");
+        flush();
         break;
       } else {
         ok = reply("500 unknown command");
       }
       if (!ok) break;
     }
+    flush();
   }
   if (ssl != nullptr) {
     SSL_shutdown(ssl);

@@ -113,6 +113,8 @@ class Sink {
   int mail_commands() const { return mail_commands_; }
   // MAIL FROM commands that arrived together with their RCPT and DATA.
   int pipelined() const { return pipelined_; }
+  // Writes of replies: the replies to a pipelined group leave in one.
+  int reply_writes() const { return reply_writes_; }
   // Stops listening and drops every connection ("down"); idempotent.
   void stop();
 
@@ -139,6 +141,7 @@ class Sink {
   std::atomic<int> transactions_{0};
   std::atomic<int> mail_commands_{0};
   std::atomic<int> pipelined_{0};
+  std::atomic<int> reply_writes_{0};
   std::atomic<int> drop_[4] = {0, 0, 0, 0};
   std::atomic<int> stall_[4] = {0, 0, 0, 0};
   std::atomic<int> idle_close_ms_{0};
