@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "batches.hpp"
+#include "pg.hpp"
 #include "job_state.hpp"
 
 namespace jobhost::admin {
@@ -33,14 +34,32 @@ SELECT id::text, queue_name, attempt_count, max_attempts, coalesce(worker_id, ''
  ORDER BY lease_expires_at LIMIT $1)sql");
 
 // Waiting jobs per queue and band come from the partial indexes of the live
-// states; the terminal counts are estimates from the DLQ index and job_logs'
-// last minute, so the query stays cheap with millions of jobs.
+// states, one branch per index ({ready}, {migrated_to_redis} and {running}
+// are every live state): as one `status IN ({live})` no partial index
+// matches, and the count read the whole table (55 ms with 300,000 retained
+// jobs, growing with the history). The terminal counts are estimates from the
+// DLQ index and job_logs' last minute, so the query stays cheap with millions
+// of jobs. Run as a prepared statement (exec_hot): planning it took about
+// 1 ms, ten times its execution on a small queue, on every call of the
+// dashboard, the metrics gauges and GET /api/v1/queues.
+// The live states are exactly those of kQueuesSql's three branches.
+static_assert([] {
+  for (JobState s : kJobStates) {
+    const bool branch = is_ready(s) || s == JobState::kMigratedToRedis || s == JobState::kRunning;
+    if (branch == is_terminal(s)) return false;
+  }
+  return true;
+}());
 const std::string kQueuesSql = state_sql(R"sql(
 WITH live AS (
   SELECT queue_name, jobhost.priority_band(priority) AS band, status, count(*) AS n
-    FROM jobhost.jobs
-   WHERE status IN ({live})
-   GROUP BY 1, 2, 3
+    FROM jobhost.jobs WHERE status IN ({ready}) GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT queue_name, jobhost.priority_band(priority), status, count(*)
+    FROM jobhost.jobs WHERE status = {migrated_to_redis} GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT queue_name, jobhost.priority_band(priority), status, count(*)
+    FROM jobhost.jobs WHERE status = {running} GROUP BY 1, 2, 3
 ), dead AS (
   SELECT queue_name, count(*) AS n FROM jobhost.jobs WHERE status = {failed} GROUP BY 1
 ), recent AS (
@@ -211,7 +230,7 @@ nlohmann::json running(pqxx::connection& conn, int limit) {
 nlohmann::json queues(pqxx::connection& conn) {
   pqxx::nontransaction tx(conn);
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& row : tx.exec(kQueuesSql)) {
+  for (const auto& row : exec_hot(tx, "jobhost_admin_queues", kQueuesSql.c_str())) {
     out.push_back({
         {"name", row[0].c_str()},
         {"waiting", {{"high", row[1].as<long long>()}, {"normal", row[2].as<long long>()},

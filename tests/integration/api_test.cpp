@@ -158,6 +158,43 @@ TEST_CASE("api: bad requests get 400 naming the field, and never hurt the host",
   CHECK(api.host->running());
 }
 
+// GET /api/v1/queues counts the live states through their own partial
+// indexes, one branch each: every state and band must still be counted.
+TEST_CASE("api: queues counts each live state and priority band of a queue", "[api]") {
+  TestDb db;
+  ApiHost api(db);
+  auto c = api.client();
+  // A queue no plugin serves, so no host moves its jobs while they are counted.
+  const auto put = [&](int n, int priority, const std::string& status) {
+    for (int i = 0; i < n; ++i) {
+      const std::string id = db.enqueue("unserved.type", "{}");
+      db.scalar("UPDATE jobhost.jobs SET priority = " + std::to_string(priority) + ", status = '" + status +
+                "', updated_at = now(), lease_expires_at = CASE WHEN '" + status +
+                "' = 'running' THEN now() + interval '1 hour' END WHERE id = '" + id + "'");
+    }
+  };
+  put(1, 0, "queued");               // high
+  put(2, 100, "queued");             // normal
+  put(3, 100, "migrated_to_redis");  // normal, waiting in Redis
+  put(1, 200, "retry_scheduled");    // low, and a retry
+  put(2, 100, "running");
+  put(1, 100, "failed");
+  put(4, 100, "completed");
+  const json queues = body_of(c.Get("/api/v1/queues"));
+  json q;
+  for (const json& each : queues["queues"]) {
+    if (each["name"] == "unserved.type") q = each;
+  }
+  REQUIRE(q.is_object());
+  CHECK(q["waiting"] == json({{"high", 1}, {"normal", 5}, {"low", 1}}));
+  CHECK(q["running"] == 2);
+  CHECK(q["retry_scheduled"] == 1);
+  CHECK(q["failed"] == 1);
+  CHECK(q["served"] == false);
+  // Asked again: the prepared statement's second run says the same.
+  CHECK(body_of(c.Get("/api/v1/queues"))["queues"] == queues["queues"]);
+}
+
 TEST_CASE("api: queues, DLQ list and replay by id and by queue", "[api]") {
   TestDb db;
   ApiHost api(db);
