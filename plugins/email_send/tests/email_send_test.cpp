@@ -56,6 +56,26 @@ TEST_CASE("email.send renders the template, sends multipart/alternative over SMT
   CHECK(longest_line(primary.messages()[1].data) <= 76);
 }
 
+// sql/019: the outcome is written in place beside its claim (room left on
+// each page), and without the event's own key to app.tenants a tenant's
+// deletion still takes its messages and their events with it.
+TEST_CASE("email.send leaves room for in-place outcomes, and deleting a tenant removes its messages and events", "[email]") {
+  TestDb db;
+  seed(db);
+  CHECK(db.scalar("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'app.email_messages'::regclass") ==
+        "fillfactor=70");
+  smtp::Sink primary, fallback;
+  auto host = start_host(config(db, {primary.port(), fallback.port()}), "email");
+  const std::string a = send(db, "ann@example.com");
+  const std::string b = send(db, "bob@example.com", "Bob", "t1");
+  const std::string gone = send(db, "gone@example.com");  // suppressed: an event too
+  REQUIRE((completed(db, a) && completed(db, b) && completed(db, gone)));
+  CHECK(db.count("SELECT count(*) FROM app.email_events WHERE tenant_id = 't1'") == 3);
+  db.scalar("DELETE FROM app.tenants WHERE id = 't1' RETURNING 1");
+  CHECK(db.count("SELECT count(*) FROM app.email_messages") == 0);
+  CHECK(db.count("SELECT count(*) FROM app.email_events") == 0);
+}
+
 TEST_CASE("email.send never sends twice for one job id when the job runs again", "[email]") {
   TestDb db;
   seed(db);
