@@ -49,18 +49,25 @@ long long FlowRuntime::held_for(const std::string& name) {
     failed = true;
     spdlog::warn("limiter hold-offs not read from Redis: {}", e.what());
   }
-  std::lock_guard lock(holds_mu_);
-  holds_reading_ = false;
+  long long left = -1;
+  {
+    std::lock_guard lock(holds_mu_);
+    holds_reading_ = false;
+    holds_read_at_ = now;
+    holds_failed_ = failed;
+    if (!failed) {
+      // A hold this host made while the read was under way may not be in it yet.
+      for (const auto& [held, end] : holds_) keep_later(fresh, held, end);
+      for (auto it = fresh.begin(); it != fresh.end();) it = it->second <= now ? fresh.erase(it) : std::next(it);
+      holds_ = std::move(fresh);
+      const auto it = holds_.find(name);
+      left = it == holds_.end() ? 0 : ms_left(it->second, now);
+    }
+  }
+  // After the lock is released: a waiter woken while it was held would only
+  // sleep again on the mutex.
   holds_read_.notify_all();
-  holds_read_at_ = now;
-  holds_failed_ = failed;
-  if (failed) return -1;
-  // A hold this host made while the read was under way may not be in it yet.
-  for (const auto& [held, end] : holds_) keep_later(fresh, held, end);
-  for (auto it = fresh.begin(); it != fresh.end();) it = it->second <= now ? fresh.erase(it) : std::next(it);
-  holds_ = std::move(fresh);
-  const auto it = holds_.find(name);
-  return it == holds_.end() ? 0 : ms_left(it->second, now);
+  return left;
 }
 
 void FlowRuntime::hold(const std::string& name, long long ms) {

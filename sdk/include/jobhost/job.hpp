@@ -1,6 +1,7 @@
 // jobhost/job.hpp: one attempt of one job, as a handler sees it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -91,7 +92,15 @@ class Job {
   // Throws nlohmann::json::parse_error only if the host handed over invalid
   // JSON, which it never stores.
   const nlohmann::json& payload() const {
-    std::call_once(payload_once_, [this] { payload_ = nlohmann::json::parse(job_->payload_json); });
+    // Checked twice rather than std::call_once: glibc's pthread_once makes a
+    // futex system call each time it runs the function, once per job.
+    if (!payload_parsed_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(payload_mu_);
+      if (!payload_parsed_.load(std::memory_order_relaxed)) {
+        payload_ = nlohmann::json::parse(job_->payload_json);
+        payload_parsed_.store(true, std::memory_order_release);
+      }
+    }
     return payload_;
   }
 
@@ -148,7 +157,8 @@ class Job {
   const jobhost_host_api* host_;
   const jobhost_job* job_;
   jobhost_job_ctx* ctx_;
-  mutable std::once_flag payload_once_;
+  mutable std::atomic<bool> payload_parsed_{false};
+  mutable std::mutex payload_mu_;
   mutable nlohmann::json payload_;
 };
 
