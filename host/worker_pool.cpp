@@ -206,11 +206,28 @@ void WorkerPool::settle_without_running(LeasedJob job, OutcomeKind kind, std::st
 }
 
 void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
+  // The attempt this worker ran last, until it is counted out: in the same
+  // critical section that takes the next job, so one lock of mu_ per job, not
+  // two (256 email workers queued on it).
+  std::shared_ptr<Attempt> ended;
   for (;;) {
     std::shared_ptr<Attempt> a;
     bool wake = false;
     {
       std::unique_lock lock(mu_);
+      if (ended) {
+        if (slot->abandoned) return;  // the watchdog settled it and replaced us
+        slot->current.reset();
+        --busy_;
+        if (local_.empty()) {
+          // Going idle: whoever waits for a free worker (the fetcher, a
+          // drain) learns of it before this one sleeps.
+          lock.unlock();
+          free_cv_.notify_all();
+          ended.reset();
+          lock.lock();
+        }
+      }
       const auto ready = [&] {
         return !local_.empty() || stopping_ || slot->abandoned || slots_.size() > target_size_;
       };
@@ -245,14 +262,12 @@ void WorkerPool::worker_loop(std::shared_ptr<Slot> slot) {
       wake = wake_next_locked();
     }
     if (wake) work_cv_.notify_one();
-    run(*a);
-    {
-      std::lock_guard lock(mu_);
-      if (slot->abandoned) return;  // the watchdog settled it and replaced us
-      slot->current.reset();
-      --busy_;
+    if (ended) {
+      free_cv_.notify_all();  // a worker's worth of room: one attempt ended, one waiting job began
+      ended.reset();
     }
-    free_cv_.notify_all();
+    run(*a);
+    ended = std::move(a);
   }
 }
 
