@@ -195,6 +195,40 @@ TEST_CASE("api: queues counts each live state and priority band of a queue", "[a
   CHECK(body_of(c.Get("/api/v1/queues"))["queues"] == queues["queues"]);
 }
 
+TEST_CASE("api: throughput counts each minute's attempts by outcome", "[api]") {
+  TestDb db;
+  ApiHost api(db);
+  auto c = api.client();
+  const std::string job = db.enqueue("unserved.type", "{}");
+  // Rows of one minute share a created_at, so they share a minute whenever it turns.
+  const auto log = [&](const std::string& status, int n, const std::string& ago) {
+    db.scalar("INSERT INTO jobhost.job_logs (job_id, status, attempt_number, created_at) SELECT '" + job + "', '" +
+              status + "', 1, now() - interval '" + ago + "' FROM generate_series(1, " + std::to_string(n) +
+              ") RETURNING 1");
+  };
+  log("completed", 3, "0 seconds");
+  log("cancelled", 1, "0 seconds");
+  log("failed", 2, "3 minutes");
+  log("retry_scheduled", 1, "3 minutes");
+  log("stalled", 1, "3 minutes");
+  log("completed", 5, "20 minutes");  // before the window
+  const json minutes = body_of(c.Get("/api/v1/throughput?minutes=15"))["minutes"];
+  REQUIRE(minutes.size() == 15);
+  long long completed = 0, cancelled = 0, failed = 0, retried = 0;
+  for (const json& m : minutes) {
+    completed += m["completed"].get<long long>();
+    cancelled += m["cancelled"].get<long long>();
+    failed += m["failed"].get<long long>();
+    retried += m["retried"].get<long long>();
+    if (m["failed"] == 2) CHECK(m["retried"] == 2);  // the same minute
+  }
+  CHECK(completed == 3);
+  CHECK(cancelled == 1);
+  CHECK(failed == 2);
+  CHECK(retried == 2);
+  CHECK(minutes.back()["minute"] > minutes.front()["minute"]);
+}
+
 TEST_CASE("api: queues, DLQ list and replay by id and by queue", "[api]") {
   TestDb db;
   ApiHost api(db);
