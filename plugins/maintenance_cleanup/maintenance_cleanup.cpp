@@ -14,9 +14,11 @@
 //      stay, and so do their logs.
 //   2. job_logs rows older than retention.job_logs_days (default 30) of jobs
 //      that are finished but kept (e.g. a DLQ job's early attempts).
-//   3. app.webhook_deliveries rows older than retention.webhook_deliveries_days
+//   3. jobhost.attempt_counts rows (attempts per minute, which the dashboard
+//      and the API's throughput read) older than retention.job_logs_days.
+//   4. app.webhook_deliveries rows older than retention.webhook_deliveries_days
 //      (default 30).
-//   4. exports past expires_at: the file under settings.export_root is removed
+//   5. exports past expires_at: the file under settings.export_root is removed
 //      (never a path that resolves outside it) and the row marked 'expired'
 //      (the step is skipped when export_root is not set).
 // Counts go to the log line that ends the run. PostgreSQL unreachable is a
@@ -75,6 +77,20 @@ WITH victims AS (
 )
 SELECT count(*), coalesce(max(id), $1) FROM gone)SQL";
 
+// Walks the primary key, which starts with the minute; $1 is the last minute
+// deleted (rows of that minute a batch left are still >= it).
+constexpr const char* kDeleteAttemptCounts = R"SQL(
+WITH victims AS (
+  SELECT minute, queue_name, status, shard FROM jobhost.attempt_counts
+   WHERE minute >= $1::timestamptz AND minute < now() - $2 * interval '1 day'
+   ORDER BY minute LIMIT $3
+), gone AS (
+  DELETE FROM jobhost.attempt_counts c USING victims v
+   WHERE (c.minute, c.queue_name, c.status, c.shard) = (v.minute, v.queue_name, v.status, v.shard)
+  RETURNING c.minute
+)
+SELECT count(*), coalesce(max(minute)::text, $1::text) FROM gone)SQL";
+
 constexpr const char* kDeleteDeliveries = R"SQL(
 WITH victims AS (
   SELECT id FROM app.webhook_deliveries
@@ -113,7 +129,7 @@ constexpr const char* kVersion = "1.2.0";
 struct Stopped {};
 
 struct Counts {
-  long long jobs = 0, logs = 0, deliveries = 0, exports = 0, batches = 0;
+  long long jobs = 0, logs = 0, attempt_counts = 0, deliveries = 0, exports = 0, batches = 0;
 };
 
 class MaintenanceCleanup : public jobhost::sdk::Plugin {
@@ -172,6 +188,9 @@ class MaintenanceCleanup : public jobhost::sdk::Plugin {
       n.logs = batched(job, *conn, n, "0", [&](pqxx::nontransaction& tx, const std::string& after) {
         return tx.exec_params(kDeleteLogs, std::stoll(after), logs_days_, batch_, last_log);
       });
+      n.attempt_counts = batched(job, *conn, n, "-infinity", [&](pqxx::nontransaction& tx, const std::string& after) {
+        return tx.exec_params(kDeleteAttemptCounts, after, logs_days_, batch_);
+      });
       const long long last_delivery = scalar(*conn, kLastOldDelivery, deliveries_days_);
       n.deliveries = batched(job, *conn, n, "0", [&](pqxx::nontransaction& tx, const std::string& after) {
         return tx.exec_params(kDeleteDeliveries, std::stoll(after), deliveries_days_, batch_, last_delivery);
@@ -193,7 +212,8 @@ class MaintenanceCleanup : public jobhost::sdk::Plugin {
  private:
   static std::string summary(const Counts& n) {
     return "deleted " + std::to_string(n.jobs) + " finished jobs, " + std::to_string(n.logs) +
-           " old job_logs rows and " + std::to_string(n.deliveries) + " webhook deliveries, expired " +
+           " old job_logs rows, " + std::to_string(n.attempt_counts) + " old attempt counts and " +
+           std::to_string(n.deliveries) + " webhook deliveries, expired " +
            std::to_string(n.exports) + " exports";
   }
 

@@ -195,6 +195,49 @@ TEST_CASE("api: queues counts each live state and priority band of a queue", "[a
   CHECK(body_of(c.Get("/api/v1/queues"))["queues"] == queues["queues"]);
 }
 
+TEST_CASE("api: a queue's last minute counts the attempts its jobs just made, and only those", "[api]") {
+  TestDb db;
+  ApiHost api(db);
+  auto c = api.client();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(db.enqueue("noop", "{}"));
+  for (int i = 0; i < 2; ++i) ids.push_back(db.enqueue("noop", R"({"permanent": true})"));
+  REQUIRE(eventually([&] {
+    for (const auto& id : ids) {
+      const std::string s = db.status(id);
+      if (s != "completed" && s != "failed") return false;
+    }
+    return true;
+  }, 30s));
+  // Older attempts of the same queue, and this minute's of another: neither is noop's last minute.
+  db.scalar("INSERT INTO jobhost.job_logs (job_id, status, attempt_number, created_at) SELECT '" + ids[0] +
+            "', 'completed', 1, now() - interval '3 minutes' FROM generate_series(1, 5) RETURNING 1");
+  const std::string other = db.enqueue("unserved.type", "{}");
+  db.scalar("INSERT INTO jobhost.job_logs (job_id, status, attempt_number) SELECT '" + other +
+            "', 'failed', 1 FROM generate_series(1, 7) RETURNING 1");
+  const auto queue = [&](const std::string& name) {
+    const json body = body_of(c.Get("/api/v1/queues"));
+    for (const json& each : body["queues"]) {
+      if (each["name"] == name) return each;
+    }
+    return json();
+  };
+  const json noop = queue("noop");
+  REQUIRE(noop.is_object());
+  CHECK(noop["last_minute"]["completed"] == 6);
+  CHECK(noop["last_minute"]["failed_attempts"] == 2);
+  CHECK(queue("unserved.type")["last_minute"]["failed_attempts"] == 7);
+  // The chart counts every queue's attempts of the window, the older ones in their minute.
+  long long completed = 0, failed = 0;
+  const json minutes = body_of(c.Get("/api/v1/throughput?minutes=15"))["minutes"];
+  for (const json& m : minutes) {
+    completed += m["completed"].get<long long>();
+    failed += m["failed"].get<long long>();
+  }
+  CHECK(completed == 6 + 5);
+  CHECK(failed == 2 + 7);
+}
+
 TEST_CASE("api: throughput counts each minute's attempts by outcome", "[api]") {
   TestDb db;
   ApiHost api(db);

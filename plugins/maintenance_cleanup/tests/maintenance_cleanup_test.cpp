@@ -75,8 +75,8 @@ TEST_CASE("cleanup deletes finished jobs past retention in bounded batches, and 
   // 35 completed rows at batch_size 10 took four batches, not one statement.
   CHECK_THAT(host->log(), Catch::Contains("cleanup: deleted 43 finished jobs"));
   // completed: 10+10+10+5 (4 statements), cancelled 1, failed 1, job_logs 1,
-  // webhook deliveries 1, exports 1.
-  CHECK_THAT(host->log(), Catch::Contains("(9 batches)"));
+  // attempt counts 1, webhook deliveries 1, exports 1.
+  CHECK_THAT(host->log(), Catch::Contains("(10 batches)"));
   fs::remove_all(exports);
 }
 
@@ -119,8 +119,11 @@ TEST_CASE("cleanup trims old job_logs of kept jobs and removes expired export fi
   CHECK_THAT(host->log(), Catch::Contains("is not inside the export root; file not removed"));
   CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries") == 2);
   CHECK(db.count("SELECT count(*) FROM app.webhook_deliveries WHERE created_at < now() - interval '2 days'") == 0);
-  CHECK_THAT(host->log(), Catch::Contains("deleted 0 finished jobs, 1 old job_logs rows and 3 webhook deliveries, "
-                                          "expired 2 exports, in "));
+  // The attempts counted per minute: the 40-day-old one is gone, the 10-day-old one stays.
+  CHECK(db.scalar("SELECT string_agg(status || ' ' || (now() - minute > interval '30 days'), ',') "
+                  "FROM jobhost.attempt_counts WHERE queue_name = 'old.work'") == "completed false");
+  CHECK_THAT(host->log(), Catch::Contains("deleted 0 finished jobs, 1 old job_logs rows, 1 old attempt counts and "
+                                          "3 webhook deliveries, expired 2 exports, in "));
   fs::remove_all(exports);
   fs::remove(outside);
 }
