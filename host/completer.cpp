@@ -131,6 +131,13 @@ size_t Completer::flush_and_stop(std::chrono::milliseconds grace) {
   return left;
 }
 
+void Completer::pending_ids(std::unordered_set<std::string>& out) {
+  std::lock_guard lock(mu_);
+  for (const Outcome& o : queue_) out.insert(o.job_id);
+  // batch_ changes only under mu_; the completer's thread reads it meanwhile.
+  for (const Outcome& o : batch_) out.insert(o.job_id);
+}
+
 std::string Completer::failure_context() const {
   return "cannot write " + std::to_string(batch_.size()) + " outcomes yet";
 }
@@ -151,8 +158,9 @@ std::chrono::milliseconds Completer::run_once(std::stop_token stop) {
   // A failure keeps the batch: it is written once PostgreSQL answers again.
   const size_t written = write(pg(), batch_);
   if (written < batch_.size()) stale_ += batch_.size() - written;
-  batch_.clear();
+  std::vector<Outcome> done;  // freed after the lock below is released
   std::lock_guard lock(mu_);
+  done.swap(batch_);
   in_flight_ = 0;
   if (queue_.empty()) drained_cv_.notify_all();
   return std::chrono::milliseconds(0);

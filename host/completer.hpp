@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <pqxx/pqxx>
@@ -38,6 +39,9 @@ class Completer : private Service {
   // Outcomes whose guard no longer matched (the lease had moved on).
   uint64_t stale_outcomes() const { return stale_; }
 
+  // Adds the job ids of every outcome submitted and not yet written.
+  void pending_ids(std::unordered_set<std::string>& out);
+
   // Writes one batch of outcomes with the completer's statements, and lets
   // the batches they may have finished finish. Returns the number written;
   // throws on database errors. (Also jobctl bench --floor's completion step.)
@@ -49,7 +53,7 @@ class Completer : private Service {
   std::string failure_context() const override;
 
   size_t max_batch_;
-  std::vector<Outcome> batch_;  // being written; kept across failed attempts
+  std::vector<Outcome> batch_;  // being written; kept across failed attempts; changed under mu_
   std::mutex mu_;
   std::condition_variable_any cv_;
   std::deque<Outcome> queue_;

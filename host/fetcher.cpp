@@ -118,7 +118,13 @@ std::chrono::milliseconds Fetcher::run_once(std::stop_token stop) {
     ids.push_back(j.id);
     if (slots) key_of.emplace(j.id, j.key);
   }
-  std::vector<LeasedJob> leased = lease_jobs(pg(), ids, worker_id_, lease_ms_);
+  std::vector<LeasedJob> leased;
+  try {
+    leased = lease_jobs(pg(), ids, worker_id_, lease_ms_);
+  } catch (...) {
+    pool_.lease_answer_lost();  // it may have committed (WorkerPool::lease_answer_lost)
+    throw;
+  }
   if (slots) {
     for (LeasedJob& job : leased) {
       auto it = key_of.find(job.id);

@@ -4,6 +4,8 @@
 // PostgreSQL in one statement (counting the attempt), validates the payload
 // with the plugin, and hands them over. Ids whose lease fails (taken, reset,
 // or PostgreSQL down) stay 'migrated_to_redis' and the reconciler recovers them.
+// A lease that committed but whose answer was lost (the connection broke in
+// between) is given back by the lease keeper (WorkerPool::lease_answer_lost).
 #pragma once
 
 #include <map>

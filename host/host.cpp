@@ -165,7 +165,7 @@ int Host::run() {
       throw StartupError(e.what());
     }
   }
-  p.lease_keeper = std::make_unique<LeaseKeeper>(config_, p.pools, p.registry, *p.flow);
+  p.lease_keeper = std::make_unique<LeaseKeeper>(config_, p.pools, p.registry, *p.flow, *p.completer);
   p.housekeeping = std::jthread([k = p.lease_keeper.get()](std::stop_token st) { k->run(st); });
   spdlog::info("jobhost {} ready", config_.host_id);
 

@@ -46,7 +46,24 @@ UPDATE jobhost.jobs j
 RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql",
                                             {{"async_commit", kAsyncCommitFrom}});
 
+const std::string kUnansweredSql = state_sql(R"sql(
+SELECT id::text, attempt_count FROM jobhost.jobs
+ WHERE status = {running} AND worker_id = $1 AND started_at < now() - $2 * interval '1 millisecond'
+   AND NOT (id = ANY($3::uuid[])))sql");
+
 }  // namespace
+
+std::vector<std::pair<std::string, int>> unanswered_leases(pqxx::connection& conn, const std::string& worker_id,
+                                                           const std::unordered_set<std::string>& attempts) {
+  PgArray ids;
+  for (const auto& id : attempts) ids.add(id);
+  pqxx::nontransaction tx(conn);
+  std::vector<std::pair<std::string, int>> out;
+  for (const auto& row : tx.exec_params(kUnansweredSql, worker_id, kUnansweredLeaseAge.count(), ids.str())) {
+    out.emplace_back(row[0].c_str(), row[1].as<int>());
+  }
+  return out;
+}
 
 std::vector<LeasedJob> lease_jobs(pqxx::connection& conn, const std::vector<std::string>& ids,
                                   const std::string& worker_id, int64_t duration_ms) {

@@ -6,9 +6,11 @@
 // cannot overwrite the newer attempt's outcome (invariant 2).
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -63,5 +65,16 @@ struct HeldLease {
 // which are gone and which jobs were cancelled meanwhile (their handlers
 // should be asked to stop).
 LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<HeldLease>& held, int64_t duration_ms);
+
+// How long after its lease a job running under a worker id that has no
+// attempt for it counts as a lease whose answer was lost: longer than an
+// answer takes to reach a worker.
+constexpr std::chrono::milliseconds kUnansweredLeaseAge{2000};
+
+// Jobs running under `worker_id` since kUnansweredLeaseAge or longer that
+// are none of `attempts` (the ids of the attempts the worker's pool and the
+// completer have), with their attempt numbers.
+std::vector<std::pair<std::string, int>> unanswered_leases(pqxx::connection& conn, const std::string& worker_id,
+                                                           const std::unordered_set<std::string>& attempts);
 
 }  // namespace jobhost

@@ -20,7 +20,7 @@ constexpr auto kSupervisePeriod = std::chrono::milliseconds(100);
 // The watchdog must keep its cadence while PostgreSQL is down, so a failure
 // backs off no further than the next supervise.
 LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const QueueRegistry& registry,
-                         FlowRuntime& flow)
+                         FlowRuntime& flow, Completer& completer)
     : Service({.name = "housekeeping",
                .postgres_url = config.postgres_url,
                .redis_url = {},
@@ -30,6 +30,8 @@ LeaseKeeper::LeaseKeeper(const Config& config, const PoolSet& pools, const Queue
       pools_(pools),
       registry_(registry),
       flow_(flow),
+      completer_(completer),
+      host_id_(config.host_id),
       key_prefix_(config.redis_key_prefix),
       heartbeat_(config.heartbeat_ms),
       lease_ms_(config.lease_duration_ms),
@@ -53,12 +55,55 @@ void LeaseKeeper::extend_slots_of(const std::vector<HeldLease>& held) {
   }
 }
 
+void LeaseKeeper::give_back_unanswered(pqxx::connection& conn, WorkerPool& pool) {
+  const int64_t lost_at = pool.lease_answer_lost_at();
+  std::map<std::string, int>& seen = unanswered_[pool.name()];
+  if (lost_at == 0 && seen.empty()) return;
+  const auto began = std::chrono::steady_clock::now();
+  // The pool's attempts first, then the completer's: an attempt that ends
+  // in between is in the second.
+  std::unordered_set<std::string> attempts;
+  pool.attempt_ids(attempts);
+  completer_.pending_ids(attempts);
+  const auto found = unanswered_leases(conn, host_id_ + "/" + pool.name(), attempts);
+  std::map<std::string, int> again;
+  std::vector<Outcome> back;
+  for (const auto& [id, attempt] : found) {
+    const auto it = seen.find(id);
+    if (it != seen.end() && it->second == attempt) {
+      const int64_t now = now_us();
+      back.push_back({id, attempt, OutcomeKind::kHandBack, 0, {}, now, now});
+    } else {
+      again.emplace(id, attempt);
+    }
+  }
+  seen = std::move(again);
+  if (!back.empty()) {
+    spdlog::warn("{}: {} jobs were leased by a statement whose answer was lost; giving them back (no attempt used)",
+                 pool.name(), back.size());
+    for (auto& o : back) completer_.submit(std::move(o));
+  }
+  // Done once a look finds nothing that began long enough after the last
+  // failure to see every job that failure may have leased.
+  const auto since_lost = began.time_since_epoch() - std::chrono::steady_clock::duration(lost_at);
+  if (found.empty() && since_lost > 2 * kUnansweredLeaseAge) pool.forget_lease_answer_lost(lost_at);
+}
+
 std::chrono::milliseconds LeaseKeeper::run_once(std::stop_token) {
   const auto pools = pools_.all();
   for (auto& pool : pools) pool->supervise();
   const auto now = std::chrono::steady_clock::now();
-  if (now < next_heartbeat_ && now < next_register_) return kSupervisePeriod;
+  bool unanswered = false;
+  if (now >= next_unanswered_) {
+    for (auto& pool : pools) unanswered = unanswered || pool->lease_answer_lost_at() != 0;
+    for (const auto& [_, seen] : unanswered_) unanswered = unanswered || !seen.empty();
+  }
+  if (now < next_heartbeat_ && now < next_register_ && !unanswered) return kSupervisePeriod;
   pqxx::connection& conn = pg();
+  if (unanswered) {
+    for (auto& pool : pools) give_back_unanswered(conn, *pool);
+    next_unanswered_ = now + kUnansweredLeaseAge;
+  }
   if (now >= next_heartbeat_) {
     std::vector<HeldLease> held;
     for (auto& pool : pools) pool->held_leases(held);

@@ -355,6 +355,7 @@ std::pair<size_t, bool> Migrator::direct_lease(pqxx::connection& conn, WorkerPoo
                         config_.host_id + "/" + pool.name(), config_.lease_duration_ms);
   } catch (...) {
     pool.take_reserved({}, reserved);
+    pool.lease_answer_lost();  // it may have committed (WorkerPool::lease_answer_lost)
     throw;
   }
   const size_t n = jobs.size();

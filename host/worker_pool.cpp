@@ -428,6 +428,23 @@ void WorkerPool::held_leases(std::vector<HeldLease>& out) const {
   }
 }
 
+void WorkerPool::attempt_ids(std::unordered_set<std::string>& out) const {
+  std::lock_guard lock(mu_);
+  for (const auto& a : local_) out.insert(a->ctx.job.id);
+  for (const auto& s : slots_) {
+    if (s->current) out.insert(s->current->ctx.job.id);
+  }
+}
+
+void WorkerPool::lease_answer_lost() {
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  lease_answer_lost_at_.store(std::max<int64_t>(now, 1));
+}
+
+void WorkerPool::forget_lease_answer_lost(int64_t at) {
+  lease_answer_lost_at_.compare_exchange_strong(at, 0);
+}
+
 void WorkerPool::cancel(const std::vector<std::string>& job_ids) {
   std::lock_guard lock(mu_);
   for (const auto& s : slots_) {

@@ -17,6 +17,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -61,6 +62,22 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   void held_leases(std::vector<HeldLease>& out) const;
   // Flags attempts whose lease was lost so their handlers can stop early.
   void cancel(const std::vector<std::string>& job_ids);
+  // The job ids of every attempt this pool has: waiting for a worker,
+  // running, or ended and being settled (a worker's slot keeps its attempt
+  // until the outcome is with the completer).
+  void attempt_ids(std::unordered_set<std::string>& out) const;
+
+  // A lease statement for this pool (the fetcher's, or the migrator's direct
+  // lease) failed without an answer. It may have committed all the same,
+  // leaving jobs running in PostgreSQL under this pool's worker id that no
+  // worker has; the lease keeper looks for them and gives them back
+  // (LeaseKeeper::give_back_unanswered) instead of letting each wait for its
+  // lease to expire and lose an attempt.
+  void lease_answer_lost();
+  // When the last such failure was (steady clock, ns); 0: none outstanding.
+  int64_t lease_answer_lost_at() const { return lease_answer_lost_at_.load(); }
+  // Forgets it, unless another failure came after `at`.
+  void forget_lease_answer_lost(int64_t at);
 
   const std::string& name() const { return plugin_config_.name; }
   const LoadedPlugin& plugin() const { return *plugin_; }
@@ -166,6 +183,7 @@ class WorkerPool : public std::enable_shared_from_this<WorkerPool> {
   std::atomic<uint64_t> abandoned_{0};
   std::vector<SlotRelease> slot_releases_;  // guarded by mu_
   std::atomic<bool> fetcher_idle_{false};
+  std::atomic<int64_t> lease_answer_lost_at_{0};
   std::mutex rng_mu_;
   std::mt19937_64 rng_{std::random_device{}()};
 };

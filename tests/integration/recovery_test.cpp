@@ -160,6 +160,52 @@ TEST_CASE("jobs survive a PostgreSQL crash mid-run: lost claims and leases are r
   CHECK(host->running());
 }
 
+// A lease statement can commit and still fail on the host's side: the
+// connection breaks before the answer arrives (the PostgreSQL crash test
+// above shows it now and then). Its jobs are then running under the pool's
+// worker id with no worker. Made here by hand: one such job, and a lease
+// statement that fails (a trigger refuses one job's lease) so the host knows
+// an answer may have been lost. The job goes back to its queue within
+// seconds, not when its 60 s lease expires, and its attempt is not charged;
+// the job a worker really is running is left alone.
+TEST_CASE("a job leased by a statement whose answer was lost goes back to its queue without using an attempt",
+          "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.lease_ms = 60000;
+  o.heartbeat_ms = 1000;
+  auto host = start_host(write_config(db, o));
+  const std::string first = db.enqueue("noop", "{}");
+  REQUIRE(eventually([&] { return db.status(first) == "completed"; }, 20s));
+  const std::string worker = db.scalar("SELECT worker_id FROM jobhost.jobs WHERE id = '" + first + "'");
+  const std::string busy = db.enqueue("noop", R"({"sleep_ms": 7000})");
+  REQUIRE(eventually([&] { return db.status(busy) == "running"; }, 20s));
+  const std::string busy_started = db.scalar("SELECT started_at FROM jobhost.jobs WHERE id = '" + busy + "'");
+  const std::string orphan = db.scalar(
+      "INSERT INTO jobhost.jobs (queue_name, status, attempt_count, max_attempts, worker_id, started_at, "
+      "lease_expires_at, payload) VALUES ('noop', 'running', 1, 3, '" + worker + "', now() - interval '3 seconds', "
+      "now() + interval '60 seconds', '{}') RETURNING id");
+  db.scalar(R"(CREATE FUNCTION refuse_lease_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'lease refused by the test'; END $$;
+               SELECT 1)");
+  db.scalar("CREATE TRIGGER refuse_lease BEFORE UPDATE ON jobhost.jobs FOR EACH ROW "
+            "WHEN (NEW.status = 'running' AND NEW.payload ? 'refuse') EXECUTE FUNCTION refuse_lease_for_test(); SELECT 1");
+  const std::string refused = db.enqueue("noop", R"({"refuse": true})");
+  REQUIRE(eventually([&] { return host->log().find("lease refused by the test") != std::string::npos; }, 20s));
+  db.scalar("DROP TRIGGER refuse_lease ON jobhost.jobs; SELECT 1");
+  REQUIRE(eventually([&] { return db.status(orphan) == "completed"; }, 15s));
+  INFO(host->log());
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + orphan + "'") == "1");
+  CHECK(db.scalar("SELECT string_agg(status, ',') FROM jobhost.job_logs WHERE job_id = '" + orphan + "'") ==
+        "completed");
+  CHECK_THAT(host->log(), Catch::Contains("noop: 1 jobs were leased by a statement whose answer was lost"));
+  // The running job was not given back: it ran once, from the same lease.
+  REQUIRE(eventually([&] { return db.status(busy) == "completed"; }, 20s));
+  CHECK(db.scalar("SELECT started_at FROM jobhost.jobs WHERE id = '" + busy + "'") == busy_started);
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + busy + "'") == "1");
+  REQUIRE(eventually([&] { return db.status(refused) == "completed"; }, 20s));
+}
+
 TEST_CASE("a job that crashes its host is dead-lettered after max_attempts", "[recovery]") {
   TestDb db;
   HostOptions o;
