@@ -47,20 +47,20 @@ RETURNING j.id::text, j.cancel_requested_at IS NOT NULL)sql",
                                             {{"async_commit", kAsyncCommitFrom}});
 
 const std::string kUnansweredSql = state_sql(R"sql(
-SELECT id::text, attempt_count FROM jobhost.jobs
+SELECT id::text, attempt_count, lease_expires_at::text FROM jobhost.jobs
  WHERE status = {running} AND worker_id = $1 AND started_at < now() - $2 * interval '1 millisecond'
    AND NOT (id = ANY($3::uuid[])))sql");
 
 }  // namespace
 
-std::vector<std::pair<std::string, int>> unanswered_leases(pqxx::connection& conn, const std::string& worker_id,
-                                                           const std::unordered_set<std::string>& attempts) {
+std::vector<RunningLease> unanswered_leases(pqxx::connection& conn, const std::string& worker_id,
+                                            const std::unordered_set<std::string>& attempts) {
   PgArray ids;
   for (const auto& id : attempts) ids.add(id);
   pqxx::nontransaction tx(conn);
-  std::vector<std::pair<std::string, int>> out;
+  std::vector<RunningLease> out;
   for (const auto& row : tx.exec_params(kUnansweredSql, worker_id, kUnansweredLeaseAge.count(), ids.str())) {
-    out.emplace_back(row[0].c_str(), row[1].as<int>());
+    out.push_back({row[0].c_str(), row[1].as<int>(), row[2].is_null() ? "" : row[2].c_str()});
   }
   return out;
 }

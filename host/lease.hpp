@@ -71,10 +71,17 @@ LeaseCheck extend_leases(pqxx::connection& conn, const std::vector<HeldLease>& h
 // answer takes to reach a worker.
 constexpr std::chrono::milliseconds kUnansweredLeaseAge{2000};
 
+// A job running under a worker id, as unanswered_leases finds it.
+struct RunningLease {
+  std::string id;
+  int attempt = 0;
+  std::string expires;  // lease_expires_at, as text: it changes when anyone extends the lease
+};
+
 // Jobs running under `worker_id` since kUnansweredLeaseAge or longer that
 // are none of `attempts` (the ids of the attempts the worker's pool and the
-// completer have), with their attempt numbers.
-std::vector<std::pair<std::string, int>> unanswered_leases(pqxx::connection& conn, const std::string& worker_id,
-                                                           const std::unordered_set<std::string>& attempts);
+// completer have).
+std::vector<RunningLease> unanswered_leases(pqxx::connection& conn, const std::string& worker_id,
+                                            const std::unordered_set<std::string>& attempts);
 
 }  // namespace jobhost

@@ -57,7 +57,7 @@ void LeaseKeeper::extend_slots_of(const std::vector<HeldLease>& held) {
 
 void LeaseKeeper::give_back_unanswered(pqxx::connection& conn, WorkerPool& pool) {
   const int64_t lost_at = pool.lease_answer_lost_at();
-  std::map<std::string, int>& seen = unanswered_[pool.name()];
+  std::map<std::string, Seen>& seen = unanswered_[pool.name()];
   if (lost_at == 0 && seen.empty()) return;
   const auto began = std::chrono::steady_clock::now();
   // The pool's attempts first, then the completer's: an attempt that ends
@@ -66,15 +66,18 @@ void LeaseKeeper::give_back_unanswered(pqxx::connection& conn, WorkerPool& pool)
   pool.attempt_ids(attempts);
   completer_.pending_ids(attempts);
   const auto found = unanswered_leases(conn, host_id_ + "/" + pool.name(), attempts);
-  std::map<std::string, int> again;
+  std::map<std::string, Seen> again;
   std::vector<Outcome> back;
-  for (const auto& [id, attempt] : found) {
-    const auto it = seen.find(id);
-    if (it != seen.end() && it->second == attempt) {
+  for (const RunningLease& l : found) {
+    const auto it = seen.find(l.id);
+    const bool same = it != seen.end() && it->second.lease.attempt == l.attempt && it->second.lease.expires == l.expires;
+    if (!same) {
+      again.emplace(l.id, Seen{l, began});
+    } else if (began - it->second.at > heartbeat_ + kSupervisePeriod) {
       const int64_t now = now_us();
-      back.push_back({id, attempt, OutcomeKind::kHandBack, 0, {}, now, now});
+      back.push_back({l.id, l.attempt, OutcomeKind::kHandBack, 0, {}, now, now});
     } else {
-      again.emplace(id, attempt);
+      again.emplace(l.id, it->second);
     }
   }
   seen = std::move(again);

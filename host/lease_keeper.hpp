@@ -31,12 +31,14 @@ class LeaseKeeper : public Service {
   std::chrono::milliseconds run_once(std::stop_token stop) override;
   void extend_slots_of(const std::vector<HeldLease>& held);
   // A lease whose answer was lost leaves its jobs running under the pool's
-  // worker id with no attempt for them. Each such job seen on two heartbeats
-  // in a row with the same attempt (so not an attempt passing from a worker
-  // to the completer, or a lease on its way to a worker) goes back to its
-  // queue with its attempt returned, as a job leased but never started is.
-  // Without this it would wait for its lease to expire and be charged an
-  // attempt it never ran ('stalled').
+  // worker id with no attempt for them. Such a job, seen again with the same
+  // attempt and the same lease deadline more than a heartbeat later (so not
+  // an attempt passing from a worker to the completer, nor a lease on its
+  // way to a worker, nor one that another process extends: a second host
+  // given the same host.id), goes back to its queue with its attempt
+  // returned, as a job leased but never started does. Without this it would
+  // wait for its lease to expire and be charged an attempt it never ran
+  // ('stalled').
   void give_back_unanswered(pqxx::connection& conn, WorkerPool& pool);
 
   const PoolSet& pools_;
@@ -44,10 +46,14 @@ class LeaseKeeper : public Service {
   FlowRuntime& flow_;
   Completer& completer_;
   std::string host_id_;
-  // Per pool: the jobs give_back_unanswered saw once, with their attempts.
-  // It looks every kUnansweredLeaseAge while a pool has a lost answer or a
-  // job seen once.
-  std::map<std::string, std::map<std::string, int>> unanswered_;
+  // Per pool, by job id: the jobs give_back_unanswered has seen, as first
+  // seen. It looks every kUnansweredLeaseAge while a pool has a lost answer
+  // or a job seen.
+  struct Seen {
+    RunningLease lease;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::map<std::string, std::map<std::string, Seen>> unanswered_;
   std::string key_prefix_;
   std::chrono::milliseconds heartbeat_;
   int64_t lease_ms_;

@@ -206,6 +206,41 @@ TEST_CASE("a job leased by a statement whose answer was lost goes back to its qu
   REQUIRE(eventually([&] { return db.status(refused) == "completed"; }, 20s));
 }
 
+// Two hosts given the same host.id share a worker id. A job the other host
+// is running has its lease extended every heartbeat, so it is not taken for
+// one whose answer was lost, whichever host looks.
+TEST_CASE("a host whose lease answer was lost leaves alone the jobs a host with the same id is running",
+          "[recovery]") {
+  TestDb db;
+  HostOptions o;
+  o.lease_ms = 60000;
+  o.heartbeat_ms = 1000;
+  auto first_host = start_host(write_config(db, o, "twin"), "twin");
+  const std::string busy = db.enqueue("noop", R"({"sleep_ms": 9000})");
+  REQUIRE(eventually([&] { return db.status(busy) == "running"; }, 20s));
+  const std::string busy_started = db.scalar("SELECT started_at FROM jobhost.jobs WHERE id = '" + busy + "'");
+  auto second_host = start_host(write_config(db, o, "twin"), "twin-2");
+  db.scalar(R"(CREATE FUNCTION refuse_lease_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'lease refused by the test'; END $$;
+               SELECT 1)");
+  db.scalar("CREATE TRIGGER refuse_lease BEFORE UPDATE ON jobhost.jobs FOR EACH ROW "
+            "WHEN (NEW.status = 'running' AND NEW.payload ? 'refuse') EXECUTE FUNCTION refuse_lease_for_test(); SELECT 1");
+  std::vector<std::string> refused;
+  for (int i = 0; i < 4; ++i) refused.push_back(db.enqueue("noop", R"({"refuse": true})"));
+  REQUIRE(eventually([&] {
+    return second_host->log().find("lease refused by the test") != std::string::npos &&
+           first_host->log().find("lease refused by the test") != std::string::npos;
+  }, 20s));
+  db.scalar("DROP TRIGGER refuse_lease ON jobhost.jobs; SELECT 1");
+  REQUIRE(eventually([&] { return db.status(busy) == "completed"; }, 20s));
+  INFO(first_host->log() + second_host->log());
+  CHECK(db.scalar("SELECT started_at FROM jobhost.jobs WHERE id = '" + busy + "'") == busy_started);
+  CHECK(db.scalar("SELECT attempt_count FROM jobhost.jobs WHERE id = '" + busy + "'") == "1");
+  CHECK(first_host->log().find("answer was lost") == std::string::npos);
+  CHECK(second_host->log().find("answer was lost") == std::string::npos);
+  for (const auto& id : refused) REQUIRE(eventually([&] { return db.status(id) == "completed"; }, 20s));
+}
+
 TEST_CASE("a job that crashes its host is dead-lettered after max_attempts", "[recovery]") {
   TestDb db;
   HostOptions o;
