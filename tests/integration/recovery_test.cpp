@@ -160,6 +160,20 @@ TEST_CASE("jobs survive a PostgreSQL crash mid-run: lost claims and leases are r
   CHECK(host->running());
 }
 
+namespace {
+
+// Makes every lease statement that includes a job whose payload has
+// "refuse" fail (dropped with DROP TRIGGER refuse_lease ON jobhost.jobs).
+void refuse_leases_of_marked_jobs(TestDb& db) {
+  db.scalar(R"(CREATE FUNCTION refuse_lease_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'lease refused by the test'; END $$;
+               SELECT 1)");
+  db.scalar("CREATE TRIGGER refuse_lease BEFORE UPDATE ON jobhost.jobs FOR EACH ROW "
+            "WHEN (NEW.status = 'running' AND NEW.payload ? 'refuse') EXECUTE FUNCTION refuse_lease_for_test(); SELECT 1");
+}
+
+}  // namespace
+
 // A lease statement can commit and still fail on the host's side: the
 // connection breaks before the answer arrives (the PostgreSQL crash test
 // above shows it now and then). Its jobs are then running under the pool's
@@ -185,11 +199,7 @@ TEST_CASE("a job leased by a statement whose answer was lost goes back to its qu
       "INSERT INTO jobhost.jobs (queue_name, status, attempt_count, max_attempts, worker_id, started_at, "
       "lease_expires_at, payload) VALUES ('noop', 'running', 1, 3, '" + worker + "', now() - interval '3 seconds', "
       "now() + interval '60 seconds', '{}') RETURNING id");
-  db.scalar(R"(CREATE FUNCTION refuse_lease_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
-               BEGIN RAISE EXCEPTION 'lease refused by the test'; END $$;
-               SELECT 1)");
-  db.scalar("CREATE TRIGGER refuse_lease BEFORE UPDATE ON jobhost.jobs FOR EACH ROW "
-            "WHEN (NEW.status = 'running' AND NEW.payload ? 'refuse') EXECUTE FUNCTION refuse_lease_for_test(); SELECT 1");
+  refuse_leases_of_marked_jobs(db);
   const std::string refused = db.enqueue("noop", R"({"refuse": true})");
   REQUIRE(eventually([&] { return host->log().find("lease refused by the test") != std::string::npos; }, 20s));
   db.scalar("DROP TRIGGER refuse_lease ON jobhost.jobs; SELECT 1");
@@ -220,11 +230,7 @@ TEST_CASE("a host whose lease answer was lost leaves alone the jobs a host with 
   REQUIRE(eventually([&] { return db.status(busy) == "running"; }, 20s));
   const std::string busy_started = db.scalar("SELECT started_at FROM jobhost.jobs WHERE id = '" + busy + "'");
   auto second_host = start_host(write_config(db, o, "twin"), "twin-2");
-  db.scalar(R"(CREATE FUNCTION refuse_lease_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
-               BEGIN RAISE EXCEPTION 'lease refused by the test'; END $$;
-               SELECT 1)");
-  db.scalar("CREATE TRIGGER refuse_lease BEFORE UPDATE ON jobhost.jobs FOR EACH ROW "
-            "WHEN (NEW.status = 'running' AND NEW.payload ? 'refuse') EXECUTE FUNCTION refuse_lease_for_test(); SELECT 1");
+  refuse_leases_of_marked_jobs(db);
   std::vector<std::string> refused;
   for (int i = 0; i < 4; ++i) refused.push_back(db.enqueue("noop", R"({"refuse": true})"));
   REQUIRE(eventually([&] {
